@@ -1,0 +1,1 @@
+//! A local stand-in for the Feishu chat-button API (see issue: emulator).

@@ -1,0 +1,3 @@
+//! The Feishu/Lark Open API as this tool speaks it: wire types (and, later, the client).
+
+pub mod wire;

@@ -1,0 +1,239 @@
+//! The API's wire types: exactly the JSON that `PUT /open-apis/im/v2/chat_button` takes and gives.
+//!
+//! Shared by the desired state (what we would send), the plan (the byte-for-byte body), the client
+//! and the emulator. Absent optional fields are omitted; an empty button list is still sent
+//! (`{"buttons": {"buttons": []}}`) because the field is a full replacement.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The `user_id_type` query parameter: which kind of id `user_ids` holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserIdType {
+    /// `ou_...`: the user's id within this app (the API's default).
+    OpenId,
+    /// `on_...`: the user's id across one developer's apps.
+    UnionId,
+    /// A tenant-wide employee id (no fixed prefix; store apps cannot use it).
+    UserId,
+}
+
+impl UserIdType {
+    /// All values, in the order the API documents them.
+    pub const ALL: [UserIdType; 3] = [UserIdType::OpenId, UserIdType::UnionId, UserIdType::UserId];
+
+    /// The spelling used in YAML, JSON and the query string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserIdType::OpenId => "open_id",
+            UserIdType::UnionId => "union_id",
+            UserIdType::UserId => "user_id",
+        }
+    }
+
+    /// Parses the spelling used in YAML, JSON and the query string.
+    pub fn parse(s: &str) -> Option<UserIdType> {
+        UserIdType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// The prefix every id of this type starts with, where the type has one.
+    pub fn prefix(self) -> Option<&'static str> {
+        match self {
+            UserIdType::OpenId => Some("ou_"),
+            UserIdType::UnionId => Some("on_"),
+            UserIdType::UserId => None,
+        }
+    }
+}
+
+impl std::fmt::Display for UserIdType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `action_type`: what a click does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionType {
+    /// Open `multi_url`.
+    UrlPage,
+    /// Call the app back with `action_map`.
+    Webhook,
+}
+
+impl ActionType {
+    pub const ALL: [ActionType; 2] = [ActionType::UrlPage, ActionType::Webhook];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionType::UrlPage => "url_page",
+            ActionType::Webhook => "webhook",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ActionType> {
+        ActionType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// `button_type`: the button's look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ButtonType {
+    Default,
+    Primary,
+    Success,
+}
+
+impl ButtonType {
+    pub const ALL: [ButtonType; 3] = [
+        ButtonType::Default,
+        ButtonType::Primary,
+        ButtonType::Success,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ButtonType::Default => "default",
+            ButtonType::Primary => "primary",
+            ButtonType::Success => "success",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ButtonType> {
+        ButtonType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// `text`: the button's label (1..30 characters).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Text {
+    pub text: String,
+}
+
+/// `multi_url`: where a `url_page` button leads, per platform (https only, at most 700 characters each).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MultiUrl {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub android_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ios_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pc_url: Option<String>,
+}
+
+/// One button, field for field as the API documents `open_app_feed_card_button`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Button {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_url: Option<MultiUrl>,
+    pub action_type: ActionType,
+    pub text: Text,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub button_type: Option<ButtonType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_map: Option<BTreeMap<String, String>>,
+}
+
+/// `buttons`: the full list (0..2) that replaces whatever the audience had.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Buttons {
+    pub buttons: Vec<Button>,
+}
+
+/// The body of `PUT /open-apis/im/v2/chat_button`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatButtonRequest {
+    /// Absent for a whole-chat request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_ids: Option<Vec<String>>,
+    pub chat_id: String,
+    /// Always sent, even when empty: an omitted list is not documented to clear.
+    pub buttons: Buttons,
+}
+
+/// One entry of `data.failed_user_reasons`: a user the call did not apply to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedUserReason {
+    #[serde(default)]
+    pub error_code: i64,
+    #[serde(default)]
+    pub error_message: String,
+    #[serde(default)]
+    pub user_id: String,
+}
+
+/// `data` of a chat-button response.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatButtonData {
+    #[serde(default)]
+    pub failed_user_reasons: Vec<FailedUserReason>,
+}
+
+/// The envelope every Open API answer shares: `code` 0 means success.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiResponse<T> {
+    pub code: i64,
+    #[serde(default)]
+    pub msg: String,
+    #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
+}
+
+/// Body of `POST /open-apis/auth/v3/tenant_access_token/internal`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantTokenRequest {
+    pub app_id: String,
+    pub app_secret: String,
+}
+
+/// Answer of the token endpoint (its fields sit beside `code`, not under `data`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantTokenResponse {
+    pub code: i64,
+    #[serde(default)]
+    pub msg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_access_token: Option<String>,
+    /// Remaining lifetime in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire: Option<u64>,
+}
+
+/// Paths and documented codes.
+pub mod api {
+    pub const TOKEN_PATH: &str = "/open-apis/auth/v3/tenant_access_token/internal";
+    pub const CHAT_BUTTON_PATH: &str = "/open-apis/im/v2/chat_button";
+
+    /// Most users in one call.
+    pub const MAX_USERS_PER_CALL: usize = 20;
+    /// Most buttons in one list.
+    pub const MAX_BUTTONS: usize = 2;
+    /// Button text length, in characters.
+    pub const MAX_TEXT_CHARS: usize = 30;
+    /// URL length, in characters.
+    pub const MAX_URL_CHARS: usize = 700;
+    /// Documented calls per second, per app and tenant.
+    pub const RATE_LIMIT_PER_SECOND: u32 = 10;
+
+    pub const CODE_OK: i64 = 0;
+    pub const CODE_PARAM_INVALID: i64 = 230001;
+    pub const CODE_BOT_NOT_IN_CHAT: i64 = 230027;
+    pub const CODE_FIELD_VALIDATION: i64 = 99992402;
+    pub const CODE_RATE_LIMITED: i64 = 99991400;
+    pub const CODE_NO_TOKEN: i64 = 99991661;
+    pub const CODE_TOKEN_INVALID: i64 = 99991663;
+    pub const CODE_TOKEN_FORMAT: i64 = 99991671;
+    pub const CODE_MISSING_SCOPE: i64 = 99991672;
+    pub const CODE_TOKEN_EXPIRED: i64 = 99991677;
+    pub const CODE_APP_UNAVAILABLE: i64 = 10014;
+    pub const CODE_WRONG_SECRET: i64 = 10015;
+
+    pub const HEADER_RATELIMIT_LIMIT: &str = "x-ogw-ratelimit-limit";
+    pub const HEADER_RATELIMIT_RESET: &str = "x-ogw-ratelimit-reset";
+}

@@ -1,0 +1,11 @@
+//! feedbuttons: a declarative reconciler for Feishu/Lark chat feed-card buttons.
+//!
+//! The pipeline: `config` (files -> validated config) -> `desired` (targets and their buttons)
+//! -> `plan` (diff against the applied `state`, batched calls) -> apply through `feishu`.
+//! The `emulator` is a local stand-in for the API.
+
+pub mod cli;
+pub mod emulator;
+pub mod feishu;
+pub mod state;
+pub mod target;

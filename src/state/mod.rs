@@ -1,0 +1,1 @@
+//! The applied state: the record of what was applied and succeeded.

@@ -1,0 +1,1 @@
+//! The emulator, driven with plain HTTP.

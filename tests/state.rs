@@ -1,0 +1,1 @@
+//! The applied-state store.

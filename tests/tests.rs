@@ -1,0 +1,7 @@
+//! All integration tests: one binary, one module per topic.
+
+mod util;
+
+mod emulator;
+mod state;
+mod validate;

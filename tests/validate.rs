@@ -1,0 +1,1 @@
+//! `feedbuttons validate`: loading and diagnostics.
