@@ -5,6 +5,8 @@
 //! The `emulator` is a local stand-in for the API.
 
 pub mod cli;
+pub mod config;
+pub mod desired;
 pub mod emulator;
 pub mod feishu;
 pub mod state;

@@ -236,4 +236,12 @@ pub mod api {
 
     pub const HEADER_RATELIMIT_LIMIT: &str = "x-ogw-ratelimit-limit";
     pub const HEADER_RATELIMIT_RESET: &str = "x-ogw-ratelimit-reset";
+
+    /// Token call with a missing or empty `app_id`/`app_secret`, or a body that is not JSON
+    /// (observed on the live endpoint, not in the official tables).
+    pub const CODE_TOKEN_PARAM_INVALID: i64 = 10003;
+    /// A token asked again with at least this much lifetime left is the same token.
+    pub const TOKEN_REUSE_MIN_REMAINING_SECS: u64 = 30 * 60;
+    /// The longest a tenant token lives.
+    pub const TOKEN_MAX_LIFETIME_SECS: u64 = 2 * 60 * 60;
 }

@@ -1,0 +1,271 @@
+//! Diagnostics: what is wrong in a config, where (one or more places in one or more files), and
+//! how to render it for a person (rustc-style, with the source line and a caret) or for CI (JSON).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::yaml::Pos;
+
+/// Index of a file in [`Sources`].
+pub type FileId = usize;
+
+/// How bad a diagnostic is: errors block every later stage, warnings do not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// One place a diagnostic points at, with what to say there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Label {
+    pub file: FileId,
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// One finding: a stable code, a message, the places it concerns and an optional hint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnostic {
+    /// Stable, kebab-case identifier (`button-text-too-long`): scripts may match on it.
+    pub code: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    /// The first label is the primary place; the others are related places (a duplicate's twin).
+    pub labels: Vec<Label>,
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(code: &'static str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            code,
+            severity: Severity::Error,
+            message: message.into(),
+            labels: Vec::new(),
+            help: None,
+        }
+    }
+
+    pub fn warning(code: &'static str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message)
+        }
+    }
+
+    pub fn label(mut self, file: FileId, pos: Pos, message: impl Into<String>) -> Diagnostic {
+        self.labels.push(Label {
+            file,
+            pos,
+            message: message.into(),
+        });
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Diagnostic {
+        self.help = Some(help.into());
+        self
+    }
+
+    fn sort_key(&self) -> (Option<(FileId, u32, u32)>, &'static str, &str) {
+        let primary = self
+            .labels
+            .first()
+            .map(|l| (l.file, l.pos.line, l.pos.column));
+        (primary, self.code, &self.message)
+    }
+}
+
+/// One config file as read: its path as shown to the user and its text.
+#[derive(Clone, Debug)]
+pub struct SourceFile {
+    /// The path as given on the command line joined with the file's place under it.
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// Every file of a config, indexed by [`FileId`], so that labels can be rendered with their lines.
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    pub files: Vec<SourceFile>,
+}
+
+impl Sources {
+    pub fn path(&self, file: FileId) -> String {
+        self.files
+            .get(file)
+            .map(|f| f.path.display().to_string())
+            .unwrap_or_else(|| "<unknown>".to_owned())
+    }
+
+    fn line(&self, file: FileId, line: u32) -> Option<&str> {
+        let text = &self.files.get(file)?.text;
+        text.lines()
+            .nth(usize::try_from(line).ok()?.checked_sub(1)?)
+    }
+}
+
+/// All diagnostics of one run, sorted by where they point (then by code) so output is stable.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.diagnostics.push(d);
+    }
+
+    pub fn errors(&self) -> usize {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+    }
+
+    pub fn warnings(&self) -> usize {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .count()
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.errors() > 0
+    }
+
+    /// Puts the diagnostics in their reporting order.
+    pub fn sort(&mut self) {
+        self.diagnostics
+            .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    }
+
+    /// Renders every diagnostic the way rustc does, each followed by a blank line.
+    pub fn render_text(&self, sources: &Sources) -> String {
+        let mut out = String::new();
+        for d in &self.diagnostics {
+            render_one(&mut out, d, sources);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Renders every diagnostic as JSON for CI: one object per diagnostic, one entry per label.
+    pub fn to_json(&self, sources: &Sources) -> serde_json::Value {
+        let diagnostics: Vec<JsonDiagnostic> = self
+            .diagnostics
+            .iter()
+            .map(|d| {
+                let labels: Vec<JsonLabel> = d
+                    .labels
+                    .iter()
+                    .map(|l| JsonLabel {
+                        file: sources.path(l.file),
+                        line: l.pos.line,
+                        column: l.pos.column,
+                        end_column: l.pos.column + l.pos.len.max(1),
+                        message: l.message.clone(),
+                    })
+                    .collect();
+                let primary = labels.first();
+                JsonDiagnostic {
+                    code: d.code,
+                    severity: d.severity,
+                    message: d.message.clone(),
+                    help: d.help.clone(),
+                    file: primary.map(|l| l.file.clone()),
+                    line: primary.map(|l| l.line),
+                    column: primary.map(|l| l.column),
+                    labels,
+                }
+            })
+            .collect();
+        serde_json::json!({
+            "valid": !self.has_errors(),
+            "errors": self.errors(),
+            "warnings": self.warnings(),
+            "diagnostics": diagnostics,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct JsonLabel {
+    file: String,
+    line: u32,
+    column: u32,
+    end_column: u32,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct JsonDiagnostic {
+    code: &'static str,
+    severity: Severity,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    help: Option<String>,
+    file: Option<String>,
+    line: Option<u32>,
+    column: Option<u32>,
+    labels: Vec<JsonLabel>,
+}
+
+fn render_one(out: &mut String, d: &Diagnostic, sources: &Sources) {
+    let _ = writeln!(out, "{}[{}]: {}", d.severity.as_str(), d.code, d.message);
+    let width = d
+        .labels
+        .iter()
+        .map(|l| l.pos.line.to_string().len())
+        .max()
+        .unwrap_or(1);
+    let pad = " ".repeat(width);
+    for (i, l) in d.labels.iter().enumerate() {
+        let arrow = if i == 0 { "-->" } else { ":::" };
+        let _ = writeln!(
+            out,
+            "{pad}{arrow} {}:{}:{}",
+            sources.path(l.file),
+            l.pos.line,
+            l.pos.column
+        );
+        match sources.line(l.file, l.pos.line) {
+            Some(line) => {
+                let line = line.trim_end_matches('\r');
+                let _ = writeln!(out, "{pad} |");
+                let _ = writeln!(out, "{:>width$} | {}", l.pos.line, line);
+                let indent: String = line
+                    .chars()
+                    .take(l.pos.column.saturating_sub(1) as usize)
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
+                let carets = "^".repeat(l.pos.len.max(1) as usize);
+                if l.message.is_empty() {
+                    let _ = writeln!(out, "{pad} | {indent}{carets}");
+                } else {
+                    let _ = writeln!(out, "{pad} | {indent}{carets} {}", l.message);
+                }
+            }
+            None if !l.message.is_empty() => {
+                let _ = writeln!(out, "{pad} = {}", l.message);
+            }
+            None => {}
+        }
+    }
+    if let Some(help) = &d.help {
+        let _ = writeln!(out, "{pad} = help: {help}");
+    }
+}

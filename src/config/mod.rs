@@ -1,0 +1,288 @@
+//! Loading a config directory: files -> spanned YAML tree -> raw values -> validated desired state,
+//! with every diagnostic collected on the way (see `format.md`).
+
+pub mod diag;
+pub mod raw;
+pub mod schema;
+pub mod validate;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use diag::{Diagnostic, FileId, Report, SourceFile, Sources};
+use yaml::{Node, Pos};
+
+use crate::desired::DesiredState;
+
+/// Most YAML nodes (mappings, lists and scalars) one file may hold. serde-saphyr's default
+/// (250,000) is too small for a file with a hundred thousand users; this is twenty times that.
+pub const MAX_NODES_PER_FILE: usize = 5_000_000;
+
+/// A directory that cannot be loaded at all (as opposed to a config with errors in it).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The config directory does not exist or is not a directory.
+    #[error("config directory {path} does not exist or is not a directory")]
+    NotADirectory { path: PathBuf },
+    /// A directory under the config could not be listed.
+    #[error("cannot list {path}: {source}")]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A loaded config: its files, what is wrong with them, and the desired state they declare.
+#[derive(Debug)]
+pub struct Loaded {
+    pub sources: Sources,
+    pub report: Report,
+    /// Present only when the config has no errors.
+    pub desired: Option<DesiredState>,
+}
+
+/// Loads and validates every config file under `dir`.
+pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
+    if !dir.is_dir() {
+        return Err(LoadError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    let mut rel_paths = Vec::new();
+    collect_files(dir, Path::new(""), &mut rel_paths, &mut Vec::new())?;
+    rel_paths.sort();
+    let shown_dir = if dir == Path::new(".") {
+        Path::new("")
+    } else {
+        dir
+    };
+    let mut report = Report::default();
+    let mut sources = Sources::default();
+    for rel in &rel_paths {
+        let full = dir.join(rel);
+        let text = match std::fs::read(&full) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    report.push(
+                        Diagnostic::error(
+                            "file-not-utf8",
+                            format!(
+                                "the file is not UTF-8 (invalid byte at offset {})",
+                                e.utf8_error().valid_up_to()
+                            ),
+                        )
+                        .label(
+                            sources.files.len(),
+                            Pos {
+                                line: 1,
+                                column: 1,
+                                len: 0,
+                            },
+                            "",
+                        )
+                        .help("save the file as UTF-8"),
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                report.push(
+                    Diagnostic::error("file-unreadable", format!("cannot read the file: {e}"))
+                        .label(
+                            sources.files.len(),
+                            Pos {
+                                line: 1,
+                                column: 1,
+                                len: 0,
+                            },
+                            "",
+                        ),
+                );
+                None
+            }
+        };
+        sources.files.push(SourceFile {
+            path: shown_dir.join(rel),
+            text: text.unwrap_or_default(),
+        });
+    }
+    if sources.files.is_empty() {
+        report.push(
+            Diagnostic::error(
+                "no-config-files",
+                format!("no *.yaml or *.yml files under {}", dir.display()),
+            )
+            .help("point feedbuttons at the directory that holds your config files"),
+        );
+    }
+    let readable: Vec<bool> = (0..sources.files.len())
+        .map(|i| {
+            !report
+                .diagnostics
+                .iter()
+                .any(|d| d.labels.first().is_some_and(|l| l.file == i))
+        })
+        .collect();
+    let decoded = parse_and_decode(&sources, &readable);
+    let mut raws = Vec::with_capacity(decoded.len());
+    for (file, raw, file_report) in decoded {
+        report.diagnostics.extend(file_report.diagnostics);
+        if let Some(raw) = raw {
+            raws.push((file, raw));
+        }
+    }
+    let desired = validate::validate(&raws, &mut report);
+    drop(raws);
+    report.sort();
+    let desired = (!report.has_errors()).then_some(desired);
+    Ok(Loaded {
+        sources,
+        report,
+        desired,
+    })
+}
+
+/// Walks `dir/rel`, following symbolic links (a git-sync checkout is one), skipping hidden names.
+fn collect_files(
+    root: &Path,
+    rel: &Path,
+    out: &mut Vec<PathBuf>,
+    seen_dirs: &mut Vec<PathBuf>,
+) -> Result<(), LoadError> {
+    let here = root.join(rel);
+    // Guard against a symbolic link cycle by remembering the real directories already walked.
+    if let Ok(real) = here.canonicalize() {
+        if seen_dirs.contains(&real) {
+            return Ok(());
+        }
+        seen_dirs.push(real);
+    }
+    let entries = std::fs::read_dir(&here).map_err(|source| LoadError::ReadDir {
+        path: here.clone(),
+        source,
+    })?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| LoadError::ReadDir {
+            path: here.clone(),
+            source,
+        })?;
+        names.push(entry.file_name());
+    }
+    names.sort();
+    for name in names {
+        let Some(s) = name.to_str() else { continue };
+        if s.starts_with('.') {
+            continue;
+        }
+        let child = rel.join(&name);
+        let meta = match std::fs::metadata(root.join(&child)) {
+            Ok(m) => m,
+            // A dangling symbolic link: nothing to read.
+            Err(_) => continue,
+        };
+        if meta.is_dir() {
+            collect_files(root, &child, out, seen_dirs)?;
+        } else if meta.is_file() && (s.ends_with(".yaml") || s.ends_with(".yml")) {
+            out.push(child);
+        }
+    }
+    Ok(())
+}
+
+type Decoded = (FileId, Option<raw::RawFile>, Report);
+
+/// Parses and decodes the files on every core: files are independent until validation.
+fn parse_and_decode(sources: &Sources, readable: &[bool]) -> Vec<Decoded> {
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(sources.files.len().max(1));
+    let mut results: Vec<Decoded> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(file) = sources.files.get(i) else {
+                            break;
+                        };
+                        if !readable[i] {
+                            continue;
+                        }
+                        let mut report = Report::default();
+                        let raw = parse(i, &file.text, &mut report)
+                            .map(|node| raw::decode_file(i, &node, &mut report));
+                        done.push((i, raw, report));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    results.sort_by_key(|r| r.0);
+    results
+}
+
+/// Parses one file into a spanned tree, or reports why it is not YAML we can read.
+pub fn parse(file: FileId, text: &str, report: &mut Report) -> Option<Node> {
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_NODES_PER_FILE,
+            max_events: 2 * MAX_NODES_PER_FILE + 1_000,
+            max_total_scalar_bytes: 1 << 30,
+        },
+        with_snippet: false,
+    };
+    match serde_saphyr::from_str_with_options::<Node>(text, options) {
+        Ok(node) => Some(node),
+        Err(e) => {
+            let pos = e.location().filter(|l| l.line() > 0).map_or(
+                Pos {
+                    line: 1,
+                    column: 1,
+                    len: 0,
+                },
+                |l| Pos {
+                    line: u32::try_from(l.line()).unwrap_or(u32::MAX),
+                    column: u32::try_from(l.column()).unwrap_or(u32::MAX),
+                    len: 0,
+                },
+            );
+            let message = plain_message(&e);
+            let d = if message.contains("budget")
+                || message.contains("max_nodes")
+                || message.contains("nodes") && message.contains("exceed")
+            {
+                Diagnostic::error(
+                    "file-too-large",
+                    format!("the file has more than {MAX_NODES_PER_FILE} YAML nodes (values, lists and mappings)"),
+                )
+                .label(file, pos, "the limit was reached here")
+                .help("split it into several files: every file in the directory is part of the config")
+            } else {
+                Diagnostic::error("yaml-syntax", format!("invalid YAML: {message}"))
+                    .label(file, pos, "here")
+            };
+            report.push(d);
+            None
+        }
+    }
+}
+
+/// The parser's message without its own location suffix (we print the location ourselves).
+fn plain_message(e: &serde_saphyr::Error) -> String {
+    let s = e.without_snippet().to_string();
+    let s = s.lines().next().unwrap_or_default().trim().to_owned();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}

@@ -1,0 +1,607 @@
+//! Stage 3 of loading: every file's raw values -> the desired state, checking the rules of
+//! `format.md` that span fields, assignments and files (names, references, ids, duplicates).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use super::diag::{Diagnostic, FileId, Report};
+use super::raw::{At, RawButton, RawButtonRef, RawFile, RawUrl, suggest};
+use super::yaml::Pos;
+use crate::desired::DesiredState;
+use crate::feishu::wire::{self, ActionType, ButtonType, MultiUrl, Text, UserIdType, api};
+use crate::target::{ButtonList, Target};
+
+/// Checks every file together and builds the desired state (meaningful only without errors).
+pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredState {
+    let mut v = Validator {
+        report,
+        interned: HashMap::new(),
+    };
+    let buttons = v.define_buttons(files);
+    let sets = v.define_sets(files);
+    let mut used_sets: HashSet<&str> = HashSet::new();
+
+    // A chat may be declared in several places: gather them so duplicates across files are found.
+    let mut chats: BTreeMap<&str, Vec<(FileId, &RawFile, &super::raw::RawChat)>> = BTreeMap::new();
+    for (file, raw) in files {
+        for chat in &raw.chats {
+            let Some(id) = &chat.chat_id else { continue };
+            if !id.value.starts_with("oc_") || id.value.len() <= 3 {
+                v.report.push(
+                    Diagnostic::error(
+                        "invalid-chat-id",
+                        format!("`{}` is not a chat id", id.value),
+                    )
+                    .label(*file, id.pos, "chat ids start with `oc_`")
+                    .help("copy the chat id (oc_...) from the chat's settings or the API"),
+                );
+                continue;
+            }
+            chats.entry(&id.value).or_default().push((*file, raw, chat));
+        }
+    }
+
+    let mut desired = DesiredState::default();
+    let mut targets: Vec<(Target, Arc<ButtonList>)> = Vec::new();
+    for (chat_id, places) in &chats {
+        let mut name: Option<(FileId, &At<String>)> = None;
+        // (id type, user id) -> index into `origins`, for finding users assigned twice.
+        let mut seen: HashMap<(UserIdType, &str), usize> = HashMap::new();
+        let mut origins: Vec<Origin> = Vec::new();
+        let mut twice: BTreeMap<(usize, usize), Vec<&str>> = BTreeMap::new();
+        let mut everyone: Option<usize> = None;
+        let mut bad_ids: HashSet<(UserIdType, &str)> = HashSet::new();
+
+        for (file, raw, chat) in places {
+            if let Some(n) = &chat.name {
+                match name {
+                    Some((f0, n0)) if n0.value != n.value => v.report.push(
+                        Diagnostic::warning(
+                            "chat-name-conflict",
+                            format!(
+                                "chat `{chat_id}` is named both `{}` and `{}`",
+                                n0.value, n.value
+                            ),
+                        )
+                        .label(*file, n.pos, "named here")
+                        .label(f0, n0.pos, "and here")
+                        .help("plans show the first name; give the chat one name"),
+                    ),
+                    Some(_) => {}
+                    None => name = Some((*file, n)),
+                }
+            }
+            let id_type = chat
+                .user_id_type
+                .as_ref()
+                .or(raw.user_id_type.as_ref())
+                .map_or(UserIdType::OpenId, |t| t.value);
+
+            for a in &chat.assign {
+                let list = a
+                    .buttons
+                    .as_ref()
+                    .and_then(|b| v.button_list(*file, b, &buttons));
+                let is_everyone = a.everyone.as_ref().is_some_and(|e| e.value);
+                if is_everyone && (!a.users.is_empty() || !a.user_sets.is_empty()) {
+                    let pos = a.everyone.as_ref().map_or(a.pos, |e| e.pos);
+                    v.report.push(
+                        Diagnostic::error(
+                            "everyone-with-users",
+                            "an assignment cannot be for `everyone` and for users at once",
+                        )
+                        .label(*file, pos, "the whole chat")
+                        .help("split it into two assignments: one with `everyone: true`, one with the users"),
+                    );
+                    continue;
+                }
+                if !is_everyone && a.users.is_empty() && a.user_sets.is_empty() {
+                    v.report.push(
+                        Diagnostic::error("assignment-no-audience", "an assignment names nobody")
+                            .label(*file, a.pos, "no `users`, `user_sets` or `everyone: true`")
+                            .help("say who gets these buttons: `users`, `user_sets`, or `everyone: true`"),
+                    );
+                    continue;
+                }
+                if is_everyone {
+                    let pos = a.everyone.as_ref().map_or(a.pos, |e| e.pos);
+                    origins.push(Origin {
+                        file: *file,
+                        pos,
+                        via: None,
+                    });
+                    let here = origins.len() - 1;
+                    match everyone {
+                        Some(first) => v.report.push(
+                            Diagnostic::error(
+                                "duplicate-assignment",
+                                format!("chat `{chat_id}` gets whole-chat buttons twice"),
+                            )
+                            .label(*file, pos, "assigned again here")
+                            .label(
+                                origins[first].file,
+                                origins[first].pos,
+                                "first assigned here",
+                            )
+                            .help("keep one `everyone: true` assignment per chat"),
+                        ),
+                        None => {
+                            everyone = Some(here);
+                            if let Some(list) = &list {
+                                targets.push((Target::everyone(*chat_id), list.clone()));
+                            }
+                        }
+                    }
+                    continue;
+                }
+
+                // Origins from here on belong to this assignment.
+                let assignment_start = origins.len();
+                // The users of this assignment, each with the place that named it.
+                let mut members: Vec<(&str, usize)> = Vec::new();
+                for u in &a.users {
+                    origins.push(Origin {
+                        file: *file,
+                        pos: u.pos,
+                        via: None,
+                    });
+                    let o = origins.len() - 1;
+                    if v.check_user_id(id_type, &u.value, *file, u.pos, None, &mut bad_ids) {
+                        members.push((&u.value, o));
+                    }
+                }
+                for s in &a.user_sets {
+                    let Some(set) = sets.get(s.value.as_str()) else {
+                        let names: Vec<&str> = sets.keys().copied().collect();
+                        let mut d = Diagnostic::error(
+                            "undefined-user-set",
+                            format!("user set `{}` is not defined", s.value),
+                        )
+                        .label(
+                            *file,
+                            s.pos,
+                            "not defined in any file of this config",
+                        );
+                        if let Some(near) = suggest(&s.value, &names) {
+                            d = d.help(format!("did you mean `{near}`?"));
+                        }
+                        v.report.push(d);
+                        continue;
+                    };
+                    used_sets.insert(s.value.as_str());
+                    origins.push(Origin {
+                        file: *file,
+                        pos: s.pos,
+                        via: Some(s.value.clone()),
+                    });
+                    let o = origins.len() - 1;
+                    for id in set.ids {
+                        let reference = (*file, s.pos);
+                        if v.check_user_id(
+                            id_type,
+                            &id.value,
+                            set.file,
+                            id.pos,
+                            Some(reference),
+                            &mut bad_ids,
+                        ) {
+                            members.push((&id.value, o));
+                        }
+                    }
+                }
+                for (id, o) in members {
+                    match seen.get(&(id_type, id)) {
+                        // Named twice within one assignment (say, directly and through a set): harmless.
+                        Some(&first) if first >= assignment_start => {}
+                        Some(&first) => twice.entry((first, o)).or_default().push(id),
+                        None => {
+                            seen.insert((id_type, id), o);
+                            if let Some(list) = &list {
+                                targets.push((Target::user(*chat_id, id_type, id), list.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for ((first, again), mut ids) in twice {
+            ids.sort_unstable();
+            ids.dedup();
+            let (f, s) = (&origins[first], &origins[again]);
+            let shown = list_some(&ids, 5);
+            let message = if ids.len() == 1 {
+                format!("user `{}` gets buttons twice in chat `{chat_id}`", ids[0])
+            } else {
+                format!(
+                    "{} users get buttons twice in chat `{chat_id}`: {shown}",
+                    ids.len()
+                )
+            };
+            v.report.push(
+                Diagnostic::error("duplicate-assignment", message)
+                    .label(s.file, s.pos, s.describe("assigned again here"))
+                    .label(f.file, f.pos, f.describe("first assigned here"))
+                    .help("a user gets one button list per chat: remove one of the assignments"),
+            );
+        }
+        if let Some((_, n)) = name {
+            desired
+                .chat_names
+                .insert((*chat_id).to_owned(), n.value.clone());
+        }
+    }
+
+    for (name, set) in &sets {
+        if !used_sets.contains(name) {
+            v.report.push(
+                Diagnostic::warning(
+                    "unused-user-set",
+                    format!("user set `{name}` is never used"),
+                )
+                .label(set.file, set.pos, "defined here")
+                .help("use it in an assignment's `user_sets`, or remove it"),
+            );
+        }
+    }
+
+    targets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    desired.targets = targets.into_iter().collect();
+    desired
+}
+
+/// Where a user was named: directly (`users:`) or through a user set (`user_sets:`).
+struct Origin {
+    file: FileId,
+    pos: Pos,
+    via: Option<String>,
+}
+
+impl Origin {
+    fn describe(&self, what: &str) -> String {
+        match &self.via {
+            Some(set) => format!("{what} (through user set `{set}`)"),
+            None => what.to_owned(),
+        }
+    }
+}
+
+struct SetDef<'a> {
+    file: FileId,
+    pos: Pos,
+    ids: &'a [At<String>],
+}
+
+struct Validator<'r> {
+    report: &'r mut Report,
+    interned: HashMap<ButtonList, Arc<ButtonList>>,
+}
+
+impl Validator<'_> {
+    fn define_buttons<'a>(
+        &mut self,
+        files: &'a [(FileId, RawFile)],
+    ) -> HashMap<&'a str, (FileId, Pos, Option<wire::Button>)> {
+        let mut out: HashMap<&'a str, (FileId, Pos, Option<wire::Button>)> = HashMap::new();
+        for (file, raw) in files {
+            for (name, b) in &raw.buttons {
+                if let Some((f0, p0, _)) = out.get(name.value.as_str()) {
+                    self.report.push(
+                        Diagnostic::error(
+                            "duplicate-button",
+                            format!("button `{}` is defined twice", name.value),
+                        )
+                        .label(*file, name.pos, "defined again here")
+                        .label(*f0, *p0, "first defined here")
+                        .help("button names are unique across all files of a config: rename one"),
+                    );
+                    continue;
+                }
+                let button = self.button(*file, b);
+                out.insert(&name.value, (*file, name.pos, button));
+            }
+        }
+        out
+    }
+
+    fn define_sets<'a>(&mut self, files: &'a [(FileId, RawFile)]) -> BTreeMap<&'a str, SetDef<'a>> {
+        let mut out: BTreeMap<&'a str, SetDef<'a>> = BTreeMap::new();
+        for (file, raw) in files {
+            for (name, ids) in &raw.user_sets {
+                if let Some(first) = out.get(name.value.as_str()) {
+                    self.report.push(
+                        Diagnostic::error("duplicate-user-set", format!("user set `{}` is defined twice", name.value))
+                            .label(*file, name.pos, "defined again here")
+                            .label(first.file, first.pos, "first defined here")
+                            .help("user set names are unique across all files of a config: rename or merge them"),
+                    );
+                    continue;
+                }
+                out.insert(
+                    &name.value,
+                    SetDef {
+                        file: *file,
+                        pos: name.pos,
+                        ids,
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    /// Checks an id against its type; reports each bad (type, id) once. `reference` is the place
+    /// that used the id through a user set.
+    fn check_user_id<'a>(
+        &mut self,
+        id_type: UserIdType,
+        id: &'a str,
+        file: FileId,
+        pos: Pos,
+        reference: Option<(FileId, Pos)>,
+        bad: &mut HashSet<(UserIdType, &'a str)>,
+    ) -> bool {
+        let ok = match id_type.prefix() {
+            Some(prefix) => {
+                id.len() > prefix.len()
+                    && id.starts_with(prefix)
+                    && !id.contains(char::is_whitespace)
+            }
+            None => !id.is_empty() && !id.contains(char::is_whitespace),
+        };
+        if ok {
+            return true;
+        }
+        if bad.insert((id_type, id)) {
+            let expected = match id_type.prefix() {
+                Some(p) => format!("{id_type} ids start with `{p}`"),
+                None => format!("{id_type} ids are not empty and have no spaces"),
+            };
+            let mut d = Diagnostic::error(
+                "invalid-user-id",
+                format!("`{id}` is not a valid {id_type}"),
+            )
+            .label(file, pos, expected);
+            if let Some((f, p)) = reference {
+                d = d.label(f, p, format!("used here, where ids are {id_type}"));
+            }
+            let hint = match UserIdType::ALL
+                .iter()
+                .find(|t| t.prefix().is_some_and(|p| id.starts_with(p)))
+            {
+                Some(t) => format!(
+                    "this looks like a {t}: set `user_id_type: {t}` on the chat or the file"
+                ),
+                None => {
+                    "set `user_id_type` on the chat or the file to the type of these ids".to_owned()
+                }
+            };
+            self.report.push(d.help(hint));
+        }
+        false
+    }
+
+    /// Resolves an assignment's `buttons:` to one interned list; `None` when it has errors.
+    fn button_list(
+        &mut self,
+        file: FileId,
+        refs: &At<Vec<RawButtonRef>>,
+        defined: &HashMap<&str, (FileId, Pos, Option<wire::Button>)>,
+    ) -> Option<Arc<ButtonList>> {
+        let mut ok = true;
+        if refs.value.len() > api::MAX_BUTTONS {
+            self.report.push(
+                Diagnostic::error(
+                    "too-many-buttons",
+                    format!(
+                        "an assignment lists {} buttons; a chat shows at most {}",
+                        refs.value.len(),
+                        api::MAX_BUTTONS
+                    ),
+                )
+                .label(file, refs.pos, format!("{} buttons", refs.value.len()))
+                .help("keep at most 2 buttons per assignment"),
+            );
+            ok = false;
+        }
+        let mut list = Vec::with_capacity(refs.value.len());
+        for r in &refs.value {
+            match r {
+                RawButtonRef::Named(name) => match defined.get(name.value.as_str()) {
+                    Some((_, _, Some(b))) => list.push(b.clone()),
+                    Some((_, _, None)) => ok = false,
+                    None => {
+                        let names: Vec<&str> = defined.keys().copied().collect();
+                        let mut d = Diagnostic::error(
+                            "undefined-button",
+                            format!("button `{}` is not defined", name.value),
+                        )
+                        .label(
+                            file,
+                            name.pos,
+                            "not defined under `buttons:` in any file of this config",
+                        );
+                        if let Some(near) = suggest(&name.value, &names) {
+                            d = d.help(format!("did you mean `{near}`?"));
+                        }
+                        self.report.push(d);
+                        ok = false;
+                    }
+                },
+                RawButtonRef::Inline(b) => match self.button(file, b) {
+                    Some(b) => list.push(b),
+                    None => ok = false,
+                },
+            }
+        }
+        if !ok {
+            return None;
+        }
+        if let Some(shared) = self.interned.get(&list) {
+            return Some(shared.clone());
+        }
+        let shared = Arc::new(list.clone());
+        self.interned.insert(list, shared.clone());
+        Some(shared)
+    }
+
+    /// Checks one button's fields and builds its wire form; `None` when it has errors.
+    fn button(&mut self, file: FileId, b: &RawButton) -> Option<wire::Button> {
+        let mut ok = true;
+        let text = match &b.text {
+            Some(t) => {
+                let n = t.value.chars().count();
+                if t.value.trim().is_empty() {
+                    self.report.push(
+                        Diagnostic::error("button-text-empty", "button text is empty")
+                            .label(file, t.pos, "empty text")
+                            .help(format!(
+                                "write a label of 1 to {} characters",
+                                api::MAX_TEXT_CHARS
+                            )),
+                    );
+                    ok = false;
+                } else if n > api::MAX_TEXT_CHARS {
+                    self.report.push(
+                        Diagnostic::error(
+                            "button-text-too-long",
+                            format!(
+                                "button text is {n} characters; at most {} are allowed",
+                                api::MAX_TEXT_CHARS
+                            ),
+                        )
+                        .label(file, t.pos, format!("{n} characters"))
+                        .help("shorten the label"),
+                    );
+                    ok = false;
+                }
+                Some(t.value.clone())
+            }
+            None => {
+                ok = false;
+                None
+            }
+        };
+        let action = b.action.as_ref().map_or(ActionType::UrlPage, |a| a.value);
+        let multi_url = match &b.url {
+            None => None,
+            Some(RawUrl::One(u)) => {
+                ok &= self.check_url(file, u);
+                Some(MultiUrl {
+                    url: Some(u.value.clone()),
+                    ..MultiUrl::default()
+                })
+            }
+            Some(RawUrl::PerPlatform {
+                default,
+                android,
+                ios,
+                pc,
+                ..
+            }) => {
+                for u in [default, android, ios, pc].into_iter().flatten() {
+                    ok &= self.check_url(file, u);
+                }
+                let get = |u: &Option<At<String>>| u.as_ref().map(|u| u.value.clone());
+                let m = MultiUrl {
+                    url: get(default),
+                    android_url: get(android),
+                    ios_url: get(ios),
+                    pc_url: get(pc),
+                };
+                (m != MultiUrl::default()).then_some(m)
+            }
+        };
+        if action == ActionType::UrlPage && multi_url.is_none() {
+            let pos = match &b.url {
+                Some(RawUrl::PerPlatform { pos, .. }) => *pos,
+                _ => b.text.as_ref().map_or(b.pos, |t| t.pos),
+            };
+            self.report.push(
+                Diagnostic::error("url-missing", "a `url_page` button has no URL")
+                    .label(file, pos, "this button opens nothing")
+                    .help("add `url: https://...`, or make it `action: webhook`"),
+            );
+            ok = false;
+        }
+        let action_map = b.action_map.as_ref().filter(|m| !m.is_empty()).map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.value.clone(), v.value.clone()))
+                .collect()
+        });
+        let button_type = Some(b.style.as_ref().map_or(ButtonType::Default, |s| s.value));
+        match (ok, text) {
+            (true, Some(text)) => Some(wire::Button {
+                multi_url,
+                action_type: action,
+                text: Text { text },
+                button_type,
+                action_map,
+            }),
+            _ => None,
+        }
+    }
+
+    fn check_url(&mut self, file: FileId, u: &At<String>) -> bool {
+        let n = u.value.chars().count();
+        if n > api::MAX_URL_CHARS {
+            self.report.push(
+                Diagnostic::error(
+                    "url-too-long",
+                    format!(
+                        "URL is {n} characters; at most {} are allowed",
+                        api::MAX_URL_CHARS
+                    ),
+                )
+                .label(file, u.pos, format!("{n} characters"))
+                .help("use a shorter link (a redirect or a link shortener)"),
+            );
+            return false;
+        }
+        match url::Url::parse(&u.value) {
+            Err(e) => {
+                self.report.push(
+                    Diagnostic::error(
+                        "url-invalid",
+                        format!("`{}` is not a valid URL: {e}", u.value),
+                    )
+                    .label(file, u.pos, "not a URL")
+                    .help("write a full URL such as `https://example.com/path`"),
+                );
+                false
+            }
+            Ok(parsed) if parsed.scheme() != "https" => {
+                self.report.push(
+                    Diagnostic::error(
+                        "url-not-https",
+                        format!(
+                            "URL scheme `{}` is not allowed; buttons open https URLs only",
+                            parsed.scheme()
+                        ),
+                    )
+                    .label(file, u.pos, "not https")
+                    .help("use an `https://` URL"),
+                );
+                false
+            }
+            Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => {
+                self.report.push(
+                    Diagnostic::error("url-invalid", format!("`{}` has no host", u.value))
+                        .label(file, u.pos, "no host")
+                        .help("write a full URL such as `https://example.com/path`"),
+                );
+                false
+            }
+            Ok(_) => true,
+        }
+    }
+}
+
+/// `a`, `b`, `c` and N more.
+fn list_some(ids: &[&str], max: usize) -> String {
+    let shown: Vec<String> = ids.iter().take(max).map(|i| format!("`{i}`")).collect();
+    if ids.len() > max {
+        format!("{} and {} more", shown.join(", "), ids.len() - max)
+    } else {
+        shown.join(", ")
+    }
+}
