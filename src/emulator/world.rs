@@ -1,0 +1,459 @@
+//! The emulated tenant: people (one person may have an open_id, a union_id and a user_id),
+//! chats with their bot and members, and the buttons each chat and each person was last sent.
+//!
+//! What a user sees in a chat is their own list if one was ever set for them, else the
+//! whole-chat list, else nothing. A whole-chat request does not erase per-user lists.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::feishu::wire::{Button, FailedUserReason, UserIdType};
+
+use super::fixtures::{Fixtures, MemberIds, MemberSpec};
+
+/// `error_message` of a user who is not in the chat (the official example's wording).
+pub const NOT_IN_CHAT: &str = "The user is not in the chat";
+
+type PersonId = usize;
+
+/// Every person the emulator knows, and an index from each of their ids.
+#[derive(Default)]
+struct People {
+    persons: Vec<MemberIds>,
+    index: HashMap<(UserIdType, String), PersonId>,
+}
+
+impl People {
+    fn find(&self, t: UserIdType, id: &str) -> Option<PersonId> {
+        self.index.get(&(t, id.to_owned())).copied()
+    }
+
+    fn find_or_add(&mut self, t: UserIdType, id: &str) -> PersonId {
+        if let Some(p) = self.find(t, id) {
+            return p;
+        }
+        let mut ids = MemberIds::default();
+        ids.set(t, id.to_owned());
+        self.persons.push(ids);
+        let p = self.persons.len() - 1;
+        self.index.insert((t, id.to_owned()), p);
+        p
+    }
+
+    /// The person these ids name, joining ids to a known person where they add to it.
+    fn link(&mut self, ids: &MemberIds) -> Result<PersonId, String> {
+        if let Some(problem) = ids.problem() {
+            return Err(problem);
+        }
+        let known: BTreeSet<PersonId> = ids.iter().filter_map(|(t, id)| self.find(t, id)).collect();
+        let mut known = known.into_iter();
+        let p = match (known.next(), known.next()) {
+            (Some(_), Some(_)) => {
+                return Err(format!("{} name different people already", describe(ids)));
+            }
+            (Some(p), None) => p,
+            (None, _) => {
+                self.persons.push(MemberIds::default());
+                self.persons.len() - 1
+            }
+        };
+        for (t, id) in ids.iter() {
+            match self.persons[p].get(t) {
+                Some(had) if had != id => {
+                    return Err(format!(
+                        "{t} {id:?} would be a second {t} of the person who has {t} {had:?}"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.persons[p].set(t, id.to_owned());
+                    self.index.insert((t, id.to_owned()), p);
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
+fn describe(ids: &MemberIds) -> String {
+    ids.iter()
+        .map(|(t, id)| format!("{t} {id:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Who is in a chat besides the bot.
+#[derive(Clone, Debug)]
+enum Members {
+    /// Every user (the open world).
+    Everyone,
+    Listed(BTreeSet<PersonId>),
+}
+
+#[derive(Clone, Debug)]
+struct Chat {
+    bot_member: bool,
+    members: Members,
+    /// The last whole-chat list; `None` until one is sent.
+    chat_buttons: Option<Vec<Button>>,
+    /// The last list sent for each person.
+    user_buttons: BTreeMap<PersonId, Vec<Button>>,
+}
+
+impl Chat {
+    fn new(bot_member: bool, members: Members) -> Chat {
+        Chat {
+            bot_member,
+            members,
+            chat_buttons: None,
+            user_buttons: BTreeMap::new(),
+        }
+    }
+
+    fn is_member(&self, p: PersonId) -> bool {
+        match &self.members {
+            Members::Everyone => true,
+            Members::Listed(set) => set.contains(&p),
+        }
+    }
+}
+
+/// A chat-button request that passed validation.
+#[derive(Clone, Debug)]
+pub struct ValidRequest {
+    pub chat_id: String,
+    pub user_id_type: UserIdType,
+    /// `None`: the whole chat. Duplicates removed, order kept.
+    pub user_ids: Option<Vec<String>>,
+    pub buttons: Vec<Button>,
+}
+
+/// Why a valid request was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    BotNotInChat,
+}
+
+/// Why a `/_emulator/` change to membership was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("chat {0:?} is not known (and the emulator has fixtures)")]
+    UnknownChat(String),
+    #[error("members[{index}]: {problem}")]
+    Member { index: usize, problem: String },
+    #[error("chat {0:?} has every user as a member; PUT a member list first, then remove from it")]
+    OpenMembership(String),
+}
+
+/// The tenant as the emulator sees it.
+pub struct World {
+    /// Chats not known behave as open (bot in, every user a member) instead of bot-less.
+    open_chats: bool,
+    people: People,
+    chats: BTreeMap<String, Chat>,
+}
+
+impl World {
+    /// The world without fixtures: every chat has the bot and every user.
+    pub fn open() -> World {
+        World {
+            open_chats: true,
+            people: People::default(),
+            chats: BTreeMap::new(),
+        }
+    }
+
+    /// The world the fixtures describe; on failure, every conflict between ids.
+    pub fn from_fixtures(f: &Fixtures) -> Result<World, Vec<String>> {
+        let mut world = World {
+            open_chats: f.open_chats,
+            people: People::default(),
+            chats: BTreeMap::new(),
+        };
+        let mut problems = Vec::new();
+        for (i, chat) in f.chats.iter().enumerate() {
+            let members = match &chat.members {
+                None => Members::Everyone,
+                Some(list) => {
+                    let mut set = BTreeSet::new();
+                    for (j, m) in list.iter().enumerate() {
+                        match world.people.link(&m.ids()) {
+                            Ok(p) => {
+                                set.insert(p);
+                            }
+                            Err(e) => problems.push(format!("chats[{i}].members[{j}]: {e}")),
+                        }
+                    }
+                    Members::Listed(set)
+                }
+            };
+            world
+                .chats
+                .insert(chat.chat_id.clone(), Chat::new(chat.bot_member, members));
+        }
+        if problems.is_empty() {
+            Ok(world)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Creates an unknown chat on first use when unknown chats are open.
+    fn touch(&mut self, chat_id: &str) {
+        if self.open_chats && !self.chats.contains_key(chat_id) {
+            self.chats
+                .insert(chat_id.to_owned(), Chat::new(true, Members::Everyone));
+        }
+    }
+
+    /// Applies a request: the full replacement of the buttons of the chat or of each member named.
+    /// Users not in the chat keep what they had and are returned as failed.
+    pub fn apply(&mut self, req: &ValidRequest) -> Result<Vec<FailedUserReason>, Refusal> {
+        self.touch(&req.chat_id);
+        // The chat and the people are borrowed separately: membership checks need both.
+        let Some(chat) = self.chats.get_mut(&req.chat_id) else {
+            return Err(Refusal::BotNotInChat);
+        };
+        if !chat.bot_member {
+            return Err(Refusal::BotNotInChat);
+        }
+        let Some(user_ids) = &req.user_ids else {
+            chat.chat_buttons = Some(req.buttons.clone());
+            return Ok(Vec::new());
+        };
+        let mut failed = Vec::new();
+        for id in user_ids {
+            let person = match chat.members {
+                // In an open chat anyone named is a member: remember them so the
+                // inspection API can list them.
+                Members::Everyone => Some(self.people.find_or_add(req.user_id_type, id)),
+                Members::Listed(_) => self.people.find(req.user_id_type, id),
+            };
+            match person.filter(|p| chat.is_member(*p)) {
+                Some(p) => {
+                    chat.user_buttons.insert(p, req.buttons.clone());
+                }
+                None => failed.push(FailedUserReason {
+                    error_code: 0,
+                    error_message: NOT_IN_CHAT.to_owned(),
+                    user_id: id.clone(),
+                }),
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Replaces (`replace`) or extends the member list of a chat, creating the chat (with the
+    /// bot in it) when unknown.
+    pub fn set_members(
+        &mut self,
+        chat_id: &str,
+        members: &[MemberSpec],
+        replace: bool,
+    ) -> Result<ChatView, MembershipError> {
+        let mut persons = BTreeSet::new();
+        for (index, m) in members.iter().enumerate() {
+            let p = self
+                .people
+                .link(&m.ids())
+                .map_err(|problem| MembershipError::Member { index, problem })?;
+            persons.insert(p);
+        }
+        let chat = self
+            .chats
+            .entry(chat_id.to_owned())
+            .or_insert_with(|| Chat::new(true, Members::Listed(BTreeSet::new())));
+        match &mut chat.members {
+            Members::Listed(set) if !replace => set.extend(persons),
+            Members::Everyone if !replace => {}
+            m => *m = Members::Listed(persons),
+        }
+        self.chat_view(chat_id)
+            .ok_or_else(|| MembershipError::UnknownChat(chat_id.to_owned()))
+    }
+
+    /// Takes one user out of a chat's member list (their buttons stay stored, unseen).
+    pub fn remove_member(
+        &mut self,
+        chat_id: &str,
+        id_type: UserIdType,
+        id: &str,
+    ) -> Result<ChatView, MembershipError> {
+        let person = self.people.find(id_type, id);
+        self.touch(chat_id);
+        let chat = self
+            .chats
+            .get_mut(chat_id)
+            .ok_or_else(|| MembershipError::UnknownChat(chat_id.to_owned()))?;
+        match &mut chat.members {
+            Members::Everyone => return Err(MembershipError::OpenMembership(chat_id.to_owned())),
+            Members::Listed(set) => {
+                if let Some(p) = person {
+                    set.remove(&p);
+                }
+            }
+        }
+        self.chat_view(chat_id)
+            .ok_or_else(|| MembershipError::UnknownChat(chat_id.to_owned()))
+    }
+
+    /// Puts the bot into a chat or takes it out (creating the chat when unknown).
+    pub fn set_bot_member(&mut self, chat_id: &str, member: bool) -> Option<ChatView> {
+        let open_chats = self.open_chats;
+        self.chats
+            .entry(chat_id.to_owned())
+            .or_insert_with(|| {
+                let members = if open_chats {
+                    Members::Everyone
+                } else {
+                    Members::Listed(BTreeSet::new())
+                };
+                Chat::new(member, members)
+            })
+            .bot_member = member;
+        self.chat_view(chat_id)
+    }
+
+    /// Every known chat, by id.
+    pub fn chat_views(&self) -> Vec<ChatView> {
+        self.chats
+            .keys()
+            .filter_map(|id| self.chat_view(id))
+            .collect()
+    }
+
+    /// A chat as its users see it; unknown chats are shown as new when chats are open.
+    pub fn chat_view(&self, chat_id: &str) -> Option<ChatView> {
+        let fresh;
+        let chat = match self.chats.get(chat_id) {
+            Some(c) => c,
+            None if self.open_chats => {
+                fresh = Chat::new(true, Members::Everyone);
+                &fresh
+            }
+            None => return None,
+        };
+        let mut persons: BTreeSet<PersonId> = chat.user_buttons.keys().copied().collect();
+        if let Members::Listed(set) = &chat.members {
+            persons.extend(set);
+        }
+        let mut users: Vec<UserView> = persons
+            .into_iter()
+            .map(|p| self.user_view_of(chat_id, chat, p))
+            .collect();
+        users.sort_by(|a, b| a.ids.cmp(&b.ids));
+        Some(ChatView {
+            chat_id: chat_id.to_owned(),
+            bot_member: chat.bot_member,
+            members: match &chat.members {
+                Members::Everyone => MembersView::Everyone("everyone"),
+                Members::Listed(set) => {
+                    let mut list: Vec<MemberIds> = set
+                        .iter()
+                        .map(|p| self.people.persons[*p].clone())
+                        .collect();
+                    list.sort();
+                    MembersView::Listed(list)
+                }
+            },
+            chat_buttons: chat.chat_buttons.clone(),
+            users,
+        })
+    }
+
+    /// What one user (named by an id of `id_type`) sees in a chat.
+    pub fn user_view(&self, chat_id: &str, id_type: UserIdType, id: &str) -> Option<UserView> {
+        let fresh;
+        let chat = match self.chats.get(chat_id) {
+            Some(c) => c,
+            None if self.open_chats => {
+                fresh = Chat::new(true, Members::Everyone);
+                &fresh
+            }
+            None => return None,
+        };
+        match self.people.find(id_type, id) {
+            Some(p) => Some(self.user_view_of(chat_id, chat, p)),
+            None => {
+                let member = matches!(chat.members, Members::Everyone);
+                let (source, buttons) = sees(chat, member, None);
+                let mut ids = MemberIds::default();
+                ids.set(id_type, id.to_owned());
+                Some(UserView {
+                    chat_id: chat_id.to_owned(),
+                    ids,
+                    member,
+                    source,
+                    buttons,
+                })
+            }
+        }
+    }
+
+    fn user_view_of(&self, chat_id: &str, chat: &Chat, p: PersonId) -> UserView {
+        let member = chat.is_member(p);
+        let (source, buttons) = sees(chat, member, chat.user_buttons.get(&p));
+        UserView {
+            chat_id: chat_id.to_owned(),
+            ids: self.people.persons[p].clone(),
+            member,
+            source,
+            buttons,
+        }
+    }
+}
+
+fn sees(chat: &Chat, member: bool, own: Option<&Vec<Button>>) -> (Source, Vec<Button>) {
+    if !member {
+        return (Source::NotMember, Vec::new());
+    }
+    match (own, &chat.chat_buttons) {
+        (Some(own), _) => (Source::User, own.clone()),
+        (None, Some(all)) => (Source::Chat, all.clone()),
+        (None, None) => (Source::None, Vec::new()),
+    }
+}
+
+/// Where the buttons a user sees come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Their own list (a request that named them).
+    User,
+    /// The whole-chat list (a request without `user_ids`).
+    Chat,
+    /// Nothing was ever sent for them or the chat.
+    None,
+    /// They are not in the chat, so they see nothing (their own list, if any, is kept).
+    NotMember,
+}
+
+/// `GET /_emulator/chats/{chat_id}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChatView {
+    pub chat_id: String,
+    pub bot_member: bool,
+    pub members: MembersView,
+    /// The last whole-chat list, `null` if none was ever sent.
+    pub chat_buttons: Option<Vec<Button>>,
+    /// Each listed member and each person with a list of their own.
+    pub users: Vec<UserView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum MembersView {
+    Everyone(&'static str),
+    Listed(Vec<MemberIds>),
+}
+
+/// `GET /_emulator/chats/{chat_id}/users/{user_id}`: what one user sees.
+#[derive(Clone, Debug, Serialize)]
+pub struct UserView {
+    pub chat_id: String,
+    pub ids: MemberIds,
+    pub member: bool,
+    pub source: Source,
+    pub buttons: Vec<Button>,
+}
