@@ -9,5 +9,6 @@ pub mod config;
 pub mod desired;
 pub mod emulator;
 pub mod feishu;
+pub mod plan;
 pub mod state;
 pub mod target;

@@ -1,1 +1,348 @@
-//! `feedbuttons validate`: loading and diagnostics.
+//! `feedbuttons validate`: loading a config directory and explaining what is wrong with it.
+
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+
+use crate::util::{self, Dir};
+
+/// Every stable diagnostic code a fixture directory can be named after.
+const CODES: &[&str] = &[
+    "assignment-no-audience",
+    "button-text-empty",
+    "button-text-too-long",
+    "duplicate-assignment",
+    "duplicate-button",
+    "duplicate-key",
+    "duplicate-user-set",
+    "everyone-with-users",
+    "file-not-utf8",
+    "invalid-chat-id",
+    "invalid-user-id",
+    "missing-field",
+    "too-many-buttons",
+    "undefined-button",
+    "undefined-user-set",
+    "unknown-action",
+    "unknown-field",
+    "unknown-style",
+    "unknown-user-id-type",
+    "url-invalid",
+    "url-missing",
+    "url-not-https",
+    "url-too-long",
+    "version-missing",
+    "version-unsupported",
+    "wrong-type",
+    "yaml-syntax",
+];
+
+fn invalid_root() -> PathBuf {
+    util::root().join("tests/fixtures/invalid")
+}
+
+fn invalid_cases() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(invalid_root())
+        .expect("list tests/fixtures/invalid")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n != "no-config-files")
+        .collect();
+    names.sort();
+    names
+}
+
+/// The code a fixture is named after: the longest known code its name starts with.
+fn expected_code(case: &str) -> Option<&'static str> {
+    CODES
+        .iter()
+        .copied()
+        .filter(|c| case.starts_with(c))
+        .max_by_key(|c| c.len())
+}
+
+#[test]
+fn there_are_at_least_thirty_invalid_configs() {
+    assert!(
+        invalid_cases().len() >= 30,
+        "only {} invalid configs",
+        invalid_cases().len()
+    );
+}
+
+#[test]
+fn every_invalid_config_exits_1_and_points_at_file_line_column() {
+    for case in invalid_cases() {
+        let out = util::run(&invalid_root(), &["validate", &case]);
+        let stdout = util::stdout(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{case} should be invalid:\n{stdout}"
+        );
+        let place = regex_lite_place(&stdout, &case);
+        assert!(place, "{case}: no `--> {case}/FILE:LINE:COL` in:\n{stdout}");
+        match expected_code(&case) {
+            Some(code) => assert!(
+                stdout.contains(&format!("error[{code}]")),
+                "{case}: expected error[{code}] in:\n{stdout}"
+            ),
+            None => {
+                assert!(
+                    case.starts_with("multi"),
+                    "{case} is named after no known code"
+                );
+                let errors =
+                    stdout.matches("\nerror[").count() + usize::from(stdout.starts_with("error["));
+                assert!(
+                    errors >= 3,
+                    "{case}: expected several errors at once:\n{stdout}"
+                );
+            }
+        }
+        insta::assert_snapshot!(format!("invalid__{case}"), stdout);
+    }
+}
+
+/// Whether `out` holds `--> CASE/<file>:<line>:<col>` with numbers.
+fn regex_lite_place(out: &str, case: &str) -> bool {
+    out.lines().any(|l| {
+        let Some(rest) = l.trim_start().strip_prefix("--> ") else {
+            return false;
+        };
+        let Some(rest) = rest.strip_prefix(&format!("{case}/")) else {
+            return false;
+        };
+        let mut parts = rest.rsplitn(3, ':');
+        let col = parts.next().unwrap_or("");
+        let line = parts.next().unwrap_or("");
+        let file = parts.next().unwrap_or("");
+        !file.is_empty()
+            && line.parse::<u32>().is_ok_and(|n| n > 0)
+            && col.parse::<u32>().is_ok_and(|n| n > 0)
+    })
+}
+
+#[test]
+fn a_directory_without_config_files_is_an_error() {
+    let out = util::run(&invalid_root(), &["validate", "no-config-files"]);
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(util::stdout(&out));
+}
+
+#[test]
+fn a_missing_directory_is_an_error() {
+    let dir = Dir::new();
+    let out = util::run(dir.path(), &["validate", "does-not-exist"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        util::stderr(&out).contains("does-not-exist does not exist"),
+        "{}",
+        util::stderr(&out)
+    );
+}
+
+#[test]
+fn json_output_names_code_severity_message_and_every_label() {
+    let out = util::run(
+        &invalid_root(),
+        &["validate", "duplicate-button", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("validate --format json prints JSON");
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"], 1);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "duplicate-button");
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["file"], "duplicate-button/b.yaml");
+    assert_eq!(d["line"], 3);
+    assert_eq!(d["column"], 3);
+    let labels = d["labels"].as_array().expect("labels");
+    assert_eq!(labels.len(), 2, "a duplicate shows both places");
+    assert_eq!(labels[1]["file"], "duplicate-button/a.yaml");
+    assert_eq!(labels[1]["line"], 3);
+}
+
+#[test]
+fn the_examples_are_valid() {
+    for example in ["examples/quickstart", "examples/teams"] {
+        let out = util::run(&util::root(), &["validate", example]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{example}:\n{}",
+            util::stdout(&out)
+        );
+        assert!(
+            util::stdout(&out).starts_with("valid: "),
+            "{}",
+            util::stdout(&out)
+        );
+    }
+    let out = util::run(&util::root(), &["validate", "examples/teams"]);
+    insta::assert_snapshot!(util::stdout(&out), @"valid: 3 files, 3 chats, 14 targets\n");
+}
+
+#[test]
+fn warnings_alone_keep_a_config_valid() {
+    let dir = Dir::new()
+        .file(
+            "a.yaml",
+            "version: 1\nuser_sets:\n  spare: [ou_abc]\nchats:\n  - chat_id: oc_abc\n    name: One\n    assign:\n      - users: [ou_def]\n        buttons: []\n",
+        )
+        .file("b.yaml", "version: 1\nchats:\n  - chat_id: oc_abc\n    name: Two\n    assign: []\n");
+    let out = util::run(dir.path(), &["validate"]);
+    let stdout = util::stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("warning[unused-user-set]: user set `spare` is never used"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("warning[chat-name-conflict]"), "{stdout}");
+    assert!(
+        stdout.ends_with("valid: 2 files, 1 chat, 1 target (2 warnings)\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn hidden_files_and_folders_and_other_extensions_are_skipped() {
+    let broken = "this is: [not valid";
+    let dir = Dir::new()
+        .file("a.yml", "version: 1\n")
+        .file(".hidden.yaml", broken)
+        .file(".feedbuttons/state.yaml", broken)
+        .file(".git/x.yaml", broken)
+        .file("notes.txt", broken)
+        .file("sub/deeper/b.yaml", "version: 1\n");
+    let out = util::run(dir.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", util::stdout(&out));
+    assert_eq!(util::stdout(&out), "valid: 2 files, 0 chats, 0 targets\n");
+}
+
+#[test]
+fn the_checked_in_schema_is_up_to_date() {
+    let out = util::run(&util::root(), &["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let checked_in = std::fs::read_to_string(util::root().join("specs/feedbuttons.schema.json"))
+        .expect("specs/feedbuttons.schema.json exists");
+    assert!(
+        util::stdout(&out) == checked_in,
+        "specs/feedbuttons.schema.json is out of date: run `cargo run -- schema > specs/feedbuttons.schema.json`"
+    );
+}
+
+#[test]
+fn every_example_file_points_editors_at_the_schema() {
+    let mut files = Vec::new();
+    collect_yaml(&util::root().join("examples"), &mut files);
+    assert!(!files.is_empty());
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read example");
+        let first = text.lines().next().unwrap_or_default();
+        let rel = first
+            .strip_prefix("# yaml-language-server: $schema=")
+            .unwrap_or_else(|| panic!("{} does not start with the schema line", f.display()));
+        let schema = f.parent().expect("parent").join(rel);
+        assert!(
+            schema.is_file(),
+            "{}: {} does not exist",
+            f.display(),
+            schema.display()
+        );
+        assert!(
+            schema.ends_with("specs/feedbuttons.schema.json"),
+            "{}",
+            f.display()
+        );
+    }
+}
+
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("list") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            collect_yaml(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+/// YAML-shaped text built from the tokens a config uses, to reach deep into the decoder.
+fn yamlish() -> impl Strategy<Value = String> {
+    let token = prop::sample::select(vec![
+        "version: 1\n",
+        "version: x\n",
+        "buttons:\n",
+        "  b:\n",
+        "    text: T\n",
+        "    url: https://a.example.com\n",
+        "    url:\n      pc: x\n",
+        "    action: webhook\n",
+        "    action_map: {a: 1}\n",
+        "user_sets:\n",
+        "  s: [ou_a, on_b]\n",
+        "chats:\n",
+        "  - chat_id: oc_a\n",
+        "    assign:\n",
+        "      - users: [ou_a]\n",
+        "        buttons: [b, b, b]\n",
+        "      - everyone: true\n",
+        "        buttons: []\n",
+        "        user_sets: [s]\n",
+        "- ",
+        "[",
+        "]",
+        "{",
+        "}",
+        ": ",
+        "&a ",
+        "*a ",
+        "!!str ",
+        "'",
+        "\"",
+        "\t",
+        "\n",
+        "---\n",
+        "? ",
+        "|\n",
+        "<<: *a\n",
+        "~\n",
+        "null\n",
+        "1e999\n",
+        "0x1F\n",
+    ]);
+    prop::collection::vec(token, 0..40).prop_map(|t| t.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_give_diagnostics_or_a_config_never_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let loaded = feedbuttons::config::load_texts(vec![(PathBuf::from("a.yaml"), text)]);
+        prop_assert_eq!(loaded.desired.is_some(), !loaded.report.has_errors());
+        let _ = loaded.report.render_text(&loaded.sources);
+    }
+
+    #[test]
+    fn arbitrary_yaml_gives_diagnostics_or_a_config_never_a_panic(a in yamlish(), b in yamlish()) {
+        let loaded = feedbuttons::config::load_texts(vec![(PathBuf::from("a.yaml"), a), (PathBuf::from("b.yaml"), b)]);
+        prop_assert_eq!(loaded.desired.is_some(), !loaded.report.has_errors());
+        for d in &loaded.report.diagnostics {
+            for l in &d.labels {
+                prop_assert!(l.pos.line >= 1, "{:?}", d);
+            }
+        }
+        let _ = loaded.report.render_text(&loaded.sources);
+        let _ = loaded.report.to_json(&loaded.sources);
+    }
+}

@@ -117,6 +117,22 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
             .help("point feedbuttons at the directory that holds your config files"),
         );
     }
+    Ok(finish(sources, report))
+}
+
+/// Loads and validates config files given as text (for tests and tools that hold files in memory).
+pub fn load_texts(files: Vec<(PathBuf, String)>) -> Loaded {
+    let sources = Sources {
+        files: files
+            .into_iter()
+            .map(|(path, text)| SourceFile { path, text })
+            .collect(),
+    };
+    finish(sources, Report::default())
+}
+
+/// Parses, decodes and validates the files whose reading raised no diagnostic yet.
+fn finish(sources: Sources, mut report: Report) -> Loaded {
     let readable: Vec<bool> = (0..sources.files.len())
         .map(|i| {
             !report
@@ -137,11 +153,11 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
     drop(raws);
     report.sort();
     let desired = (!report.has_errors()).then_some(desired);
-    Ok(Loaded {
+    Loaded {
         sources,
         report,
         desired,
-    })
+    }
 }
 
 /// Walks `dir/rel`, following symbolic links (a git-sync checkout is one), skipping hidden names.
@@ -233,10 +249,20 @@ fn parse_and_decode(sources: &Sources, readable: &[bool]) -> Vec<Decoded> {
 
 /// Parses one file into a spanned tree, or reports why it is not YAML we can read.
 pub fn parse(file: FileId, text: &str, report: &mut Report) -> Option<Node> {
+    parse_with_limit(file, text, MAX_NODES_PER_FILE, report)
+}
+
+/// [`parse`] with another node limit (tests use a small one).
+pub fn parse_with_limit(
+    file: FileId,
+    text: &str,
+    max_nodes: usize,
+    report: &mut Report,
+) -> Option<Node> {
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
-            max_nodes: MAX_NODES_PER_FILE,
-            max_events: 2 * MAX_NODES_PER_FILE + 1_000,
+            max_nodes: max_nodes,
+            max_events: 2 * max_nodes + 1_000,
             max_total_scalar_bytes: 1 << 30,
         },
         with_snippet: false,
@@ -257,16 +283,21 @@ pub fn parse(file: FileId, text: &str, report: &mut Report) -> Option<Node> {
                 },
             );
             let message = plain_message(&e);
-            let d = if message.contains("budget")
-                || message.contains("max_nodes")
-                || message.contains("nodes") && message.contains("exceed")
-            {
+            let d = if matches!(e.without_snippet(), serde_saphyr::Error::Budget { .. }) {
                 Diagnostic::error(
                     "file-too-large",
-                    format!("the file has more than {MAX_NODES_PER_FILE} YAML nodes (values, lists and mappings)"),
+                    format!("the file has more than {max_nodes} YAML nodes (values, lists and mappings)"),
                 )
                 .label(file, pos, "the limit was reached here")
                 .help("split it into several files: every file in the directory is part of the config")
+            } else if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
+                let key = key.split(',').next().unwrap_or(key);
+                Diagnostic::error(
+                    "duplicate-key",
+                    format!("`{key}` is written twice in one mapping"),
+                )
+                .label(file, pos, "written again here")
+                .help("YAML keeps one value per key: remove one of them")
             } else {
                 Diagnostic::error("yaml-syntax", format!("invalid YAML: {message}"))
                     .label(file, pos, "here")
@@ -284,5 +315,31 @@ fn plain_message(e: &serde_saphyr::Error) -> String {
     match s.rfind(" at line ") {
         Some(i) => s[..i].to_owned(),
         None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_over_the_node_limit_is_reported_as_too_large() {
+        let text = format!(
+            "version: 1\nuser_sets:\n  big: [{}]\n",
+            vec!["ou_a"; 200].join(", ")
+        );
+        let mut report = Report::default();
+        assert!(parse_with_limit(0, &text, 100, &mut report).is_none());
+        assert_eq!(report.diagnostics.len(), 1);
+        assert_eq!(report.diagnostics[0].code, "file-too-large");
+        assert!(
+            report.diagnostics[0]
+                .message
+                .contains("more than 100 YAML nodes")
+        );
+
+        let mut report = Report::default();
+        assert!(parse_with_limit(0, &text, 1_000, &mut report).is_some());
+        assert!(report.diagnostics.is_empty());
     }
 }

@@ -33,6 +33,8 @@ pub struct RawButton {
     pub url: Option<RawUrl>,
     pub action: Option<At<ActionType>>,
     pub action_map: Option<Vec<(At<String>, At<String>)>>,
+    /// A field was unknown or could not be decoded: later checks that infer from absence skip it.
+    pub incomplete: bool,
 }
 
 /// `url:` is one URL for every platform, or one per platform.
@@ -67,6 +69,8 @@ pub struct RawAssign {
     pub everyone: Option<At<bool>>,
     /// `None` when `buttons:` is missing (an error) or not a list.
     pub buttons: Option<At<Vec<RawButtonRef>>>,
+    /// A field was unknown or could not be decoded: later checks that infer from absence skip it.
+    pub incomplete: bool,
 }
 
 /// An entry of an assignment's `buttons:`: the name of a defined button, or an inline one.
@@ -87,13 +91,19 @@ pub const VERSION: i128 = 1;
 
 /// Decodes one file's tree, reporting into `report`.
 pub fn decode_file(file: FileId, root: &Node, report: &mut Report) -> RawFile {
-    let mut d = Decoder { file, report };
+    let mut d = Decoder {
+        file,
+        report,
+        unknown_seen: false,
+    };
     d.file(root)
 }
 
 struct Decoder<'a> {
     file: FileId,
     report: &'a mut Report,
+    /// Whether the last `fields` call reported an unknown key.
+    unknown_seen: bool,
 }
 
 impl Decoder<'_> {
@@ -127,6 +137,18 @@ impl Decoder<'_> {
 
     /// The entries of a mapping whose keys are all allowed; unknown keys are reported.
     fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        allowed: &[&str],
+    ) -> Option<Vec<(&'n str, &'n Node, &'n Node)>> {
+        let before = self.report.diagnostics.len();
+        let fields = self.fields_inner(node, what, allowed);
+        self.unknown_seen = self.report.diagnostics.len() > before;
+        fields
+    }
+
+    fn fields_inner<'n>(
         &mut self,
         node: &'n Node,
         what: &str,
@@ -298,6 +320,8 @@ impl Decoder<'_> {
 
     fn button(&mut self, node: &Node, what: &str) -> Option<RawButton> {
         let fields = self.fields(node, what, BUTTON_FIELDS)?;
+        let unknown = self.unknown_seen;
+        let before = self.report.diagnostics.len();
         let mut b = RawButton {
             pos: node.pos,
             text: None,
@@ -305,6 +329,7 @@ impl Decoder<'_> {
             url: None,
             action: None,
             action_map: None,
+            incomplete: false,
         };
         let mut text_seen = false;
         for (key, _, v) in fields {
@@ -336,6 +361,7 @@ impl Decoder<'_> {
                 _ => {}
             }
         }
+        b.incomplete = unknown || self.report.diagnostics.len() > before;
         if !text_seen {
             let d = self.err(
                 "missing-field",
@@ -457,12 +483,15 @@ impl Decoder<'_> {
 
     fn assignment(&mut self, node: &Node) -> Option<RawAssign> {
         let fields = self.fields(node, "an assignment", ASSIGN_FIELDS)?;
+        let unknown = self.unknown_seen;
+        let before = self.report.diagnostics.len();
         let mut a = RawAssign {
             pos: node.pos,
             user_sets: Vec::new(),
             users: Vec::new(),
             everyone: None,
             buttons: None,
+            incomplete: false,
         };
         let mut buttons_seen = false;
         for (key, _, v) in fields {
@@ -514,6 +543,7 @@ impl Decoder<'_> {
                 _ => {}
             }
         }
+        a.incomplete = unknown || self.report.diagnostics.len() > before;
         if !buttons_seen {
             let d = self.err(
                 "missing-field",

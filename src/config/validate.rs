@@ -95,7 +95,7 @@ pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredStat
                     );
                     continue;
                 }
-                if !is_everyone && a.users.is_empty() && a.user_sets.is_empty() {
+                if !is_everyone && a.users.is_empty() && a.user_sets.is_empty() && !a.incomplete {
                     v.report.push(
                         Diagnostic::error("assignment-no-audience", "an assignment names nobody")
                             .label(*file, a.pos, "no `users`, `user_sets` or `everyone: true`")
@@ -369,7 +369,7 @@ impl Validator<'_> {
                 .find(|t| t.prefix().is_some_and(|p| id.starts_with(p)))
             {
                 Some(t) => format!(
-                    "this looks like a {t}: set `user_id_type: {t}` on the chat or the file"
+                    "these look like {t}s: set `user_id_type: {t}` on the chat or the file"
                 ),
                 None => {
                     "set `user_id_type` on the chat or the file to the type of these ids".to_owned()
@@ -511,7 +511,7 @@ impl Validator<'_> {
                 (m != MultiUrl::default()).then_some(m)
             }
         };
-        if action == ActionType::UrlPage && multi_url.is_none() {
+        if action == ActionType::UrlPage && multi_url.is_none() && !b.incomplete {
             let pos = match &b.url {
                 Some(RawUrl::PerPlatform { pos, .. }) => *pos,
                 _ => b.text.as_ref().map_or(b.pos, |t| t.pos),

@@ -1,0 +1,181 @@
+//! The plan as JSON (`plan --format json`, `cli.md`) and as a saved plan file (`plan --out`): the
+//! same document plus the state it was made against and a checksum, so that apply can refuse a
+//! plan whose state moved on or whose file was altered.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Action, MassRemoval, Plan, Summary};
+use crate::feishu::wire::{ChatButtonRequest, UserIdType};
+use crate::target::Target;
+
+/// The version of the plan document's shape.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One change in a request: which target, and what happens to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeDoc {
+    /// The user id, or `everyone` for the whole chat.
+    pub target: String,
+    pub action: Action,
+}
+
+/// One call as JSON: `body` is byte for byte what the API receives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestDoc {
+    pub user_id_type: UserIdType,
+    pub body: ChatButtonRequest,
+    pub changes: Vec<ChangeDoc>,
+}
+
+/// The state a saved plan was made against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateRef {
+    pub lineage: String,
+    pub serial: u64,
+}
+
+/// The plan document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanDoc {
+    pub format_version: u32,
+    pub summary: Summary,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mass_removal: Option<MassRemoval>,
+    /// Present in saved plans: the applied state the plan was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateRef>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub chat_names: std::collections::BTreeMap<String, String>,
+    pub requests: Vec<RequestDoc>,
+    /// Present in saved plans: `sha256:` of the document without this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
+impl PlanDoc {
+    /// The document for a plan (no state, no checksum).
+    pub fn new(plan: &Plan) -> PlanDoc {
+        PlanDoc {
+            format_version: FORMAT_VERSION,
+            summary: plan.summary,
+            mass_removal: plan.mass_removal.clone(),
+            state: None,
+            chat_names: plan.chat_names.clone(),
+            requests: plan
+                .requests
+                .iter()
+                .map(|r| RequestDoc {
+                    user_id_type: r.user_id_type,
+                    body: r.body.clone(),
+                    changes: r
+                        .changes
+                        .iter()
+                        .map(|c| ChangeDoc {
+                            target: c.target.audience_label().to_owned(),
+                            action: c.action,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            checksum: None,
+        }
+    }
+
+    /// Pretty JSON with a final newline.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    fn digest(&self) -> String {
+        let mut unsummed = self.clone();
+        unsummed.checksum = None;
+        let bytes = serde_json::to_vec(&unsummed).unwrap_or_default();
+        format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+    }
+
+    /// Writes a saved plan bound to `state`.
+    pub fn save(mut self, path: &Path, state: StateRef) -> Result<(), PlanFileError> {
+        self.state = Some(state);
+        self.checksum = None;
+        self.checksum = Some(self.digest());
+        std::fs::write(path, self.to_json()).map_err(|source| PlanFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Reads a saved plan and checks that it is whole and unaltered.
+    pub fn load(path: &Path) -> Result<PlanDoc, PlanFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PlanFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let doc: PlanDoc = serde_json::from_str(&text).map_err(|e| PlanFileError::Invalid {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        if doc.format_version != FORMAT_VERSION {
+            return Err(PlanFileError::Invalid {
+                path: path.to_path_buf(),
+                why: format!(
+                    "plan format version {} is not supported (this build reads {FORMAT_VERSION})",
+                    doc.format_version
+                ),
+            });
+        }
+        let Some(sum) = &doc.checksum else {
+            return Err(PlanFileError::Invalid {
+                path: path.to_path_buf(),
+                why: "it has no checksum: save plans with `plan --out`".to_owned(),
+            });
+        };
+        if doc.state.is_none() {
+            return Err(PlanFileError::Invalid {
+                path: path.to_path_buf(),
+                why: "it names no state".to_owned(),
+            });
+        }
+        if *sum != doc.digest() {
+            return Err(PlanFileError::Altered {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(doc)
+    }
+
+    /// The targets each request sets (or, for removals, clears and forgets), for recording.
+    pub fn request_targets(r: &RequestDoc) -> Vec<(Target, Action)> {
+        r.changes
+            .iter()
+            .map(|c| {
+                let t = match (&r.body.user_ids, c.target.as_str()) {
+                    (None, _) => Target::everyone(r.body.chat_id.clone()),
+                    (Some(_), id) => Target::user(r.body.chat_id.clone(), r.user_id_type, id),
+                };
+                (t, c.action)
+            })
+            .collect()
+    }
+}
+
+/// A saved plan that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanFileError {
+    /// The plan file could not be read or written.
+    #[error("cannot access plan file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not a plan this build can read.
+    #[error("{path} is not a usable feedbuttons plan: {why}")]
+    Invalid { path: PathBuf, why: String },
+    /// The checksum does not match: the file was edited after `plan --out` wrote it.
+    #[error("{path} was altered after it was saved (its checksum does not match); make a new plan")]
+    Altered { path: PathBuf },
+}

@@ -1,0 +1,348 @@
+//! Renders a plan for people: text for a terminal (optionally coloured) and markdown for a
+//! pull-request comment. Both group a chat's users by identical change and show old and new
+//! buttons as a diff; removals stand out.
+
+use std::fmt::Write as _;
+
+use similar::{ChangeTag, TextDiff};
+
+use super::{Action, Change, Plan, group_digits};
+use crate::feishu::wire::{ActionType, Button, ButtonType};
+use crate::target::ButtonList;
+
+/// GitHub refuses comments longer than this many characters.
+pub const GITHUB_COMMENT_LIMIT: usize = 65_536;
+/// The hidden line that lets a CI job find its earlier plan comment and update it in place.
+pub const COMMENT_MARKER: &str = "<!-- feedbuttons-plan -->";
+/// How many user ids a group lists before "and N more".
+const USERS_SHOWN: usize = 10;
+
+/// ANSI colours, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
+    }
+    fn green(self, s: &str) -> String {
+        self.paint("32", s)
+    }
+    fn yellow(self, s: &str) -> String {
+        self.paint("33", s)
+    }
+    fn red_bold(self, s: &str) -> String {
+        self.paint("1;31", s)
+    }
+    fn red(self, s: &str) -> String {
+        self.paint("31", s)
+    }
+    fn bold(self, s: &str) -> String {
+        self.paint("1", s)
+    }
+    fn dim(self, s: &str) -> String {
+        self.paint("2", s)
+    }
+}
+
+/// One button on one line: `"Runbook" primary, opens https://...`.
+pub fn button_line(b: &Button) -> String {
+    let style = b.button_type.unwrap_or(ButtonType::Default).as_str();
+    let mut s = format!("{:?} {style}", b.text.text);
+    match b.action_type {
+        ActionType::UrlPage => s.push_str(", opens"),
+        ActionType::Webhook => s.push_str(", webhook"),
+    }
+    if let Some(u) = &b.multi_url {
+        if let Some(url) = &u.url {
+            let _ = write!(s, " {url}");
+        }
+        for (name, url) in [
+            ("android", &u.android_url),
+            ("ios", &u.ios_url),
+            ("pc", &u.pc_url),
+        ] {
+            if let Some(url) = url {
+                let _ = write!(s, " {name}:{url}");
+            }
+        }
+    }
+    if let Some(m) = &b.action_map {
+        let pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = write!(s, " {{{}}}", pairs.join(", "));
+    }
+    s
+}
+
+fn list_lines(list: &ButtonList) -> String {
+    if list.is_empty() {
+        return "(no buttons)\n".to_owned();
+    }
+    list.iter().map(|b| button_line(b) + "\n").collect()
+}
+
+/// A chat's changes grouped by (action, old list, new list), in plan order.
+struct Group<'a> {
+    action: Action,
+    first: &'a Change,
+    targets: Vec<&'a str>,
+}
+
+fn chat_groups<'a>(changes: impl Iterator<Item = &'a Change>) -> Vec<Group<'a>> {
+    let mut groups: Vec<Group<'a>> = Vec::new();
+    let mut index: std::collections::HashMap<(Action, Option<&ButtonList>, &ButtonList), usize> =
+        std::collections::HashMap::new();
+    for c in changes {
+        let key = (c.action, c.old.as_deref(), c.new.as_ref());
+        match index.get(&key) {
+            Some(&i) => groups[i].targets.push(c.target.audience_label()),
+            None => {
+                index.insert(key, groups.len());
+                groups.push(Group {
+                    action: c.action,
+                    first: c,
+                    targets: vec![c.target.audience_label()],
+                });
+            }
+        }
+    }
+    groups
+}
+
+fn who(targets: &[&str]) -> String {
+    if targets == ["everyone"] {
+        return "everyone (the whole chat)".to_owned();
+    }
+    let n = targets.len();
+    let noun = if n == 1 { "user" } else { "users" };
+    let shown: Vec<&str> = targets.iter().take(USERS_SHOWN).copied().collect();
+    let more = if n > USERS_SHOWN {
+        format!(" and {} more", group_digits((n - USERS_SHOWN) as u64))
+    } else {
+        String::new()
+    };
+    format!(
+        "{} {noun}: {}{more}",
+        group_digits(n as u64),
+        shown.join(", ")
+    )
+}
+
+fn headline(g: &Group) -> String {
+    match g.action {
+        Action::Add => format!("add, {}", who(&g.targets)),
+        Action::Change => format!("change, {}", who(&g.targets)),
+        Action::Remove => format!("REMOVE (buttons cleared), {}", who(&g.targets)),
+        Action::Resend => format!("re-send after the whole-chat change, {}", who(&g.targets)),
+    }
+}
+
+/// Diff lines (`+ x`, `- x`, `  x`) from the old list to the new one.
+fn diff_lines(g: &Group) -> Vec<(ChangeTag, String)> {
+    let old = match g.action {
+        Action::Add => String::new(),
+        _ => g.first.old.as_deref().map(list_lines).unwrap_or_default(),
+    };
+    let new = match g.action {
+        Action::Remove => String::new(),
+        _ => list_lines(&g.first.new),
+    };
+    if g.action == Action::Resend {
+        return new
+            .lines()
+            .map(|l| (ChangeTag::Equal, l.to_owned()))
+            .collect();
+    }
+    TextDiff::from_lines(&old, &new)
+        .iter_all_changes()
+        .map(|c| (c.tag(), c.value().trim_end_matches('\n').to_owned()))
+        .collect()
+}
+
+/// Chat ids in plan order, with their changes.
+fn chats(plan: &Plan) -> Vec<(&str, Vec<&Change>)> {
+    let mut out: Vec<(&str, Vec<&Change>)> = Vec::new();
+    for r in &plan.requests {
+        let chat = r.body.chat_id.as_str();
+        match out.last_mut() {
+            Some((c, changes)) if *c == chat => changes.extend(r.changes.iter()),
+            _ => out.push((chat, r.changes.iter().collect())),
+        }
+    }
+    out
+}
+
+fn chat_title(plan: &Plan, chat: &str) -> String {
+    match plan.chat_names.get(chat) {
+        Some(name) => format!("{chat} ({name})"),
+        None => chat.to_owned(),
+    }
+}
+
+fn chat_counts(changes: &[&Change]) -> String {
+    let count = |a: Action| changes.iter().filter(|c| c.action == a).count();
+    let mut parts = Vec::new();
+    for (a, word) in [
+        (Action::Add, "to add"),
+        (Action::Change, "to change"),
+        (Action::Remove, "to remove"),
+        (Action::Resend, "to re-send"),
+    ] {
+        let n = count(a);
+        if n > 0 {
+            parts.push(format!("{} {word}", group_digits(n as u64)));
+        }
+    }
+    parts.join(", ")
+}
+
+fn removal_warning(plan: &Plan) -> Option<String> {
+    let n = plan.summary.remove;
+    (n > 0).then(|| {
+        let noun = if n == 1 { "target" } else { "targets" };
+        format!(
+            "{} {noun} will have their buttons REMOVED.",
+            group_digits(n as u64)
+        )
+    })
+}
+
+/// The plan for a terminal.
+pub fn text(plan: &Plan, style: Style) -> String {
+    let mut out = String::new();
+    for (chat, changes) in chats(plan) {
+        let _ = writeln!(
+            out,
+            "{} {}",
+            style.bold("chat"),
+            style.bold(&chat_title(plan, chat))
+        );
+        for g in chat_groups(changes.iter().copied()) {
+            let (mark, head) = match g.action {
+                Action::Add => (style.green("+"), style.green(&headline(&g))),
+                Action::Change => (style.yellow("~"), style.yellow(&headline(&g))),
+                Action::Remove => (style.red_bold("-"), style.red_bold(&headline(&g))),
+                Action::Resend => (style.dim("="), style.dim(&headline(&g))),
+            };
+            let _ = writeln!(out, "  {mark} {head}");
+            for (tag, line) in diff_lines(&g) {
+                let l = match tag {
+                    ChangeTag::Insert => style.green(&format!("+ {line}")),
+                    ChangeTag::Delete => style.red(&format!("- {line}")),
+                    ChangeTag::Equal => style.dim(&format!("  {line}")),
+                };
+                let _ = writeln!(out, "      {l}");
+            }
+        }
+        out.push('\n');
+    }
+    if let Some(w) = removal_warning(plan) {
+        let _ = writeln!(out, "{}", style.red_bold(&format!("Warning: {w}")));
+    }
+    if let Some(m) = &plan.mass_removal {
+        let _ = writeln!(
+            out,
+            "{}",
+            style.red_bold(&format!(
+                "Mass removal: {}; apply refuses it without --allow-mass-removal.",
+                m.reason
+            ))
+        );
+    }
+    if plan.has_changes() {
+        let _ = writeln!(out, "{}", style.bold(&plan.summary_line()));
+    } else {
+        let _ = writeln!(
+            out,
+            "No changes: the applied buttons match the config ({} targets unchanged).",
+            group_digits(plan.summary.unchanged as u64)
+        );
+    }
+    out
+}
+
+/// The plan as a pull-request comment, never longer than GitHub's limit.
+pub fn markdown(plan: &Plan) -> String {
+    markdown_limited(plan, GITHUB_COMMENT_LIMIT)
+}
+
+/// [`markdown`] with another size limit (in characters).
+pub fn markdown_limited(plan: &Plan, limit: usize) -> String {
+    let mut head = String::new();
+    let _ = writeln!(head, "{COMMENT_MARKER}");
+    if plan.has_changes() {
+        let _ = writeln!(head, "**{}**", plan.summary_line());
+    } else {
+        let _ = writeln!(
+            head,
+            "**Plan: no changes.** The applied buttons match the config ({} targets unchanged).",
+            group_digits(plan.summary.unchanged as u64)
+        );
+    }
+    if let Some(w) = removal_warning(plan) {
+        let _ = writeln!(head, "\n> [!WARNING]\n> {w}");
+    }
+    if let Some(m) = &plan.mass_removal {
+        let _ = writeln!(
+            head,
+            "\n> [!CAUTION]\n> **Mass removal:** {}. `feedbuttons apply` refuses this plan without `--allow-mass-removal`.",
+            m.reason
+        );
+    }
+    let mut sections = Vec::new();
+    for (chat, changes) in chats(plan) {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "\n<details><summary><code>{chat}</code>{}: {}</summary>\n\n```diff",
+            plan.chat_names
+                .get(chat)
+                .map(|n| format!(" {}", escape_html(n)))
+                .unwrap_or_default(),
+            chat_counts(&changes)
+        );
+        for g in chat_groups(changes.iter().copied()) {
+            let _ = writeln!(s, "@@ {} @@", headline(&g));
+            for (tag, line) in diff_lines(&g) {
+                let sign = match tag {
+                    ChangeTag::Insert => '+',
+                    ChangeTag::Delete => '-',
+                    ChangeTag::Equal => ' ',
+                };
+                // A fence inside the block would end it early.
+                let _ = writeln!(s, "{sign} {}", line.replace("```", "'''"));
+            }
+        }
+        let _ = writeln!(s, "```\n\n</details>");
+        sections.push(s);
+    }
+    let mut out = head;
+    let mut out_chars = out.chars().count();
+    let total = sections.len();
+    for (i, s) in sections.into_iter().enumerate() {
+        let note = format!(
+            "\n_The plan is too long for one comment: {} more chats are not shown. The full plan is in the JSON (`feedbuttons plan --format json`)._\n",
+            total - i
+        );
+        let s_chars = s.chars().count();
+        if out_chars + s_chars + note.chars().count() > limit {
+            out.push_str(&note);
+            return out;
+        }
+        out_chars += s_chars;
+        out.push_str(&s);
+    }
+    out
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
