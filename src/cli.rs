@@ -1,12 +1,12 @@
 //! The command line: thin wrappers over the library, each returning the process exit code.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config;
+use crate::{config, plan, state};
 
 /// A declarative reconciler for Feishu/Lark chat feed-card buttons.
 #[derive(Parser, Debug)]
@@ -27,8 +27,49 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
         format: ValidateFormat,
     },
+    /// Show what apply would change: per chat, per user, and the calls it would make.
+    Plan(PlanArgs),
+    /// Serve a local stand-in for the Feishu chat-button API (no tenant needed).
+    Emulator(crate::emulator::cli::EmulatorArgs),
     /// Print the JSON Schema of one config file (for editors).
     Schema,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// The config directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The applied state [default: DIR/.feedbuttons/state.json].
+    #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Compare with another config directory (say, the base branch's) instead of the state:
+    /// what would change if this config were applied on top of that one. Needs no state and no
+    /// credentials.
+    #[arg(long, value_name = "BASE_DIR", conflicts_with_all = ["state", "out"])]
+    pub base: Option<PathBuf>,
+    /// How to print the plan.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    /// Save the plan for `apply --plan`: it is bound to the state it was made against.
+    #[arg(long, value_name = "PLAN_FILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 2 when there are changes, 0 when there are none (1 stays an error).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Plan only this chat (repeatable).
+    #[arg(long = "chat", value_name = "CHAT_ID")]
+    pub chats: Vec<String>,
+    /// Calls per second the time estimate assumes.
+    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::api::RATE_LIMIT_PER_SECOND)]
+    pub rate_limit: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Markdown,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -42,6 +83,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Validate { dir, format } => validate(&dir, format),
+        Command::Plan(args) => plan(&args),
+        Command::Emulator(args) => emulator(args),
         Command::Schema => print(&config::schema::schema_text()),
     };
     ExitCode::from(code)
@@ -111,5 +154,143 @@ fn validate_summary(loaded: &config::Loaded) -> String {
             plural(warnings, "warning", "warnings"),
             plural(files, "file", "files"),
         ),
+    }
+}
+
+/// Whether stdout gets colour: a terminal, and `NO_COLOR` unset.
+fn color() -> bool {
+    use std::io::IsTerminal as _;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+/// Loads a config for plan or apply: diagnostics go to stderr; `None` when it has errors.
+fn load_config(dir: &Path, what: &str) -> Option<config::Loaded> {
+    let loaded = match config::load_dir(dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    if !loaded.report.diagnostics.is_empty() {
+        eprint!("{}", loaded.report.render_text(&loaded.sources));
+    }
+    if loaded.desired.is_none() {
+        eprintln!(
+            "error: {what} {} has {} error(s); nothing was planned (run `feedbuttons validate {}`)",
+            dir.display(),
+            loaded.report.errors(),
+            dir.display()
+        );
+        return None;
+    }
+    Some(loaded)
+}
+
+/// The state location: `--state`/`FEEDBUTTONS_STATE`, else `DIR/.feedbuttons/state.json`.
+pub fn state_path(dir: &Path, flag: Option<&Path>) -> PathBuf {
+    flag.map_or_else(|| state::default_path(dir), Path::to_path_buf)
+}
+
+fn plan(args: &PlanArgs) -> u8 {
+    let Some(loaded) = load_config(&args.dir, "the config") else {
+        return 1;
+    };
+    let Some(desired) = loaded.desired else {
+        return 1;
+    };
+    let options = plan::PlanOptions {
+        chats: args.chats.clone(),
+        rate_limit: args.rate_limit,
+    };
+    let (the_plan, state_ref) = match &args.base {
+        Some(base_dir) => {
+            let Some(base) = load_config(base_dir, "the base config") else {
+                return 1;
+            };
+            let Some(base_desired) = base.desired else {
+                return 1;
+            };
+            // Chats that only the base declares keep their names in the plan.
+            let mut names = base_desired.chat_names.clone();
+            names.extend(desired.chat_names.clone());
+            (
+                plan::plan(&desired.targets, &names, &base_desired.targets, &options),
+                None,
+            )
+        }
+        None => {
+            let path = state_path(&args.dir, args.state.as_deref());
+            let applied = match state::open(&path).and_then(|s| s.load()) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            };
+            let p = plan::plan(
+                &desired.targets,
+                &desired.chat_names,
+                &applied.targets,
+                &options,
+            );
+            let state_ref = plan::json::StateRef {
+                lineage: applied.lineage.clone(),
+                serial: applied.serial,
+            };
+            (p, Some(state_ref))
+        }
+    };
+    let doc = plan::json::PlanDoc::new(&the_plan);
+    if let (Some(out), Some(state_ref)) = (&args.out, state_ref) {
+        if let Err(e) = doc.clone().save(out, state_ref) {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    }
+    let text = match args.format {
+        PlanFormat::Text => plan::render::text(&the_plan, plan::render::Style { color: color() }),
+        PlanFormat::Markdown => plan::render::markdown(&the_plan),
+        PlanFormat::Json => doc.to_json(),
+    };
+    let written = print(&text);
+    if written != 0 {
+        return written;
+    }
+    if let Some(out) = &args.out {
+        eprintln!(
+            "Saved the plan to {}; apply it with `feedbuttons apply --plan {}`.",
+            out.display(),
+            out.display()
+        );
+    }
+    if args.detailed_exitcode && the_plan.has_changes() {
+        2
+    } else {
+        0
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+fn emulator(args: crate::emulator::cli::EmulatorArgs) -> u8 {
+    let Some(rt) = runtime() else { return 1 };
+    match rt.block_on(crate::emulator::cli::run(args)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
     }
 }
