@@ -3,5 +3,6 @@
 mod util;
 
 mod emulator;
+mod plan;
 mod state;
 mod validate;

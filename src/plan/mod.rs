@@ -142,7 +142,7 @@ pub fn plan(
     let mut d = desired.iter().filter(|(t, _)| wanted(t)).peekable();
     let mut a = applied.entries().filter(|(t, _)| wanted(t)).peekable();
     let mut requests = Vec::new();
-    let mut chat: Vec<(Target, Option<Arc<ButtonList>>, Option<&ButtonList>)> = Vec::new();
+    let mut chat: Vec<Pair<'_>> = Vec::new();
     loop {
         let next_chat = match (d.peek(), a.peek()) {
             (None, None) => break,
@@ -240,10 +240,15 @@ pub fn plan(
     }
 }
 
+/// One target of a chat: desired list (if declared) and applied list (if recorded).
+type Pair<'a> = (Target, Option<Arc<ButtonList>>, Option<&'a ButtonList>);
+/// Per-user calls group by id type and new list.
+type GroupKey = (UserIdType, Arc<ButtonList>);
+
 /// Plans one chat: the whole-chat call first, then per-user calls grouped by id type and list.
 fn plan_chat(
     chat_id: &str,
-    entries: &[(Target, Option<Arc<ButtonList>>, Option<&ButtonList>)],
+    entries: &[Pair<'_>],
     empty: &Arc<ButtonList>,
     summary: &mut Summary,
     requests: &mut Vec<Request>,
@@ -319,7 +324,7 @@ fn plan_chat(
         }
     }
     // Group by (id type, new list); a group's order is that of its first user, so output is stable.
-    let mut groups: Vec<((UserIdType, Arc<ButtonList>), Vec<Change>)> = Vec::new();
+    let mut groups: Vec<(GroupKey, Vec<Change>)> = Vec::new();
     let mut index: std::collections::HashMap<(UserIdType, &ButtonList), usize> =
         std::collections::HashMap::new();
     per_user.sort_by(|a, b| a.target.cmp(&b.target));
@@ -412,7 +417,7 @@ pub fn group_digits(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -424,7 +429,7 @@ pub fn group_digits(n: u64) -> String {
 pub fn human_duration(secs: u64) -> String {
     match secs {
         0..=59 => format!("{secs} s"),
-        60..=3599 if secs % 60 == 0 => format!("{} min", secs / 60),
+        60..=3599 if secs.is_multiple_of(60) => format!("{} min", secs / 60),
         60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
         _ => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
     }

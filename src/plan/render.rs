@@ -205,11 +205,14 @@ fn chat_counts(changes: &[&Change]) -> String {
 fn removal_warning(plan: &Plan) -> Option<String> {
     let n = plan.summary.remove;
     (n > 0).then(|| {
-        let noun = if n == 1 { "target" } else { "targets" };
-        format!(
-            "{} {noun} will have their buttons REMOVED.",
-            group_digits(n as u64)
-        )
+        if n == 1 {
+            "1 target will have its buttons REMOVED.".to_owned()
+        } else {
+            format!(
+                "{} targets will have their buttons REMOVED.",
+                group_digits(n as u64)
+            )
+        }
     })
 }
 
@@ -260,8 +263,8 @@ pub fn text(plan: &Plan, style: Style) -> String {
     } else {
         let _ = writeln!(
             out,
-            "No changes: the applied buttons match the config ({} targets unchanged).",
-            group_digits(plan.summary.unchanged as u64)
+            "No changes: the applied buttons match the config ({} unchanged).",
+            targets(plan.summary.unchanged)
         );
     }
     out
@@ -281,8 +284,8 @@ pub fn markdown_limited(plan: &Plan, limit: usize) -> String {
     } else {
         let _ = writeln!(
             head,
-            "**Plan: no changes.** The applied buttons match the config ({} targets unchanged).",
-            group_digits(plan.summary.unchanged as u64)
+            "**Plan: no changes.** The applied buttons match the config ({} unchanged).",
+            targets(plan.summary.unchanged)
         );
     }
     if let Some(w) = removal_warning(plan) {
@@ -339,6 +342,15 @@ pub fn markdown_limited(plan: &Plan, limit: usize) -> String {
         out.push_str(&s);
     }
     out
+}
+
+/// `1 target`, `2 targets`.
+fn targets(n: usize) -> String {
+    if n == 1 {
+        "1 target".to_owned()
+    } else {
+        format!("{} targets", group_digits(n as u64))
+    }
 }
 
 fn escape_html(s: &str) -> String {

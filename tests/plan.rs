@@ -1,0 +1,490 @@
+//! The plan: what changes, which calls make it so, and how it reads (text, markdown, JSON).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use feedbuttons::feishu::wire::{ActionType, Button, ButtonType, MultiUrl, Text, UserIdType};
+use feedbuttons::plan::{self, Action, Plan, PlanOptions, json::PlanDoc, render};
+use feedbuttons::target::{Audience, ButtonList, Target};
+use proptest::prelude::*;
+
+use crate::util::{self, Dir};
+
+fn button(text: &str) -> Button {
+    Button {
+        multi_url: Some(MultiUrl {
+            url: Some(format!(
+                "https://example.com/{}",
+                text.to_lowercase().replace(' ', "-")
+            )),
+            ..MultiUrl::default()
+        }),
+        action_type: ActionType::UrlPage,
+        text: Text {
+            text: text.to_owned(),
+        },
+        button_type: Some(ButtonType::Default),
+        action_map: None,
+    }
+}
+
+fn list(texts: &[&str]) -> ButtonList {
+    texts.iter().map(|t| button(t)).collect()
+}
+
+fn user(chat: &str, id: &str) -> Target {
+    Target::user(chat, UserIdType::OpenId, id)
+}
+
+type Desired = BTreeMap<Target, Arc<ButtonList>>;
+type AppliedMap = BTreeMap<Target, ButtonList>;
+
+fn make_plan(desired: &Desired, applied: &AppliedMap) -> Plan {
+    let names = BTreeMap::from([("oc_war".to_owned(), "War room".to_owned())]);
+    plan::plan(
+        desired,
+        &names,
+        applied,
+        &PlanOptions {
+            chats: vec![],
+            rate_limit: 10,
+        },
+    )
+}
+
+/// The three renderings of one plan, as a reviewer and a script see them.
+fn all_formats(p: &Plan) -> String {
+    format!(
+        "--- text ---\n{}\n--- markdown ---\n{}\n--- json ---\n{}",
+        render::text(p, render::Style { color: false }),
+        render::markdown(p),
+        PlanDoc::new(p).to_json()
+    )
+}
+
+#[test]
+fn first_apply() {
+    let mut desired = Desired::new();
+    desired.insert(Target::everyone("oc_war"), Arc::new(list(&["Status"])));
+    desired.insert(user("oc_war", "ou_a"), Arc::new(list(&["Runbook", "Ack"])));
+    desired.insert(user("oc_war", "ou_b"), Arc::new(list(&["Runbook", "Ack"])));
+    desired.insert(user("oc_ops", "ou_c"), Arc::new(list(&[])));
+    let p = make_plan(&desired, &AppliedMap::new());
+    assert_eq!((p.summary.add, p.summary.requests), (4, 3));
+    // The whole-chat call comes first in its chat.
+    assert_eq!(p.requests[1].body.user_ids, None);
+    assert_eq!(p.requests[1].body.chat_id, "oc_war");
+    insta::assert_snapshot!(all_formats(&p));
+}
+
+#[test]
+fn no_change() {
+    let mut desired = Desired::new();
+    desired.insert(user("oc_war", "ou_a"), Arc::new(list(&["Runbook"])));
+    let applied: AppliedMap = desired
+        .iter()
+        .map(|(t, b)| (t.clone(), b.to_vec()))
+        .collect();
+    let p = make_plan(&desired, &applied);
+    assert!(!p.has_changes());
+    assert_eq!(p.summary.unchanged, 1);
+    insta::assert_snapshot!(all_formats(&p));
+}
+
+#[test]
+fn mixed_add_change_remove() {
+    let mut desired = Desired::new();
+    let mut applied = AppliedMap::new();
+    desired.insert(user("oc_war", "ou_new"), Arc::new(list(&["Runbook"])));
+    desired.insert(
+        user("oc_war", "ou_changed1"),
+        Arc::new(list(&["Runbook", "Ack"])),
+    );
+    desired.insert(
+        user("oc_war", "ou_changed2"),
+        Arc::new(list(&["Runbook", "Ack"])),
+    );
+    applied.insert(user("oc_war", "ou_changed1"), list(&["Runbook"]));
+    applied.insert(user("oc_war", "ou_changed2"), list(&["Runbook"]));
+    desired.insert(user("oc_war", "ou_same"), Arc::new(list(&["Runbook"])));
+    applied.insert(user("oc_war", "ou_same"), list(&["Runbook"]));
+    applied.insert(user("oc_war", "ou_gone"), list(&["Ack"]));
+    let p = make_plan(&desired, &applied);
+    let s = p.summary;
+    assert_eq!((s.add, s.change, s.remove, s.unchanged), (1, 2, 1, 1));
+    // ou_new joins the two changed users' list? No: it gets [Runbook], they get [Runbook, Ack].
+    assert_eq!(s.requests, 3);
+    insta::assert_snapshot!(all_formats(&p));
+}
+
+#[test]
+fn whole_chat_change_resends_the_chats_users_after_it() {
+    let mut desired = Desired::new();
+    let mut applied = AppliedMap::new();
+    desired.insert(Target::everyone("oc_war"), Arc::new(list(&["Status v2"])));
+    applied.insert(Target::everyone("oc_war"), list(&["Status"]));
+    for u in ["ou_a", "ou_b"] {
+        desired.insert(user("oc_war", u), Arc::new(list(&["Runbook"])));
+        applied.insert(user("oc_war", u), list(&["Runbook"]));
+    }
+    // Another chat's users are not touched.
+    desired.insert(user("oc_ops", "ou_c"), Arc::new(list(&["Runbook"])));
+    applied.insert(user("oc_ops", "ou_c"), list(&["Runbook"]));
+    let p = make_plan(&desired, &applied);
+    assert_eq!(p.summary.change, 1);
+    assert_eq!(p.summary.resend, 2);
+    assert_eq!(p.requests.len(), 2);
+    assert!(
+        p.requests[0].body.user_ids.is_none(),
+        "whole-chat call first"
+    );
+    assert_eq!(
+        p.requests[1].body.user_ids,
+        Some(vec!["ou_a".to_owned(), "ou_b".to_owned()])
+    );
+    assert!(
+        p.requests[1]
+            .changes
+            .iter()
+            .all(|c| c.action == Action::Resend)
+    );
+    insta::assert_snapshot!(all_formats(&p));
+}
+
+#[test]
+fn a_removal_clears_with_an_explicit_empty_list() {
+    let desired = Desired::new();
+    let mut applied = AppliedMap::new();
+    applied.insert(user("oc_war", "ou_gone"), list(&["Runbook"]));
+    let p = make_plan(&desired, &applied);
+    assert_eq!(p.summary.remove, 1);
+    let body = serde_json::to_string(&p.requests[0].body).expect("serialize");
+    assert_eq!(
+        body,
+        r#"{"user_ids":["ou_gone"],"chat_id":"oc_war","buttons":{"buttons":[]}}"#
+    );
+    // Removing everything a config once declared is always a mass removal.
+    assert!(p.mass_removal.is_some());
+    insta::assert_snapshot!(all_formats(&p));
+}
+
+#[test]
+fn a_thousand_users_in_one_group_take_fifty_calls_and_a_short_listing() {
+    let mut desired = Desired::new();
+    let shared = Arc::new(list(&["Runbook"]));
+    for i in 0..1000 {
+        desired.insert(user("oc_war", &format!("ou_{i:04}")), shared.clone());
+    }
+    let p = make_plan(&desired, &AppliedMap::new());
+    assert_eq!(p.requests.len(), 50);
+    assert!(
+        p.requests
+            .iter()
+            .all(|r| r.body.user_ids.as_ref().is_some_and(|u| u.len() == 20))
+    );
+    let text = render::text(&p, render::Style { color: false });
+    assert!(text.contains("and 990 more"), "{text}");
+    let json = PlanDoc::new(&p).to_json();
+    let first_request_only: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let mut short = first_request_only.clone();
+    short["requests"] = serde_json::Value::Array(
+        first_request_only["requests"].as_array().expect("requests")[..1].to_vec(),
+    );
+    insta::assert_snapshot!(format!(
+        "--- text ---\n{text}\n--- markdown ---\n{}\n--- json (first of 50 requests) ---\n{}",
+        render::markdown(&p),
+        serde_json::to_string_pretty(&short).expect("json")
+    ));
+}
+
+#[test]
+fn mass_removal_is_flagged_above_a_quarter_of_at_least_ten() {
+    let mut applied = AppliedMap::new();
+    let mut desired = Desired::new();
+    for i in 0..12 {
+        applied.insert(user("oc_war", &format!("ou_{i:02}")), list(&["Runbook"]));
+        if i >= 3 {
+            desired.insert(
+                user("oc_war", &format!("ou_{i:02}")),
+                Arc::new(list(&["Runbook"])),
+            );
+        }
+    }
+    // 3 of 12 is exactly 25%: allowed.
+    assert!(make_plan(&desired, &applied).mass_removal.is_none());
+    desired.remove(&user("oc_war", "ou_03"));
+    let p = make_plan(&desired, &applied);
+    let m = p.mass_removal.as_ref().expect("4 of 12 is a mass removal");
+    assert_eq!((m.remove, m.applied), (4, 12));
+    assert!(render::text(&p, render::Style { color: false }).contains("--allow-mass-removal"));
+    // Below ten applied targets, removing most of them is not flagged.
+    let small: AppliedMap = applied.into_iter().take(5).collect();
+    assert!(
+        make_plan(&Desired::new(), &small).mass_removal.is_some(),
+        "an empty config still is"
+    );
+    let mut one_left = Desired::new();
+    one_left.insert(user("oc_war", "ou_00"), Arc::new(list(&["Runbook"])));
+    assert!(make_plan(&one_left, &small).mass_removal.is_none());
+}
+
+#[test]
+fn markdown_never_exceeds_the_comment_limit() {
+    let mut desired = Desired::new();
+    for c in 0..400 {
+        for u in 0..3 {
+            desired.insert(
+                user(&format!("oc_{c:04}"), &format!("ou_{c:04}_{u}")),
+                Arc::new(list(&[&format!("B{u}")])),
+            );
+        }
+    }
+    let p = make_plan(&desired, &AppliedMap::new());
+    let md = render::markdown_limited(&p, 20_000);
+    assert!(md.chars().count() <= 20_000, "{}", md.chars().count());
+    assert!(md.contains("more chats are not shown"), "the cut is said");
+    assert!(md.starts_with(render::COMMENT_MARKER));
+    assert!(render::markdown(&p).chars().count() <= render::GITHUB_COMMENT_LIMIT);
+}
+
+#[test]
+fn the_same_inputs_give_the_same_plan_byte_for_byte() {
+    let dir = util::root().join("examples/teams");
+    let a = util::run(
+        &util::root(),
+        &[
+            "plan",
+            dir.to_str().expect("utf-8"),
+            "--format",
+            "json",
+            "--state",
+            "/nonexistent/state.json",
+        ],
+    );
+    let b = util::run(
+        &util::root(),
+        &[
+            "plan",
+            dir.to_str().expect("utf-8"),
+            "--format",
+            "json",
+            "--state",
+            "/nonexistent/state.json",
+        ],
+    );
+    assert_eq!(a.status.code(), Some(0), "{}", util::stderr(&a));
+    assert_eq!(a.stdout, b.stdout);
+}
+
+#[test]
+fn base_compares_two_config_directories_without_state_or_credentials() {
+    let root = util::root();
+    let out = util::run(
+        &root,
+        &[
+            "plan",
+            "examples/teams",
+            "--base",
+            "examples/quickstart",
+            "--format",
+            "markdown",
+            "--detailed-exitcode",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "changes present: {}",
+        util::stderr(&out)
+    );
+    let md = util::stdout(&out);
+    assert!(
+        md.contains("> 3 targets will have their buttons REMOVED."),
+        "{md}"
+    );
+    insta::assert_snapshot!(md);
+    let same = util::run(
+        &root,
+        &[
+            "plan",
+            "examples/teams",
+            "--base",
+            "examples/teams",
+            "--detailed-exitcode",
+        ],
+    );
+    assert_eq!(same.status.code(), Some(0));
+    assert!(
+        util::stdout(&same).starts_with("No changes"),
+        "{}",
+        util::stdout(&same)
+    );
+}
+
+#[test]
+fn an_invalid_config_plans_nothing_and_exits_1() {
+    let dir = Dir::new().file("a.yaml", "version: 1\nchats: [\n");
+    let out = util::run(dir.path(), &["plan", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout: {}",
+        util::stdout(&out)
+    );
+    assert!(
+        util::stderr(&out).contains("a.yaml:2:"),
+        "{}",
+        util::stderr(&out)
+    );
+}
+
+#[test]
+fn chat_filter_plans_only_the_named_chats() {
+    let out = util::run(
+        &util::root(),
+        &[
+            "plan",
+            "examples/teams",
+            "--state",
+            "/nonexistent/state.json",
+            "--chat",
+            "oc_b7e2c91f0a3d4e5f6a7b8c9d0e1f2a3b",
+            "--format",
+            "json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let chats: Vec<&str> = v["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .map(|r| r["body"]["chat_id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(chats, ["oc_b7e2c91f0a3d4e5f6a7b8c9d0e1f2a3b"]);
+}
+
+#[test]
+fn a_saved_plan_is_bound_to_its_state_and_refuses_edits() {
+    let dir = Dir::new();
+    let out_path = dir.path().join("plan.json");
+    let out = util::run(
+        &util::root(),
+        &[
+            "plan",
+            "examples/quickstart",
+            "--state",
+            dir.path().join("state.json").to_str().expect("utf-8"),
+            "--out",
+            out_path.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
+    let doc = PlanDoc::load(&out_path).expect("a fresh saved plan loads");
+    assert_eq!(doc.state.as_ref().map(|s| s.serial), Some(0));
+    let text = std::fs::read_to_string(&out_path).expect("read");
+    std::fs::write(&out_path, text.replacen("Runbook", "Runbo0k", 1)).expect("write");
+    let err = PlanDoc::load(&out_path).expect_err("an edited plan is refused");
+    assert!(err.to_string().contains("was altered"), "{err}");
+}
+
+// ---- property: applying the plan to a model of the API yields the desired state, minimally ----
+
+/// What the API would show per target after the calls, starting from what was recorded.
+fn apply_to_model(applied: &AppliedMap, p: &Plan) -> AppliedMap {
+    let mut model = applied.clone();
+    for r in &p.requests {
+        let list = r.body.buttons.buttons.clone();
+        for c in &r.changes {
+            match (&r.body.user_ids, &c.target.audience) {
+                (None, Audience::Everyone) => {}
+                (Some(ids), Audience::User { id, .. }) => {
+                    assert!(ids.contains(id), "a change rides in its own call")
+                }
+                _ => panic!("a change in the wrong kind of call"),
+            }
+            if c.action == Action::Remove {
+                assert!(list.is_empty(), "a removal sends an empty list");
+                model.remove(&c.target);
+            } else {
+                model.insert(c.target.clone(), list.clone());
+            }
+        }
+    }
+    model
+}
+
+/// The fewest calls: one per (chat, id type, list) group of 20 users, plus each whole-chat change.
+fn minimum_calls(desired: &Desired, applied: &AppliedMap) -> usize {
+    let mut everyone_changed: Vec<&str> = desired
+        .keys()
+        .chain(applied.keys())
+        .filter(|t| t.audience == Audience::Everyone)
+        .filter(|t| desired.get(*t).map(|b| b.to_vec()).as_ref() != applied.get(*t))
+        .map(|t| t.chat_id.as_str())
+        .collect();
+    let mut sent: Vec<(&Target, ButtonList)> = Vec::new();
+    everyone_changed.sort_unstable();
+    everyone_changed.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    for t in desired.keys().chain(applied.keys()) {
+        if !seen.insert(t) || t.audience == Audience::Everyone {
+            continue;
+        }
+        let new = desired.get(t).map(|b| b.to_vec());
+        let old = applied.get(t).cloned();
+        let changed = new != old;
+        if changed || (everyone_changed.contains(&t.chat_id.as_str()) && new.is_some()) {
+            sent.push((t, new.unwrap_or_default()));
+        }
+    }
+    let mut groups: HashMap<(&str, UserIdType, ButtonList), usize> = HashMap::new();
+    for (t, l) in sent {
+        let Audience::User { id_type, .. } = &t.audience else {
+            continue;
+        };
+        *groups.entry((&t.chat_id, *id_type, l)).or_default() += 1;
+    }
+    groups.values().map(|n| n.div_ceil(20)).sum::<usize>() + everyone_changed.len()
+}
+
+fn arb_list() -> impl Strategy<Value = ButtonList> {
+    prop::sample::select(vec![vec![], vec!["A"], vec!["B"], vec!["A", "B"]]).prop_map(|t| list(&t))
+}
+
+fn arb_targets() -> impl Strategy<Value = BTreeMap<Target, ButtonList>> {
+    let target =
+        (0..3usize, prop::option::of((0..2usize, 0..45usize))).prop_map(|(c, u)| match u {
+            None => Target::everyone(format!("oc_{c}")),
+            Some((ty, u)) => Target::user(
+                format!("oc_{c}"),
+                if ty == 0 {
+                    UserIdType::OpenId
+                } else {
+                    UserIdType::UnionId
+                },
+                format!("u_{u:02}"),
+            ),
+        });
+    prop::collection::btree_map(target, arb_list(), 0..120)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn applying_the_plan_yields_the_desired_state_with_the_fewest_calls(desired in arb_targets(), applied in arb_targets()) {
+        let desired: Desired = desired.into_iter().map(|(t, l)| (t, Arc::new(l))).collect();
+        let p = make_plan(&desired, &applied);
+        let after = apply_to_model(&applied, &p);
+        let wanted: AppliedMap = desired.iter().map(|(t, l)| (t.clone(), l.to_vec())).collect();
+        prop_assert_eq!(&after, &wanted);
+        prop_assert!(p.requests.iter().all(|r| r.body.user_ids.as_ref().is_none_or(|u| (1..=20).contains(&u.len()))));
+        prop_assert_eq!(p.requests.len(), minimum_calls(&desired, &applied));
+        // A chat's whole-chat call precedes its per-user calls.
+        for (i, r) in p.requests.iter().enumerate() {
+            if r.body.user_ids.is_none() {
+                prop_assert!(p.requests[..i].iter().all(|q| q.body.chat_id != r.body.chat_id));
+            }
+        }
+    }
+}
