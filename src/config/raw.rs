@@ -77,7 +77,7 @@ pub struct RawAssign {
 #[derive(Debug)]
 pub enum RawButtonRef {
     Named(At<String>),
-    Inline(RawButton),
+    Inline(Box<RawButton>),
 }
 
 const TOP_FIELDS: &[&str] = &["version", "user_id_type", "buttons", "user_sets", "chats"];
@@ -521,7 +521,7 @@ impl Decoder<'_> {
                                     })),
                                     Value::Map(_) => self
                                         .button(n, &format!("inline button #{}", i + 1))
-                                        .map(RawButtonRef::Inline),
+                                        .map(|b| RawButtonRef::Inline(Box::new(b))),
                                     _ => {
                                         self.wrong_type(
                                             n,

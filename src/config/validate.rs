@@ -368,9 +368,9 @@ impl Validator<'_> {
                 .iter()
                 .find(|t| t.prefix().is_some_and(|p| id.starts_with(p)))
             {
-                Some(t) => format!(
-                    "these look like {t}s: set `user_id_type: {t}` on the chat or the file"
-                ),
+                Some(t) => {
+                    format!("these look like {t}s: set `user_id_type: {t}` on the chat or the file")
+                }
                 None => {
                     "set `user_id_type` on the chat or the file to the type of these ids".to_owned()
                 }
