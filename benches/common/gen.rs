@@ -1,0 +1,85 @@
+//! Generates large config directories (and applied states) for the benchmarks.
+
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// A deterministic pseudo-random id of 32 hex digits.
+pub fn hex_id(prefix: &str, n: u64) -> String {
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    x ^= x >> 29;
+    let y = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    format!("{prefix}{x:016x}{y:016x}")
+}
+
+/// Writes `files` files holding `chats` chats with `users_per_chat` users each; `salt` changes
+/// which users and lists a chat gets (0 and 1 give two different configs of the same size).
+pub fn write_config(
+    dir: &Path,
+    files: usize,
+    chats: usize,
+    users_per_chat: usize,
+    salt: u64,
+) -> u64 {
+    let mut bytes = 0u64;
+    let chats_per_file = chats / files;
+    for f in 0..files {
+        let mut s = String::with_capacity(chats_per_file * users_per_chat * 45);
+        s.push_str("version: 1\n");
+        if f == 0 {
+            s.push_str("buttons:\n");
+            for b in 0..100 {
+                let _ = writeln!(
+                    s,
+                    "  b{b}:\n    text: Button {b}\n    url: https://wiki.example.com/page/{b}"
+                );
+            }
+        }
+        s.push_str("chats:\n");
+        for c in 0..chats_per_file {
+            let chat = f * chats_per_file + c;
+            let _ = writeln!(
+                s,
+                "  - chat_id: {}\n    name: Chat {chat}\n    assign:",
+                hex_id("oc_", chat as u64)
+            );
+            // Two assignments per chat: half the users get one pair of buttons, half another.
+            for half in 0..2u64 {
+                let b1 = (chat as u64 + half + salt) % 100;
+                let b2 = (chat as u64 * 7 + half + salt * 3) % 100;
+                let _ = writeln!(s, "      - buttons: [b{b1}, b{b2}]\n        users:");
+                for u in 0..users_per_chat / 2 {
+                    let id = (chat * users_per_chat + u * 2) as u64 + half + salt * 500_000;
+                    let _ = writeln!(s, "          - {}", hex_id("ou_", id));
+                }
+            }
+        }
+        bytes += s.len() as u64;
+        let _ = std::fs::write(dir.join(format!("team-{f:03}.yaml")), s);
+    }
+    bytes
+}
+
+/// Peak resident memory of this process so far, in MiB (Linux).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Median of a few timings, in seconds.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
