@@ -782,7 +782,9 @@ async fn a_burst_over_ten_per_second_gets_429_with_the_ratelimit_headers() {
 async fn a_client_pacing_itself_at_the_limit_is_never_throttled() {
     let emu = Emu::open().await;
     let token = emu.token().await;
-    let mut tick = tokio::time::interval(Duration::from_millis(110));
+    // Delay, not burst, after a late tick: the client keeps its spacing even on a busy machine.
+    let mut tick = tokio::time::interval(Duration::from_millis(120));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for _ in 0..20 {
         tick.tick().await;
         let a = emu.put(&token, &body("oc_1", &[], &["X"])).await;
@@ -973,15 +975,21 @@ async fn a_429_burst_for_the_next_calls_or_for_a_while() {
     }
     assert_eq!(emu.put(&token, &body("oc_1", &[], &[])).await.code(), 0);
 
-    emu.faults(json!({"rate_limited_for_ms": 2500})).await;
+    emu.faults(json!({"rate_limited_for_ms": 2900})).await;
     let a = emu.put(&token, &body("oc_1", &[], &[])).await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(a.reset.as_deref(), Some("3"), "whole seconds, rounded up");
+    // Whole seconds until the burst ends, rounded up: 3 unless this call came late.
+    let reset: u64 = a
+        .reset
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .expect("a reset");
+    assert!((1..=3).contains(&reset), "{reset}");
     let (_, f) = emu.get("/_emulator/faults").await;
     assert!(
         f["rate_limited_for_ms"]
             .as_u64()
-            .is_some_and(|ms| ms > 0 && ms <= 2500)
+            .is_some_and(|ms| ms > 0 && ms <= 2900)
     );
     emu.send_admin(reqwest::Method::DELETE, "/_emulator/faults", json!(null))
         .await;
@@ -991,13 +999,13 @@ async fn a_429_burst_for_the_next_calls_or_for_a_while() {
 #[tokio::test]
 async fn injected_latency_delays_answers_and_spares_the_token_endpoint_by_default() {
     let emu = Emu::open().await;
-    emu.faults(json!({"latency_ms": 300})).await;
+    emu.faults(json!({"latency_ms": 1000})).await;
     let started = Instant::now();
     let token = emu.token().await;
-    assert!(started.elapsed() < Duration::from_millis(300));
+    assert!(started.elapsed() < Duration::from_millis(1000));
     let started = Instant::now();
     emu.put(&token, &body("oc_1", &[], &[])).await;
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(started.elapsed() >= Duration::from_millis(1000));
 
     emu.faults(json!({"server_errors_next": 1, "token_endpoint": true}))
         .await;
