@@ -95,10 +95,17 @@ impl Answer {
         self.body.get("code").and_then(Value::as_i64)
     }
 
+    /// The real gateway's plain-text 404.
+    fn not_found() -> Answer {
+        Answer::json(
+            StatusCode::NOT_FOUND,
+            Value::String("404 page not found".to_owned()),
+        )
+    }
+
     fn into_response(self) -> Response {
-        if self.status == StatusCode::NOT_FOUND {
-            // The real gateway's plain-text 404.
-            return (self.status, "404 page not found").into_response();
+        if let Value::String(text) = self.body {
+            return (self.status, text).into_response();
         }
         let bytes = serde_json::to_vec(&self.body).unwrap_or_default();
         let mut response = Response::new(Body::from(bytes));
@@ -174,7 +181,7 @@ pub async fn handle(
         None => (answer(&shared, endpoint, &uri, &headers, &body, now), None),
     };
     record(&shared, &method, &uri, &body, Some(&answer), fault_name);
-    if fault_name == Some("dropped_after_processing") {
+    if let Some(FaultAction::Drop { .. }) = fault {
         return dropped();
     }
     answer.into_response()
@@ -191,7 +198,7 @@ fn answer(
     match endpoint {
         Endpoint::Token => token(shared, body, now),
         Endpoint::ChatButton => chat_button(shared, uri.query(), headers, body, now),
-        Endpoint::Unknown => Answer::json(StatusCode::NOT_FOUND, Value::Null),
+        Endpoint::Unknown => Answer::not_found(),
     }
 }
 
@@ -215,10 +222,7 @@ fn record(
         app_id: answer.and_then(|a| a.app_id.clone()),
         fault,
         body: body_for_log(body),
-        response: answer.map_or(Value::Null, |a| match a.status {
-            StatusCode::NOT_FOUND => Value::String("404 page not found".to_owned()),
-            _ => redact(a.body.clone()),
-        }),
+        response: answer.map_or(Value::Null, |a| redact(a.body.clone())),
     };
     if shared.print_requests {
         println!("{}", summary(&entry));

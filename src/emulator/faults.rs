@@ -7,6 +7,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::ceil_secs;
+
 /// The body of `PUT /_emulator/faults` (every field optional; a PUT replaces the whole set)
 /// and of `GET /_emulator/faults` (the counters show what is left).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -155,9 +157,8 @@ impl Faults {
             s.rate_limited_next -= 1;
             Some(FaultAction::RateLimited { reset_secs: 1 })
         } else if let Some(until) = self.rate_limited_until.filter(|u| *u > now) {
-            let left = until.saturating_duration_since(now);
             Some(FaultAction::RateLimited {
-                reset_secs: (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1),
+                reset_secs: ceil_secs(until.saturating_duration_since(now)).max(1),
             })
         } else if drop_draw < s.drop_rate {
             Some(FaultAction::Drop {

@@ -233,6 +233,12 @@ impl Shared {
     }
 }
 
+/// Whole seconds, rounded up: what `expire` and `x-ogw-ratelimit-reset` report, so that a client
+/// waiting that long is never early.
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 /// Locks a part of the shared state. No code panics while holding a lock, so a poisoned lock
 /// still holds consistent data and is used as is.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -4,6 +4,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::ceil_secs;
+
 const WINDOW: Duration = Duration::from_secs(1);
 
 pub struct RateLimiter {
@@ -39,8 +41,7 @@ impl RateLimiter {
             return Ok(());
         }
         let frees_at = calls.front().map_or(now, |t| *t + WINDOW);
-        let wait = frees_at.saturating_duration_since(now);
-        Err((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
+        Err(ceil_secs(frees_at.saturating_duration_since(now)).max(1))
     }
 }
 

@@ -8,6 +8,8 @@ use rand::Rng;
 
 use crate::feishu::wire::api::TOKEN_REUSE_MIN_REMAINING_SECS;
 
+use super::ceil_secs;
+
 /// Expired tokens are remembered this long, so that using one says "expired", not "invalid".
 const FORGET_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -89,8 +91,7 @@ impl Tokens {
 
 /// Rounded up, so a fresh token reports exactly the configured lifetime.
 fn remaining_secs(expires_at: Instant, now: Instant) -> u64 {
-    let left = expires_at.saturating_duration_since(now);
-    left.as_secs() + u64::from(left.subsec_nanos() > 0)
+    ceil_secs(expires_at.saturating_duration_since(now))
 }
 
 /// Whether `token` has the shape of a tenant token (`t-` and URL-safe characters).

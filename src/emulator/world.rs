@@ -4,6 +4,7 @@
 //! What a user sees in a chat is their own list if one was ever set for them, else the
 //! whole-chat list, else nothing. A whole-chat request does not erase per-user lists.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
@@ -298,21 +299,24 @@ impl World {
             .ok_or_else(|| MembershipError::UnknownChat(chat_id.to_owned()))
     }
 
-    /// Puts the bot into a chat or takes it out (creating the chat when unknown).
+    /// Puts the bot into a chat or takes it out (creating the chat, with no members when chats
+    /// are not open, when unknown).
     pub fn set_bot_member(&mut self, chat_id: &str, member: bool) -> Option<ChatView> {
-        let open_chats = self.open_chats;
+        self.touch(chat_id);
         self.chats
             .entry(chat_id.to_owned())
-            .or_insert_with(|| {
-                let members = if open_chats {
-                    Members::Everyone
-                } else {
-                    Members::Listed(BTreeSet::new())
-                };
-                Chat::new(member, members)
-            })
+            .or_insert_with(|| Chat::new(member, Members::Listed(BTreeSet::new())))
             .bot_member = member;
         self.chat_view(chat_id)
+    }
+
+    /// A chat to show: a known one, or a new open one when unknown chats are open.
+    fn chat_to_show(&self, chat_id: &str) -> Option<Cow<'_, Chat>> {
+        match self.chats.get(chat_id) {
+            Some(chat) => Some(Cow::Borrowed(chat)),
+            None if self.open_chats => Some(Cow::Owned(Chat::new(true, Members::Everyone))),
+            None => None,
+        }
     }
 
     /// Every known chat, by id.
@@ -325,22 +329,14 @@ impl World {
 
     /// A chat as its users see it; unknown chats are shown as new when chats are open.
     pub fn chat_view(&self, chat_id: &str) -> Option<ChatView> {
-        let fresh;
-        let chat = match self.chats.get(chat_id) {
-            Some(c) => c,
-            None if self.open_chats => {
-                fresh = Chat::new(true, Members::Everyone);
-                &fresh
-            }
-            None => return None,
-        };
+        let chat = self.chat_to_show(chat_id)?;
         let mut persons: BTreeSet<PersonId> = chat.user_buttons.keys().copied().collect();
         if let Members::Listed(set) = &chat.members {
             persons.extend(set);
         }
         let mut users: Vec<UserView> = persons
             .into_iter()
-            .map(|p| self.user_view_of(chat_id, chat, p))
+            .map(|p| self.user_view_of(chat_id, &chat, p))
             .collect();
         users.sort_by(|a, b| a.ids.cmp(&b.ids));
         Some(ChatView {
@@ -364,20 +360,12 @@ impl World {
 
     /// What one user (named by an id of `id_type`) sees in a chat.
     pub fn user_view(&self, chat_id: &str, id_type: UserIdType, id: &str) -> Option<UserView> {
-        let fresh;
-        let chat = match self.chats.get(chat_id) {
-            Some(c) => c,
-            None if self.open_chats => {
-                fresh = Chat::new(true, Members::Everyone);
-                &fresh
-            }
-            None => return None,
-        };
+        let chat = self.chat_to_show(chat_id)?;
         match self.people.find(id_type, id) {
-            Some(p) => Some(self.user_view_of(chat_id, chat, p)),
+            Some(p) => Some(self.user_view_of(chat_id, &chat, p)),
             None => {
                 let member = matches!(chat.members, Members::Everyone);
-                let (source, buttons) = sees(chat, member, None);
+                let (source, buttons) = sees(&chat, member, None);
                 let mut ids = MemberIds::default();
                 ids.set(id_type, id.to_owned());
                 Some(UserView {
