@@ -1,1 +1,375 @@
-//! The applied state: the record of what was applied and succeeded.
+//! Applied state: the record of what was applied and succeeded. Takes the records of successful
+//! calls (and hand repairs); gives back the `AppliedState` that plans are diffed against.
+//!
+//! The store sits behind two small traits so that a PostgreSQL store can follow the file store:
+//! [`StateStore`] reads and locks, and the [`StateLock`] it hands out is the one writer, which
+//! records each call's successes durably before the next call goes out.
+//!
+//! - `file`: the file store (snapshot + journal + lock file beside each other).
+//! - `snapshot`: the snapshot's JSON format (one copy of each distinct button list).
+//! - `journal`: the journal's checksummed lines (one per recorded batch).
+//! - `commands`: what `feedbuttons state list|show|rm|adopt` does, as pure functions.
+
+pub mod commands;
+pub mod file;
+mod journal;
+pub mod snapshot;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::target::{Audience, ButtonList, Target};
+
+pub use file::FileStore;
+
+/// What was applied and succeeded: every target's last applied button list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppliedState {
+    /// A random id made when the state is first written; empty until then. Two states with
+    /// different lineages are different histories, even at the same serial.
+    pub lineage: String,
+    /// Grows by one with every recorded change (a batch of records, a binding); 0 when new.
+    pub serial: u64,
+    /// The API endpoint and app the state was applied with; `None` until the first apply binds it.
+    pub binding: Option<Binding>,
+    /// Every target that was applied and not forgotten since, with its button list. Targets with
+    /// identical lists share one allocation: a million targets use about a hundred lists.
+    pub targets: BTreeMap<Target, Arc<ButtonList>>,
+}
+
+/// The base URL and app id a state belongs to (never the secret: secrets are not stored).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Binding {
+    pub base_url: String,
+    pub app_id: String,
+}
+
+impl Binding {
+    /// A binding, with trailing slashes cut from the base URL so that `https://x/` and `https://x`
+    /// are the same endpoint.
+    pub fn new(base_url: impl Into<String>, app_id: impl Into<String>) -> Binding {
+        let base_url: String = base_url.into();
+        Binding {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            app_id: app_id.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "base URL {} and app id {}", self.base_url, self.app_id)
+    }
+}
+
+/// One change to record: part of one call's successes, or a hand repair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// The target now shows `buttons` (an empty list: it was cleared, and is still tracked).
+    Set { target: Target, buttons: ButtonList },
+    /// The target is no longer tracked (it was cleared and dropped from the config, or removed by hand).
+    Forget { target: Target },
+}
+
+impl Record {
+    /// The target the record is about.
+    pub fn target(&self) -> &Target {
+        match self {
+            Record::Set { target, .. } | Record::Forget { target } => target,
+        }
+    }
+}
+
+impl AppliedState {
+    /// A state nothing was applied to yet: no lineage, serial 0, unbound, no targets.
+    pub fn new() -> AppliedState {
+        AppliedState::default()
+    }
+
+    /// Refuses to use this state with an endpoint or app other than the one it was applied with.
+    /// An unbound state accepts any binding (the first apply binds it).
+    pub fn check_binding(&self, wanted: &Binding) -> Result<(), StateError> {
+        match &self.binding {
+            Some(recorded) if recorded != wanted => Err(StateError::BindingMismatch {
+                location: "the applied state".to_owned(),
+                recorded: recorded.clone(),
+                wanted: wanted.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies one batch of records in memory (the store makes it durable first). Equal button
+    /// lists in the batch (one call's users) share one allocation.
+    pub fn apply(&mut self, records: &[Record]) {
+        let mut lists = Interner::default();
+        for record in records {
+            match record {
+                Record::Set { target, buttons } => {
+                    let buttons = lists.intern(buttons);
+                    self.targets.insert(target.clone(), buttons);
+                }
+                Record::Forget { target } => {
+                    self.targets.remove(target);
+                }
+            }
+        }
+    }
+
+    /// The targets of one chat, whole-chat target first, then users in id order.
+    pub fn chat<'a>(
+        &'a self,
+        chat_id: &'a str,
+    ) -> impl Iterator<Item = (&'a Target, &'a ButtonList)> + 'a {
+        self.targets
+            .range(Target::everyone(chat_id)..)
+            .take_while(move |(t, _)| t.chat_id == chat_id)
+            .map(|(t, b)| (t, b.as_ref()))
+    }
+
+    /// The distinct chat ids, sorted.
+    pub fn chat_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = Vec::new();
+        for t in self.targets.keys() {
+            if ids.last() != Some(&t.chat_id.as_str()) {
+                ids.push(&t.chat_id);
+            }
+        }
+        ids
+    }
+
+    /// How many distinct button lists the targets use (each is stored once).
+    pub fn distinct_button_lists(&self) -> usize {
+        let mut by_pointer: HashMap<*const ButtonList, &ButtonList> = HashMap::new();
+        for list in self.targets.values() {
+            by_pointer.insert(Arc::as_ptr(list), list);
+        }
+        by_pointer
+            .into_values()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+}
+
+/// Hands out one shared copy of each distinct button list it is given.
+#[derive(Default)]
+pub(crate) struct Interner {
+    lists: HashMap<ButtonList, Arc<ButtonList>>,
+    /// The last list handed out: neighbouring records mostly carry the same list, and comparing
+    /// is cheaper than hashing.
+    last: Option<Arc<ButtonList>>,
+}
+
+impl Interner {
+    pub(crate) fn intern(&mut self, list: &ButtonList) -> Arc<ButtonList> {
+        if let Some(last) = &self.last
+            && **last == *list
+        {
+            return Arc::clone(last);
+        }
+        let shared = match self.lists.get(list) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared = Arc::new(list.clone());
+                self.lists.insert(list.clone(), Arc::clone(&shared));
+                shared
+            }
+        };
+        self.last = Some(Arc::clone(&shared));
+        shared
+    }
+}
+
+/// Reads and locks one applied state. Object-safe: the CLI holds a `Box<dyn StateStore>` chosen
+/// by [`open`], so that a PostgreSQL store can implement it later.
+pub trait StateStore: Send + Sync {
+    /// Where the state lives, for messages: a path, or a URL without its password.
+    fn location(&self) -> String;
+
+    /// Reads the state without taking the lock (plan, `state list|show`). A missing state is an
+    /// empty one. Always a consistent state: the snapshot plus a valid prefix of the journal.
+    fn load(&self) -> Result<AppliedState, StateError>;
+
+    /// Takes the one writer's lock and loads the state under it. While the lock is held, anyone
+    /// else who tries gets [`StateError::Locked`] naming `holder` (see [`holder`]). The lock is
+    /// released when the returned writer is dropped, or when its process dies.
+    fn lock(&self, holder: &str) -> Result<Box<dyn StateLock>, StateError>;
+}
+
+/// The one writer of a state, holding its lock. Every method that changes the state makes the
+/// change durable before it returns; after an error the change may be missing, never half-made.
+pub trait StateLock: Send {
+    /// Where the state lives, for messages (as [`StateStore::location`]).
+    fn location(&self) -> String;
+
+    /// The state as loaded under the lock, with everything recorded through this writer since.
+    fn state(&self) -> &AppliedState;
+
+    /// Binds an unbound state to `binding` (serial + 1). Does nothing when it is already bound to
+    /// the same one; refuses with [`StateError::BindingMismatch`] when bound to another.
+    fn bind(&mut self, binding: &Binding) -> Result<(), StateError>;
+
+    /// Records one batch (one call's successes, or one hand repair) durably: serial + 1.
+    /// An empty batch records nothing.
+    fn record(&mut self, records: &[Record]) -> Result<(), StateError>;
+
+    /// Folds everything recorded so far into a fresh snapshot. Done automatically when the
+    /// journal grows large; call it once at the end of a run too.
+    fn compact(&mut self) -> Result<(), StateError>;
+}
+
+/// Everything that can go wrong with an applied state. Each error names where the state lives.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A state file could not be read, written, synced or renamed.
+    #[error("{}: cannot {action}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state file holds something this tool would not have written (torn last journal lines
+    /// are not this: they are dropped silently, as a crash leaves them).
+    #[error("{}{}: {why}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Corrupt {
+        path: PathBuf,
+        /// The 1-based journal line, where the problem is in one line.
+        line: Option<usize>,
+        why: String,
+    },
+    /// Another writer holds the lock.
+    #[error(
+        "{}: the state is locked by {holder}; wait for it to finish (the lock goes when that process exits)",
+        path.display()
+    )]
+    Locked { path: PathBuf, holder: String },
+    /// The state was applied with another base URL or app id than the one asked for.
+    #[error(
+        "{location} was applied with {recorded}, but this run uses {wanted}; refusing to mix them \
+         (use that app's state with --state or FEEDBUTTONS_STATE)"
+    )]
+    BindingMismatch {
+        location: String,
+        recorded: Binding,
+        wanted: Binding,
+    },
+    /// The state location names a kind of store this build does not support yet.
+    #[error("{url}: this kind of state store is not supported yet (use a file path)")]
+    Unsupported { url: String },
+    /// The path cannot hold a state, for instance because it collides with a companion file.
+    #[error("{}: {why}", path.display())]
+    InvalidPath { path: PathBuf, why: String },
+    /// No recorded target matches what `state show` or `state rm` was asked for.
+    #[error("{location}: no recorded target matches {selector}")]
+    NotFound { location: String, selector: String },
+    /// An earlier write through this writer failed after changing the state in memory, so it
+    /// refuses further writes; what is on disk is intact.
+    #[error(
+        "{}: an earlier write to the state failed; start a new run (what is on disk is intact)",
+        path.display()
+    )]
+    Poisoned { path: PathBuf },
+}
+
+/// The default state path for config directory `dir`: `dir/.feedbuttons/state.json`.
+pub fn default_path(dir: &Path) -> PathBuf {
+    dir.join(".feedbuttons").join("state.json")
+}
+
+/// Opens the store named by `spec` (the `--state` value or FEEDBUTTONS_STATE): a file path, or
+/// (later) a `postgres://` URL. Nothing is read or created until the store is used.
+pub fn open(spec: &Path) -> Result<Box<dyn StateStore>, StateError> {
+    if let Some(s) = spec.to_str()
+        && (s.starts_with("postgres://") || s.starts_with("postgresql://"))
+    {
+        return Err(StateError::Unsupported { url: redact_url(s) });
+    }
+    Ok(Box::new(FileStore::new(spec)?))
+}
+
+/// A lock holder's description for `command`: `feedbuttons apply (pid 123, host ci-4)`.
+pub fn holder(command: &str) -> String {
+    format!(
+        "feedbuttons {command} (pid {}, host {})",
+        std::process::id(),
+        host_name()
+    )
+}
+
+/// The machine's name, for lock holders; best effort, since std has no portable call for it.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// A URL fit for messages: its password replaced, since messages end up in CI logs.
+fn redact_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            // Only fails for URLs that cannot have a password, which this one has.
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(an unparsable database URL)".to_owned(),
+    }
+}
+
+/// How a target's audience is written in listings and selectors: `everyone` or `open_id:ou_...`.
+pub fn audience_spec(target: &Target) -> String {
+    match &target.audience {
+        Audience::Everyone => "everyone".to_owned(),
+        Audience::User { id_type, id } => format!("{id_type}:{id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_urls_are_refused_without_their_password() {
+        let err = open(Path::new(
+            "postgres://bot:hunter2@db.example.com/feedbuttons",
+        ))
+        .err()
+        .expect("postgres is not supported yet");
+        let msg = err.to_string();
+        assert!(msg.contains("not supported yet"), "{msg}");
+        assert!(msg.contains("db.example.com"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn binding_ignores_trailing_slashes() {
+        assert_eq!(
+            Binding::new("https://open.feishu.cn/", "cli_a"),
+            Binding::new("https://open.feishu.cn", "cli_a")
+        );
+    }
+
+    #[test]
+    fn check_binding_names_both() {
+        let mut state = AppliedState::new();
+        let a = Binding::new("https://open.feishu.cn", "cli_a");
+        let b = Binding::new("https://open.larksuite.com", "cli_b");
+        assert!(
+            state.check_binding(&a).is_ok(),
+            "an unbound state accepts any"
+        );
+        state.binding = Some(a.clone());
+        assert!(state.check_binding(&a).is_ok());
+        let msg = state.check_binding(&b).expect_err("mismatch").to_string();
+        for part in ["open.feishu.cn", "cli_a", "open.larksuite.com", "cli_b"] {
+            assert!(msg.contains(part), "{msg}");
+        }
+    }
+}

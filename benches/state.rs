@@ -1,0 +1,220 @@
+//! Benchmark of the applied-state file store at scale: 1,000,000 user targets over 10,000 chats
+//! (100 users each, plus each chat's whole-chat target), about 100 distinct button lists.
+//! Saves (compacts) and loads it through the public store API and prints the timings.
+//!
+//! Run with `cargo bench --bench state`. The goal is under a second for each of save and load.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use feedbuttons::feishu::wire::{ActionType, Button, ButtonType, MultiUrl, Text, UserIdType};
+use feedbuttons::state::{self, AppliedState, FileStore, Record, StateLock, StateStore};
+use feedbuttons::target::{ButtonList, Target};
+
+const CHATS: usize = 10_000;
+const USERS_PER_CHAT: usize = 100;
+const LISTS: usize = 100;
+const ROUNDS: usize = 3;
+
+/// A small deterministic generator, so every run measures the same state.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A 32-hex-digit id with `prefix`, shaped like Feishu's.
+    fn id(&mut self, prefix: &str) -> String {
+        format!("{prefix}{:016x}{:016x}", self.next(), self.next())
+    }
+}
+
+fn lists() -> Vec<ButtonList> {
+    (0..LISTS)
+        .map(|i| {
+            let runbook = Button {
+                multi_url: Some(MultiUrl {
+                    url: Some(format!("https://wiki.example.com/runbooks/team-{i}")),
+                    ..MultiUrl::default()
+                }),
+                action_type: ActionType::UrlPage,
+                text: Text {
+                    text: format!("Runbook {i}"),
+                },
+                button_type: Some(ButtonType::Primary),
+                action_map: None,
+            };
+            let ack = Button {
+                multi_url: None,
+                action_type: ActionType::Webhook,
+                text: Text {
+                    text: "Acknowledge".into(),
+                },
+                button_type: None,
+                action_map: Some(BTreeMap::from([("op".into(), format!("ack-{i}"))])),
+            };
+            match i % 3 {
+                0 => vec![runbook],
+                1 => vec![runbook, ack],
+                _ => vec![ack, runbook],
+            }
+        })
+        .collect()
+}
+
+/// The targets: in each chat, users come in assignments of ten sharing a list; ids are random,
+/// so in target (sorted) order neighbouring users mostly have different lists.
+fn targets() -> Vec<(Target, ButtonList)> {
+    let lists = lists();
+    let mut rng = SplitMix(42);
+    let mut out = Vec::with_capacity(CHATS * (USERS_PER_CHAT + 1));
+    for c in 0..CHATS {
+        let chat = rng.id("oc_");
+        out.push((Target::everyone(chat.clone()), lists[c % LISTS].clone()));
+        for u in 0..USERS_PER_CHAT {
+            let list = &lists[(c * 7 + u / 10) % LISTS];
+            out.push((
+                Target::user(chat.clone(), UserIdType::OpenId, rng.id("ou_")),
+                list.clone(),
+            ));
+        }
+    }
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed())
+}
+
+/// Loads the state at `path` and prints how long that took: run in a fresh process, as the CLI
+/// does, where every allocation is new memory from the OS.
+fn load_in_this_process(path: &str) {
+    let store = FileStore::new(path).expect("a valid state path");
+    let (loaded, load) = time(|| store.load().expect("load"));
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!(
+        "load in a fresh process: {} ({} targets, peak memory {rss})",
+        ms(load),
+        loaded.targets.len()
+    );
+    // Freeing a million targets is work a CLI can skip at exit: not part of the figure.
+    std::mem::forget(loaded);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--load-only") {
+        let path = args.get(i + 1).expect("--load-only PATH");
+        load_in_this_process(path);
+        return;
+    }
+
+    let tmp = tempfile::tempdir().expect("create a temporary directory");
+    let path = tmp.path().join(".feedbuttons").join("state.json");
+    let store = FileStore::new(&path).expect("a valid state path");
+
+    let targets = targets();
+    let users = targets.len() - CHATS;
+    println!(
+        "state: {users} user targets + {CHATS} whole-chat targets in {CHATS} chats, {LISTS} distinct button lists"
+    );
+
+    // Adopting the whole state: one batch, too large to journal, so folded into a snapshot.
+    let records: Vec<Record> = targets
+        .into_iter()
+        .map(|(target, buttons)| Record::Set { target, buttons })
+        .collect();
+    let mut writer = store.writer("bench").expect("lock");
+    let ((), adopt) = time(|| writer.record(&records).expect("record"));
+    drop(records);
+    println!(
+        "adopt (record 1,010,000 targets as one batch, in memory + snapshot): {}",
+        ms(adopt)
+    );
+    let size = std::fs::metadata(&path).expect("snapshot").len();
+    println!(
+        "snapshot size: {:.1} MB ({} bytes)",
+        size as f64 / 1e6,
+        size
+    );
+
+    // One call's successes: a journal append and an fsync.
+    let call: Vec<Record> = writer
+        .state()
+        .targets
+        .iter()
+        .skip(1)
+        .take(20)
+        .map(|(t, _)| Record::Set {
+            target: t.clone(),
+            buttons: Vec::new(),
+        })
+        .collect();
+    let ((), one) = time(|| writer.record(&call).expect("record one call"));
+    println!(
+        "record one call (20 users, journal append + fsync): {}",
+        ms(one)
+    );
+
+    let mut saves = Vec::new();
+    for round in 0..ROUNDS {
+        // Something to compact each round: one more recorded call.
+        writer
+            .record(&call[..1 + round])
+            .expect("record before compacting");
+        let ((), save) = time(|| writer.compact().expect("compact"));
+        saves.push(save);
+    }
+    let state_in_memory: AppliedState = writer.state().clone();
+    drop(writer);
+
+    let mut loads = Vec::new();
+    for _ in 0..ROUNDS {
+        let (loaded, load) = time(|| store.load().expect("load"));
+        assert_eq!(loaded, state_in_memory, "the loaded state is the saved one");
+        loads.push(load);
+        let ((), free) = time(|| drop(loaded));
+        println!("  (freeing a loaded state: {})", ms(free));
+    }
+
+    for _ in 0..ROUNDS {
+        let status = std::process::Command::new(std::env::current_exe().expect("this program"))
+            .arg("--load-only")
+            .arg(&path)
+            .status()
+            .expect("run a fresh process");
+        assert!(status.success());
+    }
+
+    let (bytes, encode) = time(|| state::snapshot::encode(&state_in_memory));
+    let (_decoded, decode) = time(|| state::snapshot::decode(&bytes, &path).expect("decode"));
+    let show = |v: &[Duration]| v.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ");
+    println!(
+        "save (compact: encode + write + fsync + rename + fsync dir + empty journal): {}",
+        show(&saves)
+    );
+    println!("load (read + decode + replay journal): {}", show(&loads));
+    println!(
+        "  of which encode only: {}, decode only: {}",
+        ms(encode),
+        ms(decode)
+    );
+}

@@ -1,0 +1,300 @@
+//! What `feedbuttons state list|show|rm|adopt` does, for the CLI to wrap. Takes a loaded state
+//! (to inspect) or a writer (to repair); gives the text to print, or records the repair.
+//!
+//! Every listing is in target order (chat, then the whole chat before users, users by id type
+//! and id), so the same state prints the same bytes.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{AppliedState, Record, StateError, StateLock, audience_spec};
+use crate::feishu::wire::{Button, UserIdType};
+use crate::target::{Audience, ButtonList, Target};
+
+/// Which recorded targets a `show` or `rm` is about: a whole chat, or one audience in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selector {
+    pub chat_id: String,
+    /// `None`: every target of the chat. `everyone`: the whole-chat target. `open_id:ou_…`: that
+    /// user. A bare id (`ou_…`): that user under any id type.
+    pub audience: Option<String>,
+}
+
+impl Selector {
+    /// Every recorded target of `chat_id`.
+    pub fn chat(chat_id: impl Into<String>) -> Selector {
+        Selector {
+            chat_id: chat_id.into(),
+            audience: None,
+        }
+    }
+
+    /// One audience of `chat_id`: `everyone`, `open_id:ou_…` or a bare user id.
+    pub fn audience(chat_id: impl Into<String>, audience: impl Into<String>) -> Selector {
+        Selector {
+            chat_id: chat_id.into(),
+            audience: Some(audience.into()),
+        }
+    }
+
+    /// Whether `target` is one the selector names.
+    pub fn matches(&self, target: &Target) -> bool {
+        if target.chat_id != self.chat_id {
+            return false;
+        }
+        let Some(wanted) = &self.audience else {
+            return true;
+        };
+        match &target.audience {
+            Audience::Everyone => wanted == "everyone",
+            Audience::User { id_type, id } => match wanted.split_once(':') {
+                Some((ty, wanted_id)) if UserIdType::parse(ty).is_some() => {
+                    UserIdType::parse(ty) == Some(*id_type) && wanted_id == id
+                }
+                _ => wanted == id,
+            },
+        }
+    }
+
+    /// The targets of `state` the selector names, in order.
+    pub fn select<'a>(&'a self, state: &'a AppliedState) -> Vec<(&'a Target, &'a ButtonList)> {
+        state
+            .chat(&self.chat_id)
+            .filter(|(t, _)| self.matches(t))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.audience {
+            None => write!(f, "chat {}", self.chat_id),
+            Some(a) => write!(f, "{} in chat {}", a, self.chat_id),
+        }
+    }
+}
+
+/// A few lines about the state as a whole: where, lineage and serial, binding, counts.
+pub fn summary(state: &AppliedState, location: &str) -> String {
+    let mut out = format!("state: {location}\n");
+    if state.lineage.is_empty() {
+        out.push_str("lineage: none yet (nothing recorded)\n");
+    } else {
+        let _ = writeln!(out, "lineage: {}, serial {}", state.lineage, state.serial);
+    }
+    match &state.binding {
+        Some(b) => {
+            let _ = writeln!(out, "bound to: {b}");
+        }
+        None => out.push_str("bound to: nothing yet (bound by the first apply)\n"),
+    }
+    let _ = writeln!(
+        out,
+        "targets: {} in {} chats, {} distinct button lists",
+        state.targets.len(),
+        state.chat_ids().len(),
+        state.distinct_button_lists()
+    );
+    out
+}
+
+/// One line per recorded target (of one chat, if `chat` is given): chat id, audience (`everyone`
+/// or `open_id:ou_…`) and the quoted button texts, in columns. Empty when nothing matches.
+pub fn list(state: &AppliedState, chat: Option<&str>) -> String {
+    let rows: Vec<(&Target, String, &ButtonList)> = match chat {
+        Some(c) => state
+            .chat(c)
+            .map(|(t, b)| (t, audience_spec(t), b))
+            .collect(),
+        None => state
+            .targets
+            .iter()
+            .map(|(t, b)| (t, audience_spec(t), b.as_ref()))
+            .collect(),
+    };
+    let chat_width = rows
+        .iter()
+        .map(|(t, ..)| t.chat_id.len())
+        .max()
+        .unwrap_or(0);
+    let audience_width = rows.iter().map(|(_, a, _)| a.len()).max().unwrap_or(0);
+    let mut out = String::with_capacity(rows.len() * (chat_width + audience_width + 40));
+    for (target, audience, buttons) in &rows {
+        let _ = writeln!(
+            out,
+            "{:chat_width$}  {:audience_width$}  {}",
+            target.chat_id,
+            audience,
+            texts(buttons)
+        );
+    }
+    out
+}
+
+/// `"Runbook", "Acknowledge"`, or `(no buttons)`: texts quoted, so that one with a comma or a
+/// line break cannot break the listing.
+fn texts(buttons: &ButtonList) -> String {
+    if buttons.is_empty() {
+        return "(no buttons)".to_owned();
+    }
+    buttons
+        .iter()
+        .map(|b| quote(&b.text.text))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+}
+
+/// How `show` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShowFormat {
+    /// Each target and its buttons, field by field.
+    Text,
+    /// `[{"chat_id", "audience": {"kind", "id_type", "id"}, "buttons": [wire buttons]}]`.
+    Json,
+}
+
+/// The full button lists of the targets `selector` names; [`StateError::NotFound`] if none.
+pub fn show(
+    state: &AppliedState,
+    location: &str,
+    selector: &Selector,
+    format: ShowFormat,
+) -> Result<String, StateError> {
+    let selected = selector.select(state);
+    if selected.is_empty() {
+        return Err(StateError::NotFound {
+            location: location.to_owned(),
+            selector: selector.to_string(),
+        });
+    }
+    Ok(match format {
+        ShowFormat::Json => show_json(&selected),
+        ShowFormat::Text => show_text(&selected),
+    })
+}
+
+fn show_json(selected: &[(&Target, &ButtonList)]) -> String {
+    #[derive(Serialize)]
+    struct Shown<'a> {
+        #[serde(flatten)]
+        target: &'a Target,
+        buttons: &'a ButtonList,
+    }
+    let shown: Vec<Shown> = selected
+        .iter()
+        .map(|&(target, buttons)| Shown { target, buttons })
+        .collect();
+    let mut out = serde_json::to_string_pretty(&shown).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
+fn show_text(selected: &[(&Target, &ButtonList)]) -> String {
+    let mut out = String::new();
+    for (target, buttons) in selected {
+        let _ = writeln!(out, "{}  {}", target.chat_id, audience_spec(target));
+        if buttons.is_empty() {
+            out.push_str("  (no buttons)\n");
+        }
+        for (i, b) in buttons.iter().enumerate() {
+            button_text(&mut out, i + 1, b);
+        }
+    }
+    out
+}
+
+fn button_text(out: &mut String, n: usize, b: &Button) {
+    let _ = write!(
+        out,
+        "  {n}. {}  {}",
+        quote(&b.text.text),
+        b.action_type.as_str()
+    );
+    if let Some(t) = b.button_type {
+        let _ = write!(out, ", {}", t.as_str());
+    }
+    out.push('\n');
+    if let Some(u) = &b.multi_url {
+        for (name, url) in [
+            ("url", &u.url),
+            ("android_url", &u.android_url),
+            ("ios_url", &u.ios_url),
+            ("pc_url", &u.pc_url),
+        ] {
+            if let Some(url) = url {
+                let _ = writeln!(out, "     {name}: {url}");
+            }
+        }
+    }
+    if let Some(map) = &b.action_map {
+        let _ = writeln!(
+            out,
+            "     action_map: {}",
+            serde_json::to_string(map).unwrap_or_default()
+        );
+    }
+}
+
+/// Forgets the targets `selector` names, as one recorded change, and returns them. The buttons
+/// stay wherever they are in Feishu: the state simply stops tracking them. [`StateError::NotFound`]
+/// if none match.
+pub fn rm(lock: &mut dyn StateLock, selector: &Selector) -> Result<Vec<Target>, StateError> {
+    let targets: Vec<Target> = selector
+        .select(lock.state())
+        .into_iter()
+        .map(|(t, _)| t.clone())
+        .collect();
+    if targets.is_empty() {
+        return Err(StateError::NotFound {
+            location: lock.location(),
+            selector: selector.to_string(),
+        });
+    }
+    let records: Vec<Record> = targets
+        .iter()
+        .map(|t| Record::Forget { target: t.clone() })
+        .collect();
+    lock.record(&records)?;
+    Ok(targets)
+}
+
+/// What `adopt` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Targets recorded as applied (new, or recorded with another list before).
+    pub recorded: usize,
+    /// Targets already recorded with exactly these buttons.
+    pub unchanged: usize,
+}
+
+/// Records `targets` as applied with their buttons, without calling the API: for buttons that
+/// were set before this tool managed them. One recorded change (none if nothing differs).
+///
+/// The CLI passes the desired state, e.g.
+/// `adopt(lock.as_mut(), desired.targets.iter().map(|(t, b)| (t, b.as_ref())))`.
+pub fn adopt<'a>(
+    lock: &mut dyn StateLock,
+    targets: impl IntoIterator<Item = (&'a Target, &'a ButtonList)>,
+) -> Result<Adopted, StateError> {
+    let state = lock.state();
+    let mut records = Vec::new();
+    let mut done = Adopted::default();
+    for (target, buttons) in targets {
+        if state.targets.get(target).map(|b| b.as_ref()) == Some(buttons) {
+            done.unchanged += 1;
+        } else {
+            records.push(Record::Set {
+                target: target.clone(),
+                buttons: buttons.clone(),
+            });
+        }
+    }
+    done.recorded = records.len();
+    lock.record(&records)?;
+    Ok(done)
+}
