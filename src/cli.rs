@@ -92,8 +92,13 @@ pub fn main() -> ExitCode {
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
 fn print(s: &str) -> u8 {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+    write_stdout(|w| w.write_all(s.as_bytes()))
+}
+
+/// Runs `write` on a buffered stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> u8 {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    match write(&mut out).and_then(|()| out.flush()) {
         Ok(()) => 0,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(e) => {
@@ -241,19 +246,20 @@ fn plan(args: &PlanArgs) -> u8 {
             (p, Some(state_ref))
         }
     };
-    let doc = plan::json::PlanDoc::new(&the_plan);
     if let (Some(out), Some(state_ref)) = (&args.out, state_ref) {
-        if let Err(e) = doc.clone().save(out, state_ref) {
+        if let Err(e) = plan::json::PlanDoc::new(&the_plan).save(out, state_ref) {
             eprintln!("error: {e}");
             return 1;
         }
     }
-    let text = match args.format {
-        PlanFormat::Text => plan::render::text(&the_plan, plan::render::Style { color: color() }),
-        PlanFormat::Markdown => plan::render::markdown(&the_plan),
-        PlanFormat::Json => doc.to_json(),
+    let written = match args.format {
+        PlanFormat::Text => print(&plan::render::text(
+            &the_plan,
+            plan::render::Style { color: color() },
+        )),
+        PlanFormat::Markdown => print(&plan::render::markdown(&the_plan)),
+        PlanFormat::Json => write_stdout(|w| plan::json::write_json(&the_plan, w)),
     };
-    let written = print(&text);
     if written != 0 {
         return written;
     }

@@ -50,7 +50,10 @@ pub fn write_config(
                 let b2 = (chat as u64 * 7 + half + salt * 3) % 100;
                 let _ = writeln!(s, "      - buttons: [b{b1}, b{b2}]\n        users:");
                 for u in 0..users_per_chat / 2 {
-                    let id = (chat * users_per_chat + u * 2) as u64 + half + salt * 500_000;
+                    // The first half of a chat's users are the same for every salt (their lists differ),
+                    // the second half are other users.
+                    let id =
+                        (chat * users_per_chat + u * 2) as u64 + half + half * salt * 5_000_000;
                     let _ = writeln!(s, "          - {}", hex_id("ou_", id));
                 }
             }

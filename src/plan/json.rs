@@ -179,3 +179,106 @@ pub enum PlanFileError {
     #[error("{path} was altered after it was saved (its checksum does not match); make a new plan")]
     Altered { path: PathBuf },
 }
+
+/// The plan document borrowed from a [`Plan`]: the same JSON as [`PlanDoc::new`], without
+/// copying a million targets first.
+#[derive(Serialize)]
+struct PlanView<'a> {
+    format_version: u32,
+    summary: &'a Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mass_removal: Option<&'a MassRemoval>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    chat_names: &'a std::collections::BTreeMap<String, String>,
+    requests: Vec<RequestView<'a>>,
+}
+
+#[derive(Serialize)]
+struct RequestView<'a> {
+    user_id_type: UserIdType,
+    body: &'a ChatButtonRequest,
+    changes: ChangesView<'a>,
+}
+
+struct ChangesView<'a>(&'a [super::Change]);
+
+#[derive(Serialize)]
+struct ChangeView<'a> {
+    target: &'a str,
+    action: Action,
+}
+
+impl Serialize for ChangesView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq as _;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for c in self.0 {
+            seq.serialize_element(&ChangeView {
+                target: c.target.audience_label(),
+                action: c.action,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// Writes the plan as pretty JSON with a final newline: byte for byte `PlanDoc::new(plan).to_json()`.
+pub fn write_json(plan: &Plan, mut w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let view = PlanView {
+        format_version: FORMAT_VERSION,
+        summary: &plan.summary,
+        mass_removal: plan.mass_removal.as_ref(),
+        chat_names: &plan.chat_names,
+        requests: plan
+            .requests
+            .iter()
+            .map(|r| RequestView {
+                user_id_type: r.user_id_type,
+                body: &r.body,
+                changes: ChangesView(&r.changes),
+            })
+            .collect(),
+    };
+    serde_json::to_writer_pretty(&mut w, &view)?;
+    w.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::feishu::wire::{ActionType, Button, Text};
+
+    #[test]
+    fn the_streamed_json_is_the_documents_json() {
+        let list = Arc::new(vec![Button {
+            multi_url: None,
+            action_type: ActionType::Webhook,
+            text: Text {
+                text: "Ack".to_owned(),
+            },
+            button_type: None,
+            action_map: None,
+        }]);
+        let mut desired = BTreeMap::new();
+        desired.insert(Target::everyone("oc_a"), list.clone());
+        desired.insert(Target::user("oc_a", UserIdType::OpenId, "ou_a"), list);
+        let mut applied: BTreeMap<Target, crate::target::ButtonList> = BTreeMap::new();
+        applied.insert(Target::user("oc_b", UserIdType::OpenId, "ou_b"), Vec::new());
+        let names = BTreeMap::from([("oc_a".to_owned(), "A".to_owned())]);
+        let plan = super::super::plan(
+            &desired,
+            &names,
+            &applied,
+            &super::super::PlanOptions::default(),
+        );
+        let mut streamed = Vec::new();
+        write_json(&plan, &mut streamed).expect("write");
+        assert_eq!(
+            String::from_utf8(streamed).expect("utf-8"),
+            PlanDoc::new(&plan).to_json()
+        );
+    }
+}

@@ -4,7 +4,7 @@
 pub mod json;
 pub mod render;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -136,6 +136,8 @@ pub fn plan(
 ) -> Plan {
     let wanted = |t: &Target| options.chats.is_empty() || options.chats.contains(&t.chat_id);
     let empty: Arc<ButtonList> = Arc::new(Vec::new());
+    // The state holds one list per target; a plan shares one copy of each distinct old list.
+    let mut old_lists: HashMap<&ButtonList, Arc<ButtonList>> = HashMap::new();
     let mut summary = Summary::default();
 
     // Merge-join the two sorted sequences, one chat at a time.
@@ -144,54 +146,38 @@ pub fn plan(
     let mut requests = Vec::new();
     let mut chat: Vec<Pair<'_>> = Vec::new();
     loop {
-        let next_chat = match (d.peek(), a.peek()) {
+        let next_chat: &str = match (d.peek(), a.peek()) {
             (None, None) => break,
-            (Some((dt, _)), None) => dt.chat_id.clone(),
-            (None, Some((at, _))) => at.chat_id.clone(),
-            (Some((dt, _)), Some((at, _))) => dt.chat_id.clone().min(at.chat_id.clone()),
+            (Some((dt, _)), None) => &dt.chat_id,
+            (None, Some((at, _))) => &at.chat_id,
+            (Some((dt, _)), Some((at, _))) => dt.chat_id.as_str().min(at.chat_id.as_str()),
         };
         chat.clear();
         loop {
-            let take_d = d.peek().is_some_and(|(t, _)| t.chat_id == next_chat);
-            let take_a = a.peek().is_some_and(|(t, _)| t.chat_id == next_chat);
-            match (take_d, take_a) {
-                (false, false) => break,
-                (true, false) => {
-                    if let Some((t, b)) = d.next() {
-                        chat.push((t.clone(), Some(b.clone()), None));
-                    }
-                }
-                (false, true) => {
-                    if let Some((t, b)) = a.next() {
-                        chat.push((t.clone(), None, Some(b)));
-                    }
-                }
-                (true, true) => {
-                    let ord = match (d.peek(), a.peek()) {
-                        (Some((dt, _)), Some((at, _))) => dt.cmp(at),
-                        _ => std::cmp::Ordering::Equal,
-                    };
-                    match ord {
-                        std::cmp::Ordering::Less => {
-                            if let Some((t, b)) = d.next() {
-                                chat.push((t.clone(), Some(b.clone()), None));
-                            }
-                        }
-                        std::cmp::Ordering::Greater => {
-                            if let Some((t, b)) = a.next() {
-                                chat.push((t.clone(), None, Some(b)));
-                            }
-                        }
-                        std::cmp::Ordering::Equal => {
-                            if let (Some((t, db)), Some((_, ab))) = (d.next(), a.next()) {
-                                chat.push((t.clone(), Some(db.clone()), Some(ab)));
-                            }
-                        }
-                    }
-                }
+            let dt = d.peek().map(|(t, _)| *t).filter(|t| t.chat_id == next_chat);
+            let at = a.peek().map(|(t, _)| *t).filter(|t| t.chat_id == next_chat);
+            let (take_d, take_a) = match (dt, at) {
+                (None, None) => break,
+                (Some(_), None) => (true, false),
+                (None, Some(_)) => (false, true),
+                (Some(x), Some(y)) => (x <= y, y <= x),
+            };
+            let desired_entry = if take_d { d.next() } else { None };
+            let applied_entry = if take_a { a.next() } else { None };
+            match (desired_entry, applied_entry) {
+                (Some((t, new)), old) => chat.push((t, Some(new), old.map(|(_, b)| b))),
+                (None, Some((t, old))) => chat.push((t, None, Some(old))),
+                (None, None) => break,
             }
         }
-        plan_chat(&next_chat, &chat, &empty, &mut summary, &mut requests);
+        plan_chat(
+            next_chat,
+            &chat,
+            &empty,
+            &mut old_lists,
+            &mut summary,
+            &mut requests,
+        );
     }
     summary.requests = requests.len();
 
@@ -241,22 +227,25 @@ pub fn plan(
 }
 
 /// One target of a chat: desired list (if declared) and applied list (if recorded).
-type Pair<'a> = (Target, Option<Arc<ButtonList>>, Option<&'a ButtonList>);
-/// Per-user calls group by id type and new list.
-type GroupKey = (UserIdType, Arc<ButtonList>);
+type Pair<'a> = (
+    &'a Target,
+    Option<&'a Arc<ButtonList>>,
+    Option<&'a ButtonList>,
+);
 
 /// Plans one chat: the whole-chat call first, then per-user calls grouped by id type and list.
-fn plan_chat(
+fn plan_chat<'a>(
     chat_id: &str,
-    entries: &[Pair<'_>],
+    entries: &[Pair<'a>],
     empty: &Arc<ButtonList>,
+    old_lists: &mut HashMap<&'a ButtonList, Arc<ButtonList>>,
     summary: &mut Summary,
     requests: &mut Vec<Request>,
 ) {
     let mut everyone_changes = false;
     let mut per_user: Vec<Change> = Vec::new();
-    let mut unchanged_users: Vec<(Target, Arc<ButtonList>)> = Vec::new();
-    for (target, new, old) in entries {
+    let mut unchanged_users: Vec<(&Target, &Arc<ButtonList>)> = Vec::new();
+    for &(target, new, old) in entries {
         let change = match (new, old) {
             (Some(new), None) => {
                 summary.add += 1;
@@ -267,10 +256,10 @@ fn plan_chat(
                     new: new.clone(),
                 }
             }
-            (Some(new), Some(old)) if new.as_slice() == *old => {
+            (Some(new), Some(old)) if new.as_slice() == old.as_slice() => {
                 summary.unchanged += 1;
                 if target.audience != Audience::Everyone {
-                    unchanged_users.push((target.clone(), new.clone()));
+                    unchanged_users.push((target, new));
                 }
                 continue;
             }
@@ -279,7 +268,7 @@ fn plan_chat(
                 Change {
                     target: target.clone(),
                     action: Action::Change,
-                    old: Some(Arc::new(old.to_vec())),
+                    old: Some(shared(old_lists, old)),
                     new: new.clone(),
                 }
             }
@@ -288,7 +277,7 @@ fn plan_chat(
                 Change {
                     target: target.clone(),
                     action: Action::Remove,
-                    old: Some(Arc::new(old.to_vec())),
+                    old: Some(shared(old_lists, old)),
                     new: empty.clone(),
                 }
             }
@@ -316,40 +305,49 @@ fn plan_chat(
         for (target, list) in unchanged_users {
             summary.resend += 1;
             per_user.push(Change {
-                target,
+                target: target.clone(),
                 action: Action::Resend,
                 old: Some(list.clone()),
-                new: list,
+                new: list.clone(),
             });
         }
+        per_user.sort_by(|a, b| a.target.cmp(&b.target));
     }
-    // Group by (id type, new list); a group's order is that of its first user, so output is stable.
-    let mut groups: Vec<(GroupKey, Vec<Change>)> = Vec::new();
-    let mut index: std::collections::HashMap<(UserIdType, &ButtonList), usize> =
-        std::collections::HashMap::new();
-    per_user.sort_by(|a, b| a.target.cmp(&b.target));
-    let keys: Vec<(UserIdType, Arc<ButtonList>)> = per_user
-        .iter()
-        .map(|c| match &c.target.audience {
-            Audience::User { id_type, .. } => (*id_type, c.new.clone()),
-            Audience::Everyone => (UserIdType::OpenId, c.new.clone()),
-        })
-        .collect();
-    for (i, change) in per_user.into_iter().enumerate() {
-        let key = (keys[i].0, keys[i].1.as_ref());
-        match index.get(&key) {
-            Some(&g) => groups[g].1.push(change),
+    // Group by (id type, new list), in the order of each group's first user, so output is
+    // stable. Lists are compared by pointer first (the config shares one copy of each distinct
+    // list) and by content once per distinct pointer, so equal lists always share a group.
+    let mut groups: Vec<(UserIdType, Arc<ButtonList>, Vec<Change>)> = Vec::new();
+    let mut by_ptr: HashMap<(UserIdType, *const ButtonList), usize> = HashMap::new();
+    let mut by_content: HashMap<(UserIdType, ButtonList), usize> = HashMap::new();
+    for change in per_user {
+        let id_type = match &change.target.audience {
+            Audience::User { id_type, .. } => *id_type,
+            Audience::Everyone => UserIdType::OpenId,
+        };
+        let ptr = Arc::as_ptr(&change.new);
+        let g = match by_ptr.get(&(id_type, ptr)) {
+            Some(&g) => g,
             None => {
-                index.insert(key, groups.len());
-                groups.push((keys[i].clone(), vec![change]));
+                let g = *by_content
+                    .entry((id_type, change.new.to_vec()))
+                    .or_insert_with(|| {
+                        groups.push((id_type, change.new.clone(), Vec::new()));
+                        groups.len() - 1
+                    });
+                by_ptr.insert((id_type, ptr), g);
+                g
             }
-        }
+        };
+        groups[g].2.push(change);
     }
-    for ((id_type, list), changes) in groups {
-        let mut rest = changes;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(api::MAX_USERS_PER_CALL));
-            let user_ids = rest
+    for (id_type, list, changes) in groups {
+        let mut changes = changes.into_iter();
+        loop {
+            let chunk: Vec<Change> = changes.by_ref().take(api::MAX_USERS_PER_CALL).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let user_ids = chunk
                 .iter()
                 .filter_map(|c| c.target.user_id().map(str::to_owned))
                 .collect();
@@ -362,11 +360,21 @@ fn plan_chat(
                         buttons: list.to_vec(),
                     },
                 },
-                changes: rest,
+                changes: chunk,
             });
-            rest = tail;
         }
     }
+}
+
+/// The one shared copy of `list`.
+fn shared<'a>(
+    cache: &mut HashMap<&'a ButtonList, Arc<ButtonList>>,
+    list: &'a ButtonList,
+) -> Arc<ButtonList> {
+    cache
+        .entry(list)
+        .or_insert_with(|| Arc::new(list.clone()))
+        .clone()
 }
 
 impl Plan {
