@@ -246,11 +246,11 @@ fn plan(args: &PlanArgs) -> u8 {
             (p, Some(state_ref))
         }
     };
-    if let (Some(out), Some(state_ref)) = (&args.out, state_ref) {
-        if let Err(e) = plan::json::PlanDoc::new(&the_plan).save(out, state_ref) {
-            eprintln!("error: {e}");
-            return 1;
-        }
+    if let (Some(out), Some(state_ref)) = (&args.out, state_ref)
+        && let Err(e) = plan::json::PlanDoc::new(&the_plan).save(out, state_ref)
+    {
+        eprintln!("error: {e}");
+        return 1;
     }
     let written = match args.format {
         PlanFormat::Text => print(&plan::render::text(
