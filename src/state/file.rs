@@ -159,11 +159,13 @@ impl FileStore {
         let journal_bytes = read_if_exists(&self.journal)?.unwrap_or_default();
         let snapshot_bytes = read_if_exists(&self.snapshot)?;
         let scanned = journal::scan(&journal_bytes, &self.journal)?;
-        let mut state = match &snapshot_bytes {
-            Some(bytes) => snapshot::decode(bytes, &self.snapshot)?,
+        let snapshot_exists = snapshot_bytes.is_some();
+        let snapshot_len = snapshot_bytes.as_ref().map_or(0, |b| b.len() as u64);
+        let mut state = match snapshot_bytes {
+            Some(bytes) => snapshot::decode_owned(bytes, &self.snapshot)?,
             None => AppliedState::new(),
         };
-        if snapshot_bytes.is_none() && !scanned.entries.is_empty() {
+        if !snapshot_exists && !scanned.entries.is_empty() {
             return Err(StateError::Corrupt {
                 path: self.journal.clone(),
                 line: None,
@@ -183,8 +185,8 @@ impl FileStore {
         }
         Ok(Loaded {
             state,
-            snapshot_exists: snapshot_bytes.is_some(),
-            snapshot_len: snapshot_bytes.map_or(0, |b| b.len() as u64),
+            snapshot_exists,
+            snapshot_len,
             journal_len: journal_bytes.len() as u64,
             valid_len: scanned.valid_len,
             replayed,

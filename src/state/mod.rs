@@ -35,8 +35,9 @@ pub struct AppliedState {
     pub serial: u64,
     /// The API endpoint and app the state was applied with; `None` until the first apply binds it.
     pub binding: Option<Binding>,
-    /// Every target that was applied and not forgotten since, with its button list. Targets with
-    /// identical lists share one allocation: a million targets use about a hundred lists.
+    /// Every target that was applied and not forgotten since, with its button list. Equal lists
+    /// share one allocation (all of them after a load, those of one batch after a record): a
+    /// million targets typically hold a few hundred lists, not a million.
     pub targets: BTreeMap<Target, Arc<ButtonList>>,
 }
 
@@ -156,7 +157,7 @@ impl AppliedState {
 
 /// Hands out one shared copy of each distinct button list it is given.
 #[derive(Default)]
-pub(crate) struct Interner {
+struct Interner {
     lists: HashMap<ButtonList, Arc<ButtonList>>,
     /// The last list handed out: neighbouring records mostly carry the same list, and comparing
     /// is cheaper than hashing.
@@ -164,7 +165,7 @@ pub(crate) struct Interner {
 }
 
 impl Interner {
-    pub(crate) fn intern(&mut self, list: &ButtonList) -> Arc<ButtonList> {
+    fn intern(&mut self, list: &ButtonList) -> Arc<ButtonList> {
         if let Some(last) = &self.last
             && **last == *list
         {

@@ -178,6 +178,18 @@ fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 
 /// Decodes a snapshot read from `path` (named in errors).
 pub fn decode(bytes: &[u8], path: &Path) -> Result<AppliedState, StateError> {
+    build(parse(bytes, path)?, path)
+}
+
+/// Decodes a snapshot, freeing its bytes before the targets are built: with a million
+/// targets, that is tens of megabytes less at the peak.
+pub(crate) fn decode_owned(bytes: Vec<u8>, path: &Path) -> Result<AppliedState, StateError> {
+    let doc = parse(&bytes, path)?;
+    drop(bytes);
+    build(doc, path)
+}
+
+fn parse(bytes: &[u8], path: &Path) -> Result<SnapshotDoc, StateError> {
     let corrupt = |why: String| StateError::Corrupt {
         path: path.to_owned(),
         line: None,
@@ -204,6 +216,15 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<AppliedState, StateError> {
     if doc.format_version != FORMAT_VERSION {
         return Err(unsupported_version(path, doc.format_version));
     }
+    Ok(doc)
+}
+
+fn build(doc: SnapshotDoc, path: &Path) -> Result<AppliedState, StateError> {
+    let corrupt = |why: String| StateError::Corrupt {
+        path: path.to_owned(),
+        line: None,
+        why,
+    };
 
     let total: usize = doc
         .chats
