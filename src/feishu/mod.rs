@@ -1,3 +1,9 @@
-//! The Feishu/Lark Open API as this tool speaks it: wire types (and, later, the client).
+//! The Feishu/Lark Open API as this tool speaks it: wire types, and the client that applies
+//! plans through it (tokens, rate limit, retries, errors).
 
+pub mod client;
+mod ratelimit;
+mod retry;
+mod secret;
+mod token;
 pub mod wire;

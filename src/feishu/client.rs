@@ -1,0 +1,947 @@
+//! API client stage: runs the plan's calls against Feishu. Takes wire requests
+//! (`PUT /open-apis/im/v2/chat_button`), gives per-call outcomes or a typed [`CallError`].
+//!
+//! Around each call: the tenant token (cached, refreshed ahead of expiry, dropped and fetched
+//! again when the API refuses it), the client-side rate limit (every HTTP attempt takes a slot),
+//! and one retry policy for 429, 5xx and connection errors. [`Client`] is cheap to clone and
+//! meant to be shared by concurrent tasks: the limiter, not the caller, sets the pace.
+
+use std::error::Error as _;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use backon::Retryable;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use serde::Serialize;
+use tokio::time::Instant;
+use tracing::{debug, trace};
+
+use super::ratelimit::Limiter;
+use super::token::{Token, TokenCache};
+use super::wire::api::{
+    CHAT_BUTTON_PATH, CODE_APP_UNAVAILABLE, CODE_BOT_NOT_IN_CHAT, CODE_FIELD_VALIDATION,
+    CODE_MISSING_SCOPE, CODE_NO_TOKEN, CODE_OK, CODE_PARAM_INVALID, CODE_RATE_LIMITED,
+    CODE_TOKEN_EXPIRED, CODE_TOKEN_FORMAT, CODE_TOKEN_INVALID, CODE_TOKEN_PARAM_INVALID,
+    CODE_WRONG_SECRET, HEADER_RATELIMIT_RESET, RATE_LIMIT_PER_SECOND, TOKEN_PATH,
+};
+use super::wire::{
+    ApiResponse, ChatButtonData, ChatButtonRequest, FailedUserReason, TenantTokenRequest,
+    TenantTokenResponse, UserIdType,
+};
+
+pub use super::retry::{MAX_RESET_WAIT, RetryPolicy};
+pub use super::secret::Secret;
+pub use super::token::REFRESH_MARGIN;
+
+/// The documented `Content-Type` of both endpoints.
+pub const JSON_UTF8: &str = "application/json; charset=utf-8";
+
+/// How long one HTTP attempt may take, connection included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `code` of [`CallError::Api`] when there was no API answer to take a code from: the body
+/// was not the API's JSON (a wrong base URL, a proxy's error page), or the request could not be
+/// built.
+pub const CODE_NOT_API_JSON: i64 = -1;
+
+/// How much of an unexpected answer an error quotes.
+const QUOTE_CHARS: usize = 200;
+
+/// Everything the client needs. `Debug` shows the secret as `***`.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `https://open.feishu.cn`, `https://open.larksuite.com`, or an emulator's `http://ADDR`.
+    pub base_url: String,
+    pub app_id: String,
+    pub app_secret: Secret,
+    /// Chat-button calls per second; 0 = unlimited.
+    pub rate_limit: u32,
+    pub retry: RetryPolicy,
+    /// Per HTTP attempt; zero = none.
+    pub timeout: Duration,
+}
+
+impl ClientConfig {
+    /// The documented rate limit, the default retry policy and timeout.
+    pub fn new(
+        base_url: impl Into<String>,
+        app_id: impl Into<String>,
+        app_secret: Secret,
+    ) -> ClientConfig {
+        ClientConfig {
+            base_url: base_url.into(),
+            app_id: app_id.into(),
+            app_secret,
+            rate_limit: RATE_LIMIT_PER_SECOND,
+            retry: RetryPolicy::default(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Why a client could not be set up (before any call).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The base URL is not an absolute http(s) URL.
+    #[error("invalid Feishu base URL {url:?}: {reason}")]
+    BaseUrl { url: String, reason: String },
+    /// The app id or the app secret is empty.
+    #[error("no {what}: set {var}")]
+    MissingCredential {
+        what: &'static str,
+        var: &'static str,
+    },
+    /// The HTTP client could not be built (TLS setup).
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
+}
+
+/// Why a call did not apply. Never holds the app secret or a token.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Wrong app id/secret or app unavailable (10014/10015): stop the whole run.
+    #[error(
+        "Feishu refused the app credentials (code {code}: {msg}); check FEISHU_APP_ID and FEISHU_APP_SECRET"
+    )]
+    Credentials { code: i64, msg: String },
+    /// 99991672 missing scope: stop the whole run (the app lacks im:app_feed_card:write).
+    #[error(
+        "the app lacks the scope im:app_feed_card:write (code 99991672: {msg}); add it to the app and publish a new version"
+    )]
+    MissingScope { msg: String },
+    /// 230027: the bot is not in this chat; other chats go on.
+    #[error("the bot is not in chat {chat_id} (code 230027); add the bot to the chat")]
+    BotNotInChat { chat_id: String },
+    /// 230001 / 99992402: the API rejected the request's content.
+    #[error("the API rejected the request (code {code}): {msg}")]
+    Rejected { code: i64, msg: String },
+    /// Retries exhausted on 429/5xx/connection errors.
+    #[error("gave up after {attempts} attempt(s); the last failure: {last}")]
+    GaveUp { attempts: u32, last: String },
+    /// Any other non-zero code ([`CODE_NOT_API_JSON`] when the answer had none).
+    #[error("the API answered HTTP {status} with code {code}: {msg}")]
+    Api { code: i64, msg: String, status: u16 },
+}
+
+impl CallError {
+    /// Whether the whole run must stop: every later call would fail the same way.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            CallError::Credentials { .. } | CallError::MissingScope { .. }
+        )
+    }
+
+    /// The API's code, when the API answered with one.
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            CallError::Credentials { code, .. }
+            | CallError::Rejected { code, .. }
+            | CallError::Api { code, .. } => Some(*code).filter(|c| *c != CODE_NOT_API_JSON),
+            CallError::MissingScope { .. } => Some(CODE_MISSING_SCOPE),
+            CallError::BotNotInChat { .. } => Some(CODE_BOT_NOT_IN_CHAT),
+            CallError::GaveUp { .. } => None,
+        }
+    }
+}
+
+/// A chat-button call that the API accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatButtonOutcome {
+    /// Users the API listed in failed_user_reasons: NOT applied (whatever their error_code).
+    pub failed_users: Vec<FailedUserReason>,
+    /// Tries it took: 1, plus one per retry, plus one if a refused token was replaced.
+    pub attempts: u32,
+}
+
+/// Counters for the summary, since the client was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClientStats {
+    /// Chat-button HTTP requests sent (each took a rate-limit slot).
+    pub http_attempts: u64,
+    /// 429 / 99991400 answers seen (chat button and token endpoint).
+    pub rate_limited: u64,
+    /// Waits before another try (chat button and token endpoint).
+    pub retries: u64,
+    /// Token requests sent.
+    pub token_fetches: u64,
+    /// Tokens the API refused (expired early, invalid) and that were dropped.
+    pub tokens_refused: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    http_attempts: AtomicU64,
+    rate_limited: AtomicU64,
+    retries: AtomicU64,
+    token_fetches: AtomicU64,
+    tokens_refused: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The Feishu API client. Clones share one token cache, limiter and set of counters.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: String,
+    token_url: String,
+    chat_button_url: String,
+    app_id: String,
+    app_secret: Secret,
+    rate_limit: u32,
+    limiter: Limiter,
+    retry: RetryPolicy,
+    tokens: TokenCache,
+    counters: Counters,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.base_url)
+            .field("app_id", &self.inner.app_id)
+            .field("rate_limit", &self.inner.rate_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
+        let base_url = config.base_url.trim_end_matches('/').to_owned();
+        let bad_url = |reason: String| ClientError::BaseUrl {
+            url: config.base_url.clone(),
+            reason,
+        };
+        let parsed = url::Url::parse(&base_url).map_err(|e| bad_url(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(bad_url("expected an http:// or https:// URL".to_owned()));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(bad_url("expected no query or fragment".to_owned()));
+        }
+        if config.app_id.trim().is_empty() {
+            return Err(ClientError::MissingCredential {
+                what: "app id",
+                var: "FEISHU_APP_ID",
+            });
+        }
+        if config.app_secret.is_empty() {
+            return Err(ClientError::MissingCredential {
+                what: "app secret",
+                var: "FEISHU_APP_SECRET",
+            });
+        }
+        let mut http = reqwest::Client::builder()
+            .use_rustls_tls()
+            // The API never redirects; following one would carry the token somewhere else.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("feedbuttons/", env!("CARGO_PKG_VERSION")));
+        if !config.timeout.is_zero() {
+            http = http
+                .timeout(config.timeout)
+                .connect_timeout(config.timeout.min(Duration::from_secs(10)));
+        }
+        let http = http.build().map_err(ClientError::Http)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                token_url: format!("{base_url}{TOKEN_PATH}"),
+                chat_button_url: format!("{base_url}{CHAT_BUTTON_PATH}"),
+                base_url,
+                app_id: config.app_id,
+                app_secret: config.app_secret,
+                rate_limit: config.rate_limit,
+                limiter: Limiter::new(config.rate_limit),
+                retry: config.retry,
+                tokens: TokenCache::default(),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// The base URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// How many calls are worth running at once: the limiter paces them, so more only wait in
+    /// its queue. Twice the rate keeps it busy with up to two seconds of latency per call.
+    pub fn suggested_concurrency(&self) -> usize {
+        match self.inner.rate_limit {
+            0 => 32,
+            n => (n as usize * 2).clamp(1, 64),
+        }
+    }
+
+    /// Fetches a token now (so bad credentials fail before any change is attempted).
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub async fn check_credentials(&self) -> Result<(), CallError> {
+        let inner = &*self.inner;
+        let attempts = AtomicU32::new(0);
+        let result = (|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            inner.token().await.map(drop)
+        })
+        .retry(inner.retry.backoff())
+        .when(Failure::is_transient)
+        .adjust(|f, next| inner.retry.wait(next, f.server_wait()))
+        .notify(|f, wait| inner.note_retry("token", f, wait))
+        .await;
+        result.map_err(|f| f.into_error(attempts.load(Ordering::Relaxed)))
+    }
+
+    /// One chat-button call, with token handling, rate limiting and retries.
+    ///
+    /// A retry resends the same full list, which is safe: the call replaces, it does not add.
+    #[tracing::instrument(level = "debug", skip_all, fields(chat_id = %body.chat_id))]
+    pub async fn put_chat_button(
+        &self,
+        user_id_type: UserIdType,
+        body: &ChatButtonRequest,
+    ) -> Result<ChatButtonOutcome, CallError> {
+        let inner = &*self.inner;
+        let bytes = serde_json::to_vec(body).map_err(|e| CallError::Api {
+            code: CODE_NOT_API_JSON,
+            msg: format!("cannot encode the request: {e}"),
+            status: 0,
+        })?;
+        trace!(body = %String::from_utf8_lossy(&bytes), "chat_button request");
+        let call = Call {
+            chat_id: &body.chat_id,
+            user_id_type,
+            bytes: &bytes,
+            attempts: AtomicU32::new(0),
+            token_replaced: AtomicBool::new(false),
+        };
+        let result = (|| inner.try_chat_button(&call))
+            .retry(inner.retry.backoff())
+            .when(Failure::is_transient)
+            .adjust(|f, next| inner.retry.wait(next, f.server_wait()))
+            .notify(|f, wait| inner.note_retry("chat_button", f, wait))
+            .await;
+        let attempts = call.attempts.load(Ordering::Relaxed);
+        match result {
+            Ok(failed_users) => Ok(ChatButtonOutcome {
+                failed_users,
+                attempts,
+            }),
+            Err(f) => Err(f.into_error(attempts)),
+        }
+    }
+
+    /// Counters for the summary: HTTP attempts, 429s seen, retries, token fetches.
+    pub fn stats(&self) -> ClientStats {
+        let c = &self.inner.counters;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        ClientStats {
+            http_attempts: get(&c.http_attempts),
+            rate_limited: get(&c.rate_limited),
+            retries: get(&c.retries),
+            token_fetches: get(&c.token_fetches),
+            tokens_refused: get(&c.tokens_refused),
+        }
+    }
+}
+
+/// One chat-button call across its attempts.
+struct Call<'a> {
+    chat_id: &'a str,
+    user_id_type: UserIdType,
+    bytes: &'a [u8],
+    attempts: AtomicU32,
+    /// A refused token is replaced once per call, not once per attempt: a second refusal
+    /// is not a stale cache.
+    token_replaced: AtomicBool,
+}
+
+/// Why one attempt failed.
+#[derive(Debug)]
+enum Failure {
+    /// 429 / 99991400; `wait` is the server's `x-ogw-ratelimit-reset`, when it sent one.
+    RateLimited { wait: Option<Duration> },
+    /// A 5xx, a connection error or a timeout.
+    Transient { why: String },
+    /// Not worth another attempt.
+    Final(CallError),
+}
+
+impl Failure {
+    fn is_transient(&self) -> bool {
+        !matches!(self, Failure::Final(_))
+    }
+
+    fn server_wait(&self) -> Option<Duration> {
+        match self {
+            Failure::RateLimited { wait } => *wait,
+            _ => None,
+        }
+    }
+
+    fn into_error(self, attempts: u32) -> CallError {
+        match self {
+            Failure::Final(e) => e,
+            transient => CallError::GaveUp {
+                attempts,
+                last: transient.to_string(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::RateLimited { wait: Some(w) } => write!(
+                f,
+                "rate limited (code {CODE_RATE_LIMITED}, reset in {} s)",
+                w.as_secs()
+            ),
+            Failure::RateLimited { wait: None } => {
+                write!(f, "rate limited (code {CODE_RATE_LIMITED})")
+            }
+            Failure::Transient { why } => f.write_str(why),
+            Failure::Final(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What one chat-button answer means.
+#[derive(Debug)]
+enum Verdict {
+    Applied(Vec<FailedUserReason>),
+    /// 99991661/99991663/99991671/99991677: the token, not the request.
+    TokenRefused {
+        code: i64,
+        msg: String,
+        status: u16,
+    },
+    Failed(Failure),
+}
+
+/// An HTTP answer, read in full.
+struct Answer {
+    status: StatusCode,
+    reset: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Inner {
+    async fn token(&self) -> Result<Arc<Token>, Failure> {
+        self.tokens.get(|| self.fetch_token()).await
+    }
+
+    async fn fetch_token(&self) -> Result<(Token, Duration), Failure> {
+        bump(&self.counters.token_fetches);
+        let request = TenantTokenRequest {
+            app_id: self.app_id.clone(),
+            app_secret: self.app_secret.expose().to_owned(),
+        };
+        let bytes = serde_json::to_vec(&request).map_err(|e| {
+            Failure::Final(CallError::Api {
+                code: CODE_NOT_API_JSON,
+                msg: format!("cannot encode the token request: {e}"),
+                status: 0,
+            })
+        })?;
+        drop(request);
+        let sent = self
+            .http
+            .post(&self.token_url)
+            .header(CONTENT_TYPE, JSON_UTF8)
+            .body(bytes)
+            .send()
+            .await;
+        let answer = read(sent).await.map_err(|f| match f {
+            Failure::Transient { why } => Failure::Transient {
+                why: format!("token endpoint: {why}"),
+            },
+            other => other,
+        })?;
+        let result = classify_token(&answer, &[self.app_secret.expose()]);
+        match &result {
+            Ok((_, expire)) => debug!(expire_secs = expire.as_secs(), "tenant token fetched"),
+            Err(f) => {
+                if matches!(f, Failure::RateLimited { .. }) {
+                    bump(&self.counters.rate_limited);
+                }
+                debug!(status = answer.status.as_u16(), failure = %f, "token fetch failed");
+            }
+        }
+        result
+    }
+
+    async fn try_chat_button(&self, call: &Call<'_>) -> Result<Vec<FailedUserReason>, Failure> {
+        call.attempts.fetch_add(1, Ordering::Relaxed);
+        let token = self.token().await?;
+        let mut verdict = self.send_chat_button(call, &token).await;
+        if let Verdict::TokenRefused { code, .. } = &verdict
+            && !call.token_replaced.swap(true, Ordering::Relaxed)
+        {
+            // Bots stay broken for hours when a refused token is kept in the cache: drop it,
+            // fetch another, and try once more.
+            debug!(
+                code,
+                "token refused: fetching a new one and trying once more"
+            );
+            bump(&self.counters.tokens_refused);
+            self.tokens.evict(&token).await;
+            call.attempts.fetch_add(1, Ordering::Relaxed);
+            let token = self.token().await?;
+            verdict = self.send_chat_button(call, &token).await;
+        }
+        match verdict {
+            Verdict::Applied(failed_users) => Ok(failed_users),
+            Verdict::TokenRefused { code, msg, status } => {
+                Err(Failure::Final(CallError::Api { code, msg, status }))
+            }
+            Verdict::Failed(f) => Err(f),
+        }
+    }
+
+    /// One HTTP attempt: a rate-limit slot, then the request.
+    async fn send_chat_button(&self, call: &Call<'_>, token: &Token) -> Verdict {
+        self.limiter.acquire().await;
+        bump(&self.counters.http_attempts);
+        let started = Instant::now();
+        let sent = self
+            .http
+            .put(&self.chat_button_url)
+            .query(&[("user_id_type", call.user_id_type.as_str())])
+            .header(AUTHORIZATION, token.header().clone())
+            .header(CONTENT_TYPE, JSON_UTF8)
+            .body(call.bytes.to_vec())
+            .send()
+            .await;
+        let answer = match read(sent).await {
+            Ok(answer) => answer,
+            Err(failure) => {
+                debug!(elapsed_ms = started.elapsed().as_millis(), %failure, "chat_button: no answer");
+                return Verdict::Failed(failure);
+            }
+        };
+        let secrets = [token.secret().expose(), self.app_secret.expose()];
+        let verdict = classify_chat_button(&answer, call.chat_id, &secrets);
+        debug!(
+            status = answer.status.as_u16(),
+            code = code_of(&answer.body),
+            elapsed_ms = started.elapsed().as_millis(),
+            verdict = verdict.label(),
+            "chat_button answered"
+        );
+        if let Verdict::Failed(Failure::RateLimited { wait }) = &verdict {
+            bump(&self.counters.rate_limited);
+            // The server's window is full for everyone, not just this call: hold back the
+            // calls queued behind it too.
+            if let Some(wait) = wait {
+                self.limiter
+                    .pause_until(Instant::now() + (*wait).min(MAX_RESET_WAIT));
+            }
+        }
+        verdict
+    }
+
+    fn note_retry(&self, what: &str, failure: &Failure, wait: Duration) {
+        bump(&self.counters.retries);
+        debug!(
+            what,
+            wait_ms = wait.as_millis(),
+            failure = %failure,
+            "retrying after a transient failure"
+        );
+    }
+}
+
+impl Verdict {
+    /// For logs: what happened, without the server's text.
+    fn label(&self) -> &'static str {
+        match self {
+            Verdict::Applied(_) => "applied",
+            Verdict::TokenRefused { .. } => "token refused",
+            Verdict::Failed(Failure::RateLimited { .. }) => "rate limited",
+            Verdict::Failed(Failure::Transient { .. }) => "transient failure",
+            Verdict::Failed(Failure::Final(_)) => "failed",
+        }
+    }
+}
+
+/// Sends and reads the whole answer. A connection error or a timeout is transient (the call
+/// replaces, so sending it again is safe even if the first one took effect).
+async fn read(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Answer, Failure> {
+    let failure = |e: reqwest::Error| {
+        if e.is_builder() {
+            // Our own request could not be built: sending it again would not help.
+            Failure::Final(CallError::Api {
+                code: CODE_NOT_API_JSON,
+                msg: describe(&e),
+                status: 0,
+            })
+        } else {
+            Failure::Transient { why: describe(&e) }
+        }
+    };
+    let response = sent.map_err(failure)?;
+    let status = response.status();
+    let reset = response
+        .headers()
+        .get(HEADER_RATELIMIT_RESET)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.bytes().await.map_err(failure)?;
+    Ok(Answer {
+        status,
+        reset,
+        body: body.to_vec(),
+    })
+}
+
+/// A reqwest error with its causes ("connection refused" sits a few sources down). Holds the
+/// URL, never a header.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if e.is_timeout() && !text.contains("timed out") {
+        text.push_str(" (timed out)");
+    }
+    text
+}
+
+/// The answer's `code`, for logs (the message may quote the request; the code never does).
+fn code_of(body: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Code {
+        code: i64,
+    }
+    serde_json::from_slice::<Code>(body).ok().map(|c| c.code)
+}
+
+/// Whole seconds from `x-ogw-ratelimit-reset`, if it holds a number.
+fn parse_reset(reset: Option<&str>) -> Option<Duration> {
+    reset
+        .and_then(|r| r.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// The start of an answer that is not the API's JSON, with any secret cut out first.
+fn not_api_json(answer: &Answer, secrets: &[&str]) -> CallError {
+    let mut text = String::from_utf8_lossy(&answer.body).into_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret, "***");
+    }
+    let mut quote: String = text.trim().chars().take(QUOTE_CHARS).collect();
+    if text.trim().chars().count() > QUOTE_CHARS {
+        quote.push('…');
+    }
+    CallError::Api {
+        code: CODE_NOT_API_JSON,
+        msg: format!("the answer is not the API's JSON: {quote:?}"),
+        status: answer.status.as_u16(),
+    }
+}
+
+/// A 5xx, with the body's code and message when it had them.
+fn server_error(status: StatusCode, code: Option<i64>, msg: Option<&str>) -> Failure {
+    let why = match (code, msg) {
+        (Some(code), Some(msg)) => format!("HTTP {} (code {code}: {msg})", status.as_u16()),
+        _ => format!("HTTP {}", status.as_u16()),
+    };
+    Failure::Transient { why }
+}
+
+fn is_rate_limited(status: StatusCode, code: Option<i64>) -> bool {
+    // Some older APIs throttle with HTTP 400 and only the code says so.
+    status == StatusCode::TOO_MANY_REQUESTS || code == Some(CODE_RATE_LIMITED)
+}
+
+fn classify_chat_button(answer: &Answer, chat_id: &str, secrets: &[&str]) -> Verdict {
+    let parsed: Option<ApiResponse<ChatButtonData>> = serde_json::from_slice(&answer.body).ok();
+    let code = parsed.as_ref().map(|p| p.code);
+    if is_rate_limited(answer.status, code) {
+        return Verdict::Failed(Failure::RateLimited {
+            wait: parse_reset(answer.reset.as_deref()),
+        });
+    }
+    if answer.status.is_server_error() {
+        let msg = parsed.as_ref().map(|p| p.msg.as_str());
+        return Verdict::Failed(server_error(answer.status, code, msg));
+    }
+    let Some(parsed) = parsed else {
+        return Verdict::Failed(Failure::Final(not_api_json(answer, secrets)));
+    };
+    let (code, msg, status) = (parsed.code, parsed.msg, answer.status.as_u16());
+    let error = match code {
+        // An absent list (`"data": {}`) means nobody failed.
+        CODE_OK => {
+            return Verdict::Applied(parsed.data.unwrap_or_default().failed_user_reasons);
+        }
+        CODE_NO_TOKEN | CODE_TOKEN_INVALID | CODE_TOKEN_FORMAT | CODE_TOKEN_EXPIRED => {
+            return Verdict::TokenRefused { code, msg, status };
+        }
+        CODE_BOT_NOT_IN_CHAT => CallError::BotNotInChat {
+            chat_id: chat_id.to_owned(),
+        },
+        CODE_PARAM_INVALID | CODE_FIELD_VALIDATION => CallError::Rejected { code, msg },
+        CODE_MISSING_SCOPE => CallError::MissingScope { msg },
+        _ => CallError::Api { code, msg, status },
+    };
+    Verdict::Failed(Failure::Final(error))
+}
+
+/// The token and its `expire`, or why there is none. Errors come with HTTP 200: the code decides.
+fn classify_token(answer: &Answer, secrets: &[&str]) -> Result<(Token, Duration), Failure> {
+    let parsed: Option<TenantTokenResponse> = serde_json::from_slice(&answer.body).ok();
+    let code = parsed.as_ref().map(|p| p.code);
+    if is_rate_limited(answer.status, code) {
+        return Err(Failure::RateLimited {
+            wait: parse_reset(answer.reset.as_deref()),
+        });
+    }
+    if answer.status.is_server_error() {
+        let msg = parsed.as_ref().map(|p| p.msg.as_str());
+        return Err(server_error(answer.status, code, msg));
+    }
+    let Some(parsed) = parsed else {
+        return Err(Failure::Final(not_api_json(answer, secrets)));
+    };
+    let status = answer.status.as_u16();
+    match parsed.code {
+        CODE_OK => {
+            let Some(token) = parsed
+                .tenant_access_token
+                .filter(|t| !t.is_empty())
+                .and_then(Token::new)
+            else {
+                return Err(Failure::Final(CallError::Api {
+                    code: CODE_NOT_API_JSON,
+                    msg: "the token endpoint answered code 0 without a usable tenant_access_token"
+                        .to_owned(),
+                    status,
+                }));
+            };
+            // `expire` is always documented; without it, not caching the token is the safe
+            // reading (Feishu hands back the same token anyway while it has time left).
+            Ok((token, Duration::from_secs(parsed.expire.unwrap_or(0))))
+        }
+        // 10003 is an empty or missing id/secret: a credentials problem too.
+        CODE_APP_UNAVAILABLE | CODE_WRONG_SECRET | CODE_TOKEN_PARAM_INVALID => {
+            Err(Failure::Final(CallError::Credentials {
+                code: parsed.code,
+                msg: parsed.msg,
+            }))
+        }
+        code => Err(Failure::Final(CallError::Api {
+            code,
+            msg: parsed.msg,
+            status,
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn answer(status: u16, reset: Option<&str>, body: &str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).expect("a status"),
+            reset: reset.map(str::to_owned),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn chat_button(status: u16, body: serde_json::Value) -> Verdict {
+        classify_chat_button(&answer(status, None, &body.to_string()), "oc_1", &[])
+    }
+
+    #[test]
+    fn chat_button_codes_map_to_their_errors() {
+        let err = |v: Verdict| match v {
+            Verdict::Failed(Failure::Final(e)) => e,
+            other => panic!("not a final error: {other:?}"),
+        };
+        assert!(matches!(
+            err(chat_button(400, json!({"code": 99991672, "msg": "scope"}))),
+            CallError::MissingScope { .. }
+        ));
+        assert!(matches!(
+            err(chat_button(
+                400,
+                json!({"code": 99992402, "msg": "field validation failed"})
+            )),
+            CallError::Rejected { code: 99992402, .. }
+        ));
+        assert!(matches!(
+            err(chat_button(400, json!({"code": 230027, "msg": "no"}))),
+            CallError::BotNotInChat { chat_id } if chat_id == "oc_1"
+        ));
+        assert!(matches!(
+            err(chat_button(400, json!({"code": 1234, "msg": "odd"}))),
+            CallError::Api {
+                code: 1234,
+                status: 400,
+                ..
+            }
+        ));
+        assert!(matches!(
+            chat_button(400, json!({"code": 99991663, "msg": "invalid"})),
+            Verdict::TokenRefused { code: 99991663, .. }
+        ));
+        assert!(matches!(
+            chat_button(200, json!({"code": 0, "msg": "success", "data": {}})),
+            Verdict::Applied(users) if users.is_empty()
+        ));
+        assert!(matches!(
+            chat_button(200, json!({"code": 0, "msg": "success"})),
+            Verdict::Applied(users) if users.is_empty()
+        ));
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_transient() {
+        // The older APIs' HTTP 400 throttle, known by its code.
+        assert!(matches!(
+            chat_button(400, json!({"code": 99991400, "msg": "limit"})),
+            Verdict::Failed(Failure::RateLimited { wait: None })
+        ));
+        let throttled = classify_chat_button(&answer(429, Some("2"), ""), "oc_1", &[]);
+        assert!(matches!(
+            throttled,
+            Verdict::Failed(Failure::RateLimited { wait: Some(w) }) if w == Duration::from_secs(2)
+        ));
+        let bad_gateway = classify_chat_button(&answer(502, None, "<html>"), "oc_1", &[]);
+        assert!(
+            matches!(&bad_gateway, Verdict::Failed(Failure::Transient { why }) if why == "HTTP 502")
+        );
+    }
+
+    #[test]
+    fn an_answer_that_is_not_json_is_quoted_without_secrets() {
+        let echo = answer(404, None, "Authorization: Bearer t-abc; secret s3cr3t");
+        let Verdict::Failed(Failure::Final(e)) =
+            classify_chat_button(&echo, "oc_1", &["t-abc", "s3cr3t"])
+        else {
+            panic!("not a final error");
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("HTTP 404") && text.contains("Bearer ***"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("t-abc") && !text.contains("s3cr3t"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn token_answers() {
+        let ok = answer(
+            200,
+            None,
+            r#"{"code":0,"msg":"ok","tenant_access_token":"t-1","expire":7000}"#,
+        );
+        let (token, expire) = classify_token(&ok, &[]).expect("a token");
+        assert_eq!(
+            (token.secret().expose(), expire),
+            ("t-1", Duration::from_secs(7000))
+        );
+        for code in [10003, 10014, 10015] {
+            let refused = answer(200, None, &format!(r#"{{"code":{code},"msg":"no"}}"#));
+            assert!(matches!(
+                classify_token(&refused, &[]),
+                Err(Failure::Final(CallError::Credentials { code: c, .. })) if c == code
+            ));
+        }
+        let empty = answer(200, None, r#"{"code":0,"msg":"ok"}"#);
+        assert!(matches!(
+            classify_token(&empty, &[]),
+            Err(Failure::Final(CallError::Api {
+                code: CODE_NOT_API_JSON,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn only_credentials_and_scope_stop_the_run() {
+        let fatal = [
+            CallError::Credentials {
+                code: 10015,
+                msg: String::new(),
+            },
+            CallError::MissingScope { msg: String::new() },
+        ];
+        assert!(fatal.iter().all(CallError::is_fatal));
+        let not_fatal = [
+            CallError::BotNotInChat {
+                chat_id: "oc_1".into(),
+            },
+            CallError::Rejected {
+                code: 230001,
+                msg: String::new(),
+            },
+            CallError::GaveUp {
+                attempts: 6,
+                last: String::new(),
+            },
+            CallError::Api {
+                code: 1,
+                msg: String::new(),
+                status: 400,
+            },
+        ];
+        assert!(!not_fatal.iter().any(CallError::is_fatal));
+    }
+
+    #[test]
+    fn a_config_hides_its_secret_and_a_bad_one_is_refused() {
+        let config = ClientConfig::new(
+            "https://open.feishu.cn/",
+            "cli_a",
+            Secret::new("s3cr3t".into()),
+        );
+        let shown = format!("{config:?}");
+        assert!(
+            shown.contains("***") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+        let client = Client::new(config.clone()).expect("a client");
+        assert_eq!(client.base_url(), "https://open.feishu.cn");
+        assert!(!format!("{client:?}").contains("s3cr3t"));
+        for base_url in ["open.feishu.cn", "ftp://open.feishu.cn", "https://x/?a=1"] {
+            let bad = ClientConfig {
+                base_url: base_url.into(),
+                ..config.clone()
+            };
+            assert!(
+                matches!(Client::new(bad), Err(ClientError::BaseUrl { .. })),
+                "{base_url}"
+            );
+        }
+        let no_secret = ClientConfig {
+            app_secret: Secret::new(String::new()),
+            ..config
+        };
+        let err = Client::new(no_secret).expect_err("an empty secret");
+        assert_eq!(err.to_string(), "no app secret: set FEISHU_APP_SECRET");
+    }
+}

@@ -1,0 +1,149 @@
+//! API client stage: the client-side rate limiter every chat-button HTTP attempt passes through.
+//!
+//! Calls are spaced evenly (`next allowed instant = last + interval`), so there is never a burst
+//! above the rate, even after an idle spell (a token bucket would allow one). Each caller
+//! reserves its instant under a short lock and sleeps outside it, so calls wait in arrival order
+//! and many can be in flight at once: with 200 ms latency, 10 calls a second still go out.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Added to each one-second window, spread over its slots. Feishu counts calls when they
+/// arrive, and two calls sent exactly one second apart can arrive less than a second apart
+/// (connection setup, scheduling, the network), which a sliding window throttles. At 10 calls a
+/// second the spacing is 105 ms instead of 100 ms: 5% of throughput buys 50 ms of tolerance per
+/// window, where a single 429 costs at least a second.
+pub const WINDOW_SLACK: Duration = Duration::from_millis(50);
+
+pub struct Limiter {
+    /// Between two calls; zero when unlimited.
+    interval: Duration,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// The earliest instant the next reservation may have.
+    next: Instant,
+    /// Set by a 429: no call before this (the server said when its window frees).
+    paused_until: Option<Instant>,
+}
+
+impl Limiter {
+    /// `per_second` calls a second at most; 0 is unlimited (pauses still apply).
+    pub fn new(per_second: u32) -> Limiter {
+        let interval = match per_second {
+            0 => Duration::ZERO,
+            n => (Duration::from_secs(1) + WINDOW_SLACK) / n,
+        };
+        Limiter {
+            interval,
+            state: Mutex::new(State {
+                next: Instant::now(),
+                paused_until: None,
+            }),
+        }
+    }
+
+    /// The spacing between two calls.
+    #[cfg(test)]
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Waits for this caller's slot.
+    pub async fn acquire(&self) {
+        loop {
+            let slot = {
+                let mut state = lock(&self.state);
+                let mut at = state.next.max(Instant::now());
+                if let Some(paused) = state.paused_until {
+                    at = at.max(paused);
+                }
+                state.next = at + self.interval;
+                at
+            };
+            tokio::time::sleep_until(slot).await;
+            // A 429 seen by another call while this one slept means the server's window is full
+            // until the pause ends: sending now would only earn another 429.
+            let paused = lock(&self.state).paused_until;
+            if paused.is_none_or(|p| p <= slot) {
+                return;
+            }
+        }
+    }
+
+    /// No slot before `until` (the server's `x-ogw-ratelimit-reset`).
+    pub fn pause_until(&self, until: Instant) {
+        let mut state = lock(&self.state);
+        state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
+    }
+}
+
+/// Nothing panics while the lock is held, so a poisoned lock still holds consistent data.
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn calls_are_spaced_evenly_with_no_initial_burst() {
+        let limiter = Limiter::new(50);
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..6 {
+            limiter.acquire().await;
+            times.push(start.elapsed());
+        }
+        assert!(times[0] < Duration::from_millis(50), "{times:?}");
+        // Slots, not wake-ups, are spaced (a late wake-up does not push the next slot back),
+        // so each call comes at least its number of intervals after the start.
+        for (i, t) in times.iter().enumerate() {
+            assert!(*t >= limiter.interval() * i as u32, "{times:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_the_rate() {
+        let limiter = Arc::new(Limiter::new(100));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..11)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move { limiter.acquire().await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        // Ten intervals after the first slot.
+        assert!(start.elapsed() >= limiter.interval() * 10);
+    }
+
+    #[tokio::test]
+    async fn a_pause_holds_back_callers_already_waiting() {
+        let limiter = Arc::new(Limiter::new(0));
+        let start = Instant::now();
+        limiter.pause_until(start + Duration::from_millis(80));
+        limiter.acquire().await;
+        assert!(start.elapsed() >= Duration::from_millis(80));
+
+        let limiter = Arc::new(Limiter::new(20));
+        let start = Instant::now();
+        limiter.acquire().await;
+        let waiting = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.acquire().await })
+        };
+        // The waiting caller's slot is 52.5 ms away; a pause to 150 ms moves it past that.
+        limiter.pause_until(start + Duration::from_millis(150));
+        waiting.await.expect("task");
+        assert!(start.elapsed() >= Duration::from_millis(150));
+    }
+}
