@@ -2,6 +2,7 @@
 
 mod util;
 
+mod client;
 mod emulator;
 mod plan;
 mod state;
