@@ -5,6 +5,7 @@
 //! Run with `cargo bench --bench state`. The goal is under a second for each of save and load.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use feedbuttons::feishu::wire::{ActionType, Button, ButtonType, MultiUrl, Text, UserIdType};
@@ -97,26 +98,42 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (out, start.elapsed())
 }
 
-/// Loads the state at `path` and prints how long that took: run in a fresh process, as the CLI
-/// does, where every allocation is new memory from the OS.
+/// Loads the state at `path` and prints the time and peak memory for the parent to read: run in
+/// a fresh process, as the CLI runs, where every allocation is new memory from the OS.
 fn load_in_this_process(path: &str) {
     let store = FileStore::new(path).expect("a valid state path");
     let (loaded, load) = time(|| store.load().expect("load"));
-    let rss = std::fs::read_to_string("/proc/self/status")
+    let peak_kb: u64 = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
         })
-        .unwrap_or_else(|| "unknown".into());
-    println!(
-        "load in a fresh process: {} ({} targets, peak memory {rss})",
-        ms(load),
-        loaded.targets.len()
-    );
+        .unwrap_or(0);
+    println!("{} {peak_kb}", load.as_micros());
     // Freeing a million targets is work a CLI can skip at exit: not part of the figure.
     std::mem::forget(loaded);
+}
+
+/// Loads `path` in a fresh process: how long, and the peak memory in MB.
+fn load_in_a_fresh_process(path: &Path) -> (Duration, u64) {
+    let out = std::process::Command::new(std::env::current_exe().expect("this program"))
+        .arg("--load-only")
+        .arg(path)
+        .output()
+        .expect("run a fresh process");
+    assert!(out.status.success(), "the fresh process failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().expect("a number"));
+    let micros = fields.next().expect("the load time");
+    let peak_kb = fields.next().expect("the peak memory");
+    (Duration::from_micros(micros), peak_kb / 1024)
+}
+
+fn all(v: &[Duration]) -> String {
+    v.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
 }
 
 fn main() {
@@ -134,7 +151,8 @@ fn main() {
     let targets = targets();
     let users = targets.len() - CHATS;
     println!(
-        "state: {users} user targets + {CHATS} whole-chat targets in {CHATS} chats, {LISTS} distinct button lists"
+        "state: {users} user targets + {CHATS} whole-chat targets in {CHATS} chats, \
+         {LISTS} distinct button lists"
     );
 
     // Adopting the whole state: one batch, too large to journal, so folded into a snapshot.
@@ -145,32 +163,28 @@ fn main() {
     let mut writer = store.writer("bench").expect("lock");
     let ((), adopt) = time(|| writer.record(&records).expect("record"));
     drop(records);
-    println!(
-        "adopt (record 1,010,000 targets as one batch, in memory + snapshot): {}",
-        ms(adopt)
-    );
     let size = std::fs::metadata(&path).expect("snapshot").len();
+    println!("snapshot: {:.1} MB", size as f64 / 1e6);
     println!(
-        "snapshot size: {:.1} MB ({} bytes)",
-        size as f64 / 1e6,
-        size
+        "adopt (record all targets as one batch: in memory, then a snapshot): {}",
+        ms(adopt)
     );
 
     // One call's successes: a journal append and an fsync.
     let call: Vec<Record> = writer
         .state()
         .targets
-        .iter()
+        .keys()
         .skip(1)
         .take(20)
-        .map(|(t, _)| Record::Set {
+        .map(|t| Record::Set {
             target: t.clone(),
             buttons: Vec::new(),
         })
         .collect();
     let ((), one) = time(|| writer.record(&call).expect("record one call"));
     println!(
-        "record one call (20 users, journal append + fsync): {}",
+        "record one call (20 users: journal append + fsync): {}",
         ms(one)
     );
 
@@ -183,37 +197,83 @@ fn main() {
         let ((), save) = time(|| writer.compact().expect("compact"));
         saves.push(save);
     }
-    let state_in_memory: AppliedState = writer.state().clone();
+    let saved: AppliedState = writer.state().clone();
     drop(writer);
+    println!(
+        "save (compact: encode, write, fsync, rename, fsync dir, empty journal): {}",
+        all(&saves)
+    );
 
     let mut loads = Vec::new();
+    let mut frees = Vec::new();
     for _ in 0..ROUNDS {
         let (loaded, load) = time(|| store.load().expect("load"));
-        assert_eq!(loaded, state_in_memory, "the loaded state is the saved one");
+        assert_eq!(loaded, saved, "the loaded state is the saved one");
         loads.push(load);
-        let ((), free) = time(|| drop(loaded));
-        println!("  (freeing a loaded state: {})", ms(free));
+        frees.push(time(|| drop(loaded)).1);
     }
-
-    for _ in 0..ROUNDS {
-        let status = std::process::Command::new(std::env::current_exe().expect("this program"))
-            .arg("--load-only")
-            .arg(&path)
-            .status()
-            .expect("run a fresh process");
-        assert!(status.success());
-    }
-
-    let (bytes, encode) = time(|| state::snapshot::encode(&state_in_memory));
-    let (_decoded, decode) = time(|| state::snapshot::decode(&bytes, &path).expect("decode"));
-    let show = |v: &[Duration]| v.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ");
     println!(
-        "save (compact: encode + write + fsync + rename + fsync dir + empty journal): {}",
-        show(&saves)
+        "load in this process (read, decode): {} (freeing it after: {})",
+        all(&loads),
+        all(&frees)
     );
-    println!("load (read + decode + replay journal): {}", show(&loads));
+    let fresh: Vec<(Duration, u64)> = (0..ROUNDS)
+        .map(|_| load_in_a_fresh_process(&path))
+        .collect();
     println!(
-        "  of which encode only: {}, decode only: {}",
+        "load in a fresh process, as the CLI runs: {} (peak memory {} MB)",
+        all(&fresh.iter().map(|f| f.0).collect::<Vec<_>>()),
+        fresh.iter().map(|f| f.1).max().unwrap_or(0)
+    );
+
+    // The worst load: a journal just short of the size that triggers a compaction (a quarter
+    // of the snapshot), recorded as calls of 20 users each.
+    let mut writer = store.writer("bench").expect("lock");
+    let journal_limit = size / 4 * 9 / 10;
+    let users: Vec<Target> = saved
+        .targets
+        .keys()
+        .filter(|t| t.user_id().is_some())
+        .cloned()
+        .collect();
+    let mut calls = 0;
+    while std::fs::metadata(store.journal_path()).map_or(0, |m| m.len()) < journal_limit {
+        let buttons = vec![Button {
+            multi_url: None,
+            action_type: ActionType::Webhook,
+            text: Text {
+                text: format!("Call {calls}"),
+            },
+            button_type: None,
+            action_map: None,
+        }];
+        let batch: Vec<Record> = users
+            .iter()
+            .skip(calls * 20)
+            .take(20)
+            .map(|t| Record::Set {
+                target: t.clone(),
+                buttons: buttons.clone(),
+            })
+            .collect();
+        writer.record(&batch).expect("record a call");
+        calls += 1;
+    }
+    drop(writer);
+    let journal_size = std::fs::metadata(store.journal_path()).map_or(0, |m| m.len());
+    let (_, here) = time(|| store.load().expect("load"));
+    let (there, _) = load_in_a_fresh_process(&path);
+    println!(
+        "load with a full journal ({:.1} MB, {calls} calls): {} in this process, {} in a fresh one",
+        journal_size as f64 / 1e6,
+        ms(here),
+        ms(there)
+    );
+
+    let (bytes, encode) = time(|| state::snapshot::encode(&saved));
+    let (_, decode) = time(|| state::snapshot::decode(&bytes, &path).expect("decode"));
+    println!(
+        "of which snapshot encode only: {}, decode only: {}",
         ms(encode),
         ms(decode)
     );
