@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::feishu::client::{Client, ClientConfig, RetryPolicy, Secret};
 use crate::{config, plan, state};
 
 /// A declarative reconciler for Feishu/Lark chat feed-card buttons.
@@ -29,6 +30,13 @@ pub enum Command {
     },
     /// Show what apply would change: per chat, per user, and the calls it would make.
     Plan(PlanArgs),
+    /// Make the chats' buttons match the config: send the plan's calls and record each success.
+    Apply(ApplyArgs),
+    /// Try the whole loop against an in-process emulator: plan, apply, show, plan again.
+    Demo {
+        /// The config directory [default: the quick-start example].
+        dir: Option<PathBuf>,
+    },
     /// Serve a local stand-in for the Feishu chat-button API (no tenant needed).
     Emulator(crate::emulator::cli::EmulatorArgs),
     /// Print the JSON Schema of one config file (for editors).
@@ -65,6 +73,46 @@ pub struct PlanArgs {
     pub rate_limit: u32,
 }
 
+/// Where the API is and how fast it may be called (apply, watch).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// The API base URL (Lark: https://open.larksuite.com).
+    #[arg(
+        long,
+        env = "FEISHU_BASE_URL",
+        value_name = "URL",
+        default_value = "https://open.feishu.cn"
+    )]
+    pub base_url: String,
+    /// Calls per second, never exceeded (the API allows 10).
+    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::api::RATE_LIMIT_PER_SECOND)]
+    pub rate_limit: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    /// The config directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The applied state [default: DIR/.feedbuttons/state.json].
+    #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Apply without asking (needed when not on a terminal, unless --plan is given).
+    #[arg(long)]
+    pub yes: bool,
+    /// Apply exactly this saved plan (`plan --out`); refused if the state moved on since.
+    #[arg(long, value_name = "PLAN_FILE", conflicts_with = "chats")]
+    pub plan: Option<PathBuf>,
+    /// Apply only this chat (repeatable).
+    #[arg(long = "chat", value_name = "CHAT_ID")]
+    pub chats: Vec<String>,
+    /// Allow a plan that removes more than a quarter of the applied targets.
+    #[arg(long)]
+    pub allow_mass_removal: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PlanFormat {
     Text,
@@ -84,6 +132,8 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate { dir, format } => validate(&dir, format),
         Command::Plan(args) => plan(&args),
+        Command::Apply(args) => apply(&args),
+        Command::Demo { dir } => demo(dir),
         Command::Emulator(args) => emulator(args),
         Command::Schema => print(&config::schema::schema_text()),
     };
@@ -293,6 +343,292 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 fn emulator(args: crate::emulator::cli::EmulatorArgs) -> u8 {
     let Some(rt) = runtime() else { return 1 };
     match rt.block_on(crate::emulator::cli::run(args)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// The app credentials, from the environment only (flags show up in process lists).
+fn credentials() -> Result<(String, Secret), String> {
+    let id = std::env::var("FEISHU_APP_ID").unwrap_or_default();
+    let secret = std::env::var("FEISHU_APP_SECRET").unwrap_or_default();
+    match (id.is_empty(), secret.is_empty()) {
+        (false, false) => Ok((id, Secret::new(secret))),
+        (true, true) => Err(
+            "no credentials: set FEISHU_APP_ID and FEISHU_APP_SECRET (the app's id and secret)"
+                .to_owned(),
+        ),
+        (true, false) => Err("no app id: set FEISHU_APP_ID".to_owned()),
+        (false, true) => Err(
+            "no app secret: set FEISHU_APP_SECRET (it is read from the environment only)"
+                .to_owned(),
+        ),
+    }
+}
+
+fn apply(args: &ApplyArgs) -> u8 {
+    // Everything that can refuse the run is checked before the first call.
+    let (app_id, secret) = match credentials() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was applied");
+            return 1;
+        }
+    };
+    let path = state_path(&args.dir, args.state.as_deref());
+    let store = match state::open(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let mut lock = match store.lock(&state::holder("apply")) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was applied");
+            return 1;
+        }
+    };
+    let binding = state::Binding::new(&args.api.base_url, &app_id);
+    if let Err(e) = lock.state().check_binding(&binding) {
+        eprintln!("error: {e}; nothing was applied");
+        return 1;
+    }
+    let doc = match &args.plan {
+        Some(plan_file) => {
+            let doc = match plan::json::PlanDoc::load(plan_file) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("error: {e}; nothing was applied");
+                    return 1;
+                }
+            };
+            let now = lock.state();
+            if let Some(made) = &doc.state
+                && (made.lineage != now.lineage || made.serial != now.serial)
+            {
+                eprintln!(
+                    "error: the plan {} is stale: it was made against state serial {} but the state is now at serial {}{}; make a new plan; nothing was applied",
+                    plan_file.display(),
+                    made.serial,
+                    now.serial,
+                    if made.lineage != now.lineage {
+                        " of another lineage"
+                    } else {
+                        ""
+                    }
+                );
+                return 1;
+            }
+            doc
+        }
+        None => {
+            let Some(loaded) = load_config(&args.dir, "the config") else {
+                return 1;
+            };
+            let Some(desired) = loaded.desired else {
+                return 1;
+            };
+            let options = plan::PlanOptions {
+                chats: args.chats.clone(),
+                rate_limit: args.api.rate_limit,
+            };
+            let p = plan::plan(
+                &desired.targets,
+                &desired.chat_names,
+                &lock.state().targets,
+                &options,
+            );
+            print(&plan::render::text(
+                &p,
+                plan::render::Style { color: color() },
+            ));
+            plan::json::PlanDoc::new(&p)
+        }
+    };
+    if let Some(m) = &doc.mass_removal
+        && !args.allow_mass_removal
+    {
+        eprintln!(
+            "error: mass removal refused: {}; pass --allow-mass-removal if this is intended; nothing was applied",
+            m.reason
+        );
+        return 1;
+    }
+    if doc.requests.is_empty() {
+        if args.plan.is_some() {
+            println!("Nothing to do: the plan makes no calls.");
+        }
+        return 0;
+    }
+    if args.plan.is_none() && !args.yes {
+        match confirm(doc.requests.len()) {
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!("Not confirmed; nothing was applied.");
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("error: {e}; nothing was applied");
+                return 1;
+            }
+        }
+    }
+    let Some(rt) = runtime() else { return 1 };
+    rt.block_on(async {
+        let client = match make_client(&args.api, app_id, secret) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}; nothing was applied");
+                return 1;
+            }
+        };
+        if let Err(e) = client.check_credentials().await {
+            eprintln!("error: {e}; nothing was applied");
+            return 1;
+        }
+        if let Err(e) = lock.bind(&binding) {
+            eprintln!("error: {e}; nothing was applied");
+            return 1;
+        }
+        let stop = stop_on_signal();
+        let mut progress = progress_for(doc.requests.len(), args.api.rate_limit);
+        let report = crate::apply::apply(
+            &doc,
+            &client,
+            lock.as_mut(),
+            crate::apply::concurrency_for(args.api.rate_limit),
+            progress.as_mut(),
+            stop,
+        )
+        .await;
+        if let Err(e) = lock.compact() {
+            eprintln!(
+                "warning: the state could not be compacted (the journal keeps every record): {e}"
+            );
+        }
+        eprint!("{}", crate::apply::summary(&report, doc.requests.len()));
+        crate::apply::exit_code(&report)
+    })
+}
+
+fn make_client(api: &ApiArgs, app_id: String, app_secret: Secret) -> Result<Client, String> {
+    Client::new(ClientConfig {
+        base_url: api.base_url.clone(),
+        app_id,
+        app_secret,
+        rate_limit: api.rate_limit,
+        retry: RetryPolicy::default(),
+        timeout: std::time::Duration::from_secs(30),
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Asks on the terminal; only `yes` confirms. Off a terminal, refuses with the way out.
+fn confirm(calls: usize) -> Result<bool, String> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdin().is_terminal() {
+        return Err(
+            "not on a terminal: pass --yes to apply, or apply a reviewed plan with --plan"
+                .to_owned(),
+        );
+    }
+    eprint!("Send these {calls} calls? Only 'yes' is accepted: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    Ok(answer.trim() == "yes")
+}
+
+/// A watch that turns true on SIGINT or SIGTERM.
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        let _ = tx.send(true);
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        eprintln!("\nStopping: waiting for the calls in flight, then recording them...");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// A bar on a terminal, plain lines otherwise.
+fn progress_for(total: usize, rate: u32) -> Box<dyn crate::apply::Progress> {
+    use std::io::IsTerminal as _;
+    Box::new(Progress {
+        total,
+        rate: rate.max(1),
+        tty: std::io::stderr().is_terminal(),
+        last_line: std::time::Instant::now(),
+        started: std::time::Instant::now(),
+    })
+}
+
+struct Progress {
+    total: usize,
+    rate: u32,
+    tty: bool,
+    last_line: std::time::Instant,
+    started: std::time::Instant,
+}
+
+impl crate::apply::Progress for Progress {
+    fn call_done(&mut self, done: usize, total: usize) {
+        let total = total.max(self.total);
+        let left = (total - done.min(total)) as u64;
+        let eta = plan::human_duration(left.div_ceil(u64::from(self.rate)));
+        if self.tty {
+            let width = 30;
+            let filled = done * width / total.max(1);
+            eprint!(
+                "\r[{}{}] {done}/{total} calls, about {eta} left  ",
+                "=".repeat(filled),
+                " ".repeat(width - filled)
+            );
+        } else if done == total || self.last_line.elapsed() >= std::time::Duration::from_secs(5) {
+            self.last_line = std::time::Instant::now();
+            eprintln!(
+                "applied {done}/{total} calls ({:.0} s so far, about {eta} left)",
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
+fn demo(dir: Option<PathBuf>) -> u8 {
+    let Some(rt) = runtime() else { return 1 };
+    match rt.block_on(crate::demo::run(dir.as_deref(), color())) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");

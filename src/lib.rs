@@ -4,8 +4,10 @@
 //! -> `plan` (diff against the applied `state`, batched calls) -> apply through `feishu`.
 //! The `emulator` is a local stand-in for the API.
 
+pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod desired;
 pub mod emulator;
 pub mod feishu;
