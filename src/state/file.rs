@@ -10,7 +10,8 @@
 //! the writer goes on, and a torn last line is dropped on load. A compaction writes the whole
 //! state to the temporary file, fsyncs it, renames it over the snapshot (atomic), fsyncs the
 //! directory and only then empties the journal; journal entries the new snapshot already holds
-//! carry serials at or below its serial and are skipped.
+//! carry serials at or below its serial and are skipped. A new writer cuts a torn last line off
+//! before it appends, so that its own lines follow intact ones.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -23,7 +24,7 @@ use super::{AppliedState, Binding, Record, StateError, StateLock, StateStore, sn
 /// snapshot, whichever is larger: replaying them stays cheap next to reading the snapshot.
 const COMPACT_MIN_BYTES: u64 = 1 << 20;
 
-/// How often a reader starts over when a writer replaced the snapshot while it was reading.
+/// How often a reader starts over when a compaction changed the files while it read them.
 const LOAD_ATTEMPTS: usize = 5;
 
 /// An applied state in a snapshot file and its companions.
