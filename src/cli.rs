@@ -129,6 +129,7 @@ pub enum ValidateFormat {
 /// Parses the process arguments, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let code = match cli.command {
         Command::Validate { dir, format } => validate(&dir, format),
         Command::Plan(args) => plan(&args),
@@ -138,6 +139,19 @@ pub fn main() -> ExitCode {
         Command::Schema => print(&config::schema::schema_text()),
     };
     ExitCode::from(code)
+}
+
+/// Diagnostic logs on stderr, chosen with `FEEDBUTTONS_LOG` (or `RUST_LOG`), e.g. `debug` or
+/// `feedbuttons=trace`; warnings only by default. No level logs a secret or a token.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("FEEDBUTTONS_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
