@@ -37,6 +37,17 @@ pub enum Command {
         /// The config directory [default: the quick-start example].
         dir: Option<PathBuf>,
     },
+    /// Inspect the applied state, and repair it by hand.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+        /// The applied state [default: DIR/.feedbuttons/state.json].
+        #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH", global = true)]
+        state: Option<PathBuf>,
+        /// The config directory whose default state to use.
+        #[arg(long, value_name = "DIR", default_value = ".", global = true)]
+        dir: PathBuf,
+    },
     /// Serve a local stand-in for the Feishu chat-button API (no tenant needed).
     Emulator(crate::emulator::cli::EmulatorArgs),
     /// Print the JSON Schema of one config file (for editors).
@@ -113,6 +124,38 @@ pub struct ApplyArgs {
     pub api: ApiArgs,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum StateCommand {
+    /// One line per recorded target: chat, audience, button texts.
+    List {
+        /// Only this chat.
+        #[arg(long = "chat", value_name = "CHAT_ID")]
+        chat: Option<String>,
+    },
+    /// The recorded buttons of a chat, or of one audience in it.
+    Show {
+        chat_id: String,
+        /// `everyone`, a user id, or `open_id:ou_...`.
+        audience: Option<String>,
+        #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
+        format: ValidateFormat,
+    },
+    /// Forget recorded targets (the chat's buttons are not touched; the next plan adds them again
+    /// if the config still declares them).
+    Rm {
+        chat_id: String,
+        /// `everyone`, a user id, or `open_id:ou_...` (default: every target of the chat).
+        audience: Option<String>,
+    },
+    /// Record the config's targets as applied without calling the API: for buttons that were set
+    /// before this tool managed them.
+    Adopt {
+        /// Only this chat (repeatable).
+        #[arg(long = "chat", value_name = "CHAT_ID")]
+        chats: Vec<String>,
+    },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PlanFormat {
     Text,
@@ -135,6 +178,11 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan(&args),
         Command::Apply(args) => apply(&args),
         Command::Demo { dir } => demo(dir),
+        Command::State {
+            command,
+            state,
+            dir,
+        } => state_command(command, &state_path(&dir, state.as_deref()), &dir),
         Command::Emulator(args) => emulator(args),
         Command::Schema => print(&config::schema::schema_text()),
     };
@@ -644,6 +692,97 @@ fn demo(dir: Option<PathBuf>) -> u8 {
     let Some(rt) = runtime() else { return 1 };
     match rt.block_on(crate::demo::run(dir.as_deref(), color())) {
         Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn state_command(command: StateCommand, path: &Path, dir: &Path) -> u8 {
+    use state::commands::{self, Selector, ShowFormat};
+    let store = match state::open(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let result: Result<String, String> = match command {
+        StateCommand::List { chat } => store.load().map_err(|e| e.to_string()).map(|st| {
+            let mut out = commands::summary(&st, &store.location());
+            out.push('\n');
+            out.push_str(&commands::list(&st, chat.as_deref()));
+            out
+        }),
+        StateCommand::Show {
+            chat_id,
+            audience,
+            format,
+        } => {
+            let selector = match audience {
+                Some(a) => Selector::audience(chat_id, a),
+                None => Selector::chat(chat_id),
+            };
+            let format = match format {
+                ValidateFormat::Text => ShowFormat::Text,
+                ValidateFormat::Json => ShowFormat::Json,
+            };
+            store
+                .load()
+                .and_then(|st| commands::show(&st, &store.location(), &selector, format))
+                .map_err(|e| e.to_string())
+        }
+        StateCommand::Rm { chat_id, audience } => {
+            let selector = match audience {
+                Some(a) => Selector::audience(chat_id, a),
+                None => Selector::chat(chat_id),
+            };
+            store
+                .lock(&state::holder("state rm"))
+                .and_then(|mut lock| {
+                    let removed = commands::rm(lock.as_mut(), &selector)?;
+                    lock.compact()?;
+                    Ok(removed)
+                })
+                .map(|removed| {
+                    let mut out = format!(
+                        "Forgot {} recorded target(s) of {selector}:\n",
+                        removed.len()
+                    );
+                    for t in removed {
+                        out.push_str(&format!("  {t}\n"));
+                    }
+                    out
+                })
+                .map_err(|e| e.to_string())
+        }
+        StateCommand::Adopt { chats } => {
+            let Some(loaded) = load_config(dir, "the config") else {
+                return 1;
+            };
+            let Some(mut desired) = loaded.desired else {
+                return 1;
+            };
+            desired.retain_chats(&chats);
+            store
+                .lock(&state::holder("state adopt"))
+                .and_then(|mut lock| {
+                    let adopted = commands::adopt(lock.as_mut(), desired.targets.iter().map(|(t, b)| (t, b.as_ref())))?;
+                    lock.compact()?;
+                    Ok(adopted)
+                })
+                .map(|a| {
+                    format!(
+                        "Adopted {} target(s) as applied ({} were already recorded with these buttons); no call was made.\n",
+                        a.recorded, a.unchanged
+                    )
+                })
+                .map_err(|e| e.to_string())
+        }
+    };
+    match result {
+        Ok(text) => print(&text),
         Err(e) => {
             eprintln!("error: {e}");
             1

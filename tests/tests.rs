@@ -6,4 +6,5 @@ mod client;
 mod emulator;
 mod plan;
 mod state;
+mod state_cmd;
 mod validate;

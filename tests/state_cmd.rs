@@ -1,0 +1,83 @@
+//! `feedbuttons state list|show|rm|adopt`: inspecting and repairing the applied state by hand.
+
+use crate::util::{self, Dir};
+
+const CONFIG: &str = "version: 1
+chats:
+  - chat_id: oc_abc
+    assign:
+      - users: [ou_1, ou_2]
+        buttons:
+          - {text: Runbook, url: 'https://wiki.example.com'}
+      - everyone: true
+        buttons: []
+";
+
+#[test]
+fn adopt_then_list_show_and_rm() {
+    let dir = Dir::new().file("buttons.yaml", CONFIG);
+    let p = dir.path();
+    let empty = util::run(p, &["state", "list"]);
+    assert_eq!(empty.status.code(), Some(0), "{}", util::stderr(&empty));
+    assert!(
+        util::stdout(&empty).contains("lineage: none yet"),
+        "{}",
+        util::stdout(&empty)
+    );
+
+    // Adopting records the config as applied without any call: the plan is then empty.
+    let adopt = util::run(p, &["state", "adopt"]);
+    assert_eq!(adopt.status.code(), Some(0), "{}", util::stderr(&adopt));
+    assert!(
+        util::stdout(&adopt).starts_with("Adopted 3 target(s)"),
+        "{}",
+        util::stdout(&adopt)
+    );
+    assert!(
+        p.join(".feedbuttons/state.json").is_file(),
+        "the default state lives beside the config"
+    );
+    let plan = util::run(p, &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", util::stdout(&plan));
+
+    let list = util::stdout(&util::run(p, &["state", "list"]));
+    assert!(list.contains("targets: 3 in 1 chat"), "{list}");
+    assert!(list.contains("oc_abc  open_id:ou_1  \"Runbook\""), "{list}");
+
+    let show = util::run(p, &["state", "show", "oc_abc", "ou_2", "--format", "json"]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&show.stdout).expect("state show --format json");
+    assert_eq!(v[0]["buttons"][0]["text"]["text"], "Runbook");
+
+    // Forgetting a user makes the next plan add it again.
+    let rm = util::run(p, &["state", "rm", "oc_abc", "ou_1"]);
+    assert_eq!(rm.status.code(), Some(0), "{}", util::stderr(&rm));
+    let plan = util::run(p, &["plan"]);
+    assert!(
+        util::stdout(&plan)
+            .contains("Plan: 1 to add, 0 to change, 0 to remove, 2 unchanged; 1 call"),
+        "{}",
+        util::stdout(&plan)
+    );
+
+    let missing = util::run(p, &["state", "show", "oc_nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        util::stderr(&missing).contains("no recorded target matches"),
+        "{}",
+        util::stderr(&missing)
+    );
+}
+
+#[test]
+fn a_postgres_state_is_refused_clearly_for_now() {
+    let dir = Dir::new().file("buttons.yaml", CONFIG);
+    let out = util::run(
+        dir.path(),
+        &["plan", "--state", "postgres://feedbuttons:hunter2@db/state"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = util::stderr(&out);
+    assert!(err.contains("not supported yet"), "{err}");
+    assert!(!err.contains("hunter2"), "the password is not shown: {err}");
+}
