@@ -58,6 +58,8 @@ fn main() {
     let loaded = feedbuttons::config::load_dir(&config_dir).expect("load");
     let desired = loaded.desired.expect("valid");
     let parse = t0.elapsed().as_secs_f64();
+    let peak_parse = generate::peak_rss_mib();
+    drop(loaded.sources);
 
     let t0 = Instant::now();
     let applied = state::open(&state_path)
@@ -65,6 +67,7 @@ fn main() {
         .load()
         .expect("load state");
     let load_state = t0.elapsed().as_secs_f64();
+    let peak_state = generate::peak_rss_mib();
 
     let t0 = Instant::now();
     let options = PlanOptions {
@@ -111,7 +114,9 @@ fn main() {
         "  parse+validate {parse:.3} s, load state {load_state:.3} s, diff+batch {diff:.3} s, render text {text_s:.3} s ({:.0} MB)",
         text.len() as f64 / 1e6,
     );
-    println!("  total (the default text plan) {total:.3} s; peak RSS {peak_text:.0} MiB");
+    println!(
+        "  total (the default text plan) {total:.3} s; peak RSS {peak_text:.0} MiB (after parse+validate {peak_parse:.0} MiB, after loading the state {peak_state:.0} MiB)"
+    );
     println!(
         "  other formats: markdown {md_s:.3} s ({} KB, cut at the comment limit), json streamed to a file {json_s:.3} s ({:.0} MB); peak RSS then {:.0} MiB",
         md.len() / 1000,
