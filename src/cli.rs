@@ -9,9 +9,17 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::feishu::client::{Client, ClientConfig, RetryPolicy, Secret};
 use crate::{config, plan, state};
 
+/// `0.1.0 (git 1a2b3c4d5e6f)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("FEEDBUTTONS_GIT_REV"),
+    ")"
+);
+
 /// A declarative reconciler for Feishu/Lark chat feed-card buttons.
 #[derive(Parser, Debug)]
-#[command(name = "feedbuttons", version, about, max_term_width = 100)]
+#[command(name = "feedbuttons", version = VERSION, about, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +60,11 @@ pub enum Command {
     Emulator(crate::emulator::cli::EmulatorArgs),
     /// Print the JSON Schema of one config file (for editors).
     Schema,
+    /// Print a shell completion script (e.g. `feedbuttons completions bash > /etc/bash_completion.d/feedbuttons`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -167,6 +180,8 @@ pub enum PlanFormat {
 pub enum ValidateFormat {
     Text,
     Json,
+    /// GitHub Actions workflow commands: one `::error file=...,line=...::` annotation per label.
+    Github,
 }
 
 /// Parses the process arguments, runs the command and returns its exit code.
@@ -185,6 +200,13 @@ pub fn main() -> ExitCode {
         } => state_command(command, &state_path(&dir, state.as_deref()), &dir),
         Command::Emulator(args) => emulator(args),
         Command::Schema => print(&config::schema::schema_text()),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            write_stdout(|w| {
+                clap_complete::generate(shell, &mut Cli::command(), "feedbuttons", w);
+                Ok(())
+            })
+        }
     };
     ExitCode::from(code)
 }
@@ -238,6 +260,11 @@ fn validate(dir: &std::path::Path, format: ValidateFormat) -> u8 {
         }
         ValidateFormat::Text => {
             let mut s = loaded.report.render_text(&loaded.sources);
+            s.push_str(&validate_summary(&loaded));
+            s
+        }
+        ValidateFormat::Github => {
+            let mut s = loaded.report.render_github(&loaded.sources);
             s.push_str(&validate_summary(&loaded));
             s
         }
@@ -725,7 +752,7 @@ fn state_command(command: StateCommand, path: &Path, dir: &Path) -> u8 {
                 None => Selector::chat(chat_id),
             };
             let format = match format {
-                ValidateFormat::Text => ShowFormat::Text,
+                ValidateFormat::Text | ValidateFormat::Github => ShowFormat::Text,
                 ValidateFormat::Json => ShowFormat::Json,
             };
             store

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod ci;
 mod client;
 mod emulator;
 mod plan;

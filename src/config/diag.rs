@@ -163,6 +163,48 @@ impl Report {
         out
     }
 
+    /// Renders every diagnostic as GitHub Actions annotations: one workflow command per label, so a
+    /// duplicate is annotated in both places. Properties and messages are escaped as GitHub asks.
+    pub fn render_github(&self, sources: &Sources) -> String {
+        let mut out = String::new();
+        for d in &self.diagnostics {
+            let level = match d.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            let mut message = d.message.clone();
+            if let Some(help) = &d.help {
+                message.push_str(&format!("\nhelp: {help}"));
+            }
+            if d.labels.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "::{level} title={}::{}",
+                    gh_property(d.code),
+                    gh_data(&message)
+                );
+            }
+            for l in &d.labels {
+                let text = if l.message.is_empty() {
+                    message.clone()
+                } else {
+                    format!("{message}\n({})", l.message)
+                };
+                let _ = writeln!(
+                    out,
+                    "::{level} file={},line={},col={},endColumn={},title={}::{}",
+                    gh_property(&sources.path(l.file)),
+                    l.pos.line,
+                    l.pos.column,
+                    l.pos.column + l.pos.len.max(1),
+                    gh_property(d.code),
+                    gh_data(&text)
+                );
+            }
+        }
+        out
+    }
+
     /// Renders every diagnostic as JSON for CI: one object per diagnostic, one entry per label.
     pub fn to_json(&self, sources: &Sources) -> serde_json::Value {
         let diagnostics: Vec<JsonDiagnostic> = self
@@ -268,4 +310,16 @@ fn render_one(out: &mut String, d: &Diagnostic, sources: &Sources) {
     if let Some(help) = &d.help {
         let _ = writeln!(out, "{pad} = help: {help}");
     }
+}
+
+/// Escapes a workflow command's message (GitHub's `escapeData`).
+fn gh_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Escapes a workflow command's property value (GitHub's `escapeProperty`).
+fn gh_property(s: &str) -> String {
+    gh_data(s).replace(':', "%3A").replace(',', "%2C")
 }
