@@ -2,10 +2,12 @@
 
 mod util;
 
+mod apply;
 mod ci;
 mod client;
 mod emulator;
 mod plan;
+mod readme;
 mod state;
 mod state_cmd;
 mod validate;
