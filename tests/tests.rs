@@ -2,7 +2,6 @@
 
 mod util;
 
-mod apply;
 mod ci;
 mod client;
 mod emulator;
