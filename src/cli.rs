@@ -307,8 +307,9 @@ fn color() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
-/// Loads a config for plan or apply: diagnostics go to stderr; `None` when it has errors.
-fn load_config(dir: &Path, what: &str) -> Option<config::Loaded> {
+/// Loads a config for plan, apply or adopt: diagnostics go to stderr (the config text is dropped
+/// once they are printed); `None` when the config has errors.
+fn load_desired(dir: &Path, what: &str) -> Option<crate::desired::DesiredState> {
     let loaded = match config::load_dir(dir) {
         Ok(l) => l,
         Err(e) => {
@@ -326,9 +327,8 @@ fn load_config(dir: &Path, what: &str) -> Option<config::Loaded> {
             loaded.report.errors(),
             dir.display()
         );
-        return None;
     }
-    Some(loaded)
+    loaded.desired
 }
 
 /// The state location: `--state`/`FEEDBUTTONS_STATE`, else `DIR/.feedbuttons/state.json`.
@@ -337,10 +337,7 @@ pub fn state_path(dir: &Path, flag: Option<&Path>) -> PathBuf {
 }
 
 fn plan(args: &PlanArgs) -> u8 {
-    let Some(loaded) = load_config(&args.dir, "the config") else {
-        return 1;
-    };
-    let Some(desired) = loaded.desired else {
+    let Some(desired) = load_desired(&args.dir, "the config") else {
         return 1;
     };
     let options = plan::PlanOptions {
@@ -349,10 +346,7 @@ fn plan(args: &PlanArgs) -> u8 {
     };
     let (the_plan, state_ref) = match &args.base {
         Some(base_dir) => {
-            let Some(base) = load_config(base_dir, "the base config") else {
-                return 1;
-            };
-            let Some(base_desired) = base.desired else {
+            let Some(base_desired) = load_desired(base_dir, "the base config") else {
                 return 1;
             };
             // Chats that only the base declares keep their names in the plan.
@@ -516,10 +510,7 @@ fn apply(args: &ApplyArgs) -> u8 {
             doc
         }
         None => {
-            let Some(loaded) = load_config(&args.dir, "the config") else {
-                return 1;
-            };
-            let Some(desired) = loaded.desired else {
+            let Some(desired) = load_desired(&args.dir, "the config") else {
                 return 1;
             };
             let options = plan::PlanOptions {
@@ -785,10 +776,7 @@ fn state_command(command: StateCommand, path: &Path, dir: &Path) -> u8 {
                 .map_err(|e| e.to_string())
         }
         StateCommand::Adopt { chats } => {
-            let Some(loaded) = load_config(dir, "the config") else {
-                return 1;
-            };
-            let Some(mut desired) = loaded.desired else {
+            let Some(mut desired) = load_desired(dir, "the config") else {
                 return 1;
             };
             desired.retain_chats(&chats);

@@ -73,15 +73,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
                                 e.utf8_error().valid_up_to()
                             ),
                         )
-                        .label(
-                            sources.files.len(),
-                            Pos {
-                                line: 1,
-                                column: 1,
-                                len: 0,
-                            },
-                            "",
-                        )
+                        .label(sources.files.len(), Pos::START, "")
                         .help("save the file as UTF-8"),
                     );
                     None
@@ -90,15 +82,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
             Err(e) => {
                 report.push(
                     Diagnostic::error("file-unreadable", format!("cannot read the file: {e}"))
-                        .label(
-                            sources.files.len(),
-                            Pos {
-                                line: 1,
-                                column: 1,
-                                len: 0,
-                            },
-                            "",
-                        ),
+                        .label(sources.files.len(), Pos::START, ""),
                 );
                 None
             }
@@ -270,18 +254,14 @@ pub fn parse_with_limit(
     match serde_saphyr::from_str_with_options::<Node>(text, options) {
         Ok(node) => Some(node),
         Err(e) => {
-            let pos = e.location().filter(|l| l.line() > 0).map_or(
-                Pos {
-                    line: 1,
-                    column: 1,
-                    len: 0,
-                },
-                |l| Pos {
+            let pos = e
+                .location()
+                .filter(|l| l.line() > 0)
+                .map_or(Pos::START, |l| Pos {
                     line: u32::try_from(l.line()).unwrap_or(u32::MAX),
                     column: u32::try_from(l.column()).unwrap_or(u32::MAX),
                     len: 0,
-                },
-            );
+                });
             let message = plain_message(&e);
             let d = if matches!(e.without_snippet(), serde_saphyr::Error::Budget { .. }) {
                 Diagnostic::error(

@@ -248,11 +248,7 @@ impl Decoder<'_> {
         if root.value == Value::Null {
             self.err(
                 "version-missing",
-                Pos {
-                    line: 1,
-                    column: 1,
-                    len: 0,
-                },
+                Pos::START,
                 "the file is empty: every config file starts with `version: 1`".to_owned(),
                 "",
             );

@@ -16,6 +16,13 @@ pub struct Pos {
 }
 
 impl Pos {
+    /// The start of a file, for diagnostics about a file as a whole.
+    pub const START: Pos = Pos {
+        line: 1,
+        column: 1,
+        len: 0,
+    };
+
     fn of(loc: &serde_saphyr::Location) -> Pos {
         Pos {
             line: u32::try_from(loc.line()).unwrap_or(u32::MAX),
