@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::feishu::client::{Client, ClientConfig, RetryPolicy, Secret};
 use crate::{config, plan, state};
 
+/// Feishu's API (Lark's is `https://open.larksuite.com`).
+pub const DEFAULT_BASE_URL: &str = "https://open.feishu.cn";
+
 /// `0.1.0 (git 1a2b3c4d5e6f)`.
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -105,7 +108,7 @@ pub struct ApiArgs {
         long,
         env = "FEISHU_BASE_URL",
         value_name = "URL",
-        default_value = "https://open.feishu.cn"
+        default_value = DEFAULT_BASE_URL
     )]
     pub base_url: String,
     /// Calls per second, never exceeded (the API allows 10).
@@ -366,6 +369,19 @@ fn plan(args: &PlanArgs) -> u8 {
                     return 1;
                 }
             };
+            // With an app configured, a plan against another app's state would mislead.
+            if let Ok(app_id) = std::env::var("FEISHU_APP_ID")
+                && !app_id.is_empty()
+            {
+                let base_url = std::env::var("FEISHU_BASE_URL")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                    .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+                if let Err(e) = applied.check_binding(&state::Binding::new(base_url, app_id)) {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            }
             let p = plan::plan(
                 &desired.targets,
                 &desired.chat_names,

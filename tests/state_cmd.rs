@@ -81,3 +81,36 @@ fn a_postgres_state_is_refused_clearly_for_now() {
     assert!(err.contains("not supported yet"), "{err}");
     assert!(!err.contains("hunter2"), "the password is not shown: {err}");
 }
+
+#[test]
+fn a_plan_with_another_apps_credentials_refuses_the_state() {
+    let dir = Dir::new().file("buttons.yaml", CONFIG);
+    let p = dir.path();
+    let state = p.join(".feedbuttons/state.json");
+    {
+        let store = feedbuttons::state::open(&state).expect("open");
+        let mut lock = store.lock("test").expect("lock");
+        lock.bind(&feedbuttons::state::Binding::new(
+            "https://open.feishu.cn",
+            "cli_one",
+        ))
+        .expect("bind");
+    }
+    let out = std::process::Command::new(util::bin())
+        .args(["plan"])
+        .current_dir(p)
+        .env("FEISHU_APP_ID", "cli_two")
+        .env_remove("FEISHU_BASE_URL")
+        .env_remove("FEEDBUTTONS_STATE")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        util::stderr(&out).contains("app id cli_one, but this run uses"),
+        "{}",
+        util::stderr(&out)
+    );
+    // Without credentials (a pull-request plan) the state is read as it is.
+    let out = util::run(p, &["plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
+}
