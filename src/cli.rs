@@ -523,6 +523,15 @@ fn apply(args: &ApplyArgs) -> u8 {
                 );
                 return 1;
             }
+            let n = &doc.summary;
+            println!(
+                "Applying the saved plan {}: {} to add, {} to change, {} to remove; {} calls.",
+                plan_file.display(),
+                n.add,
+                n.change,
+                n.remove,
+                n.requests
+            );
             doc
         }
         None => {
