@@ -2,6 +2,7 @@
 
 mod util;
 
+mod apply;
 mod ci;
 mod client;
 mod emulator;
