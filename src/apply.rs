@@ -71,6 +71,9 @@ impl Progress for Quiet {
     fn call_done(&mut self, _done: usize, _total: usize) {}
 }
 
+/// Calls in a row that give up after all their retries before the run stops (the API is down).
+pub const OUTAGE_CALLS: usize = 3;
+
 /// How many calls may be in flight at once: enough for the rate limit to be reached at the
 /// latency the API shows (rate x latency), with room for slow answers.
 pub fn concurrency_for(rate_limit: u32) -> usize {
@@ -115,6 +118,9 @@ pub async fn apply(
     }
 
     let mut dead_chats: HashSet<String> = HashSet::new();
+    // Calls in a row that exhausted their retries: the API looks down, so stop rather than make
+    // every remaining call spend a minute finding that out.
+    let mut gave_up_in_a_row = 0usize;
     let mut in_flight: JoinSet<(usize, Result<ChatButtonOutcome, CallError>)> = JoinSet::new();
     let mut done = 0usize;
     let mut stopping = false;
@@ -163,6 +169,7 @@ pub async fn apply(
         progress.call_done(done, total);
         match result {
             Ok(outcome) => {
+                gave_up_in_a_row = 0;
                 report.calls_ok += 1;
                 let failed: HashMap<&str, &str> = outcome
                     .failed_users
@@ -201,6 +208,17 @@ pub async fn apply(
                 if e.is_fatal() {
                     report.fatal.get_or_insert_with(|| e.to_string());
                     stopping = true;
+                }
+                if matches!(e, CallError::GaveUp { .. }) {
+                    gave_up_in_a_row += 1;
+                    if gave_up_in_a_row >= OUTAGE_CALLS {
+                        report.fatal.get_or_insert_with(|| {
+                            format!(
+                                "the API kept failing ({OUTAGE_CALLS} calls in a row gave up after retries); stopped sending, run apply again later"
+                            )
+                        });
+                        stopping = true;
+                    }
                 }
                 report.calls_failed += 1;
                 for (target, _) in PlanDoc::request_targets(r) {
