@@ -59,6 +59,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR", default_value = ".", global = true)]
         dir: PathBuf,
     },
+    /// Keep the chats' buttons in line with a directory that something else keeps up to date:
+    /// reconcile on every change, serve health and metrics.
+    Watch(crate::watch::WatchArgs),
     /// Serve a local stand-in for the Feishu chat-button API (no tenant needed).
     Emulator(crate::emulator::cli::EmulatorArgs),
     /// Print the JSON Schema of one config file (for editors).
@@ -190,11 +193,19 @@ pub enum ValidateFormat {
 /// Parses the process arguments, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The daemon's one summary line per reconcile is at info; other commands stay quiet.
+    match &cli.command {
+        Command::Watch(args) => init_logging(
+            args.log_format == crate::watch::LogFormat::Json,
+            "warn,feedbuttons=info",
+        ),
+        _ => init_logging(false, "warn"),
+    }
     let code = match cli.command {
         Command::Validate { dir, format } => validate(&dir, format),
         Command::Plan(args) => plan(&args),
         Command::Apply(args) => apply(&args),
+        Command::Watch(args) => crate::watch::run(args),
         Command::Demo { dir } => demo(dir),
         Command::State {
             command,
@@ -215,16 +226,23 @@ pub fn main() -> ExitCode {
 }
 
 /// Diagnostic logs on stderr, chosen with `FEEDBUTTONS_LOG` (or `RUST_LOG`), e.g. `debug` or
-/// `feedbuttons=trace`; warnings only by default. No level logs a secret or a token.
-fn init_logging() {
+/// `feedbuttons=trace`; `default` otherwise. One JSON object a line when `json`. No level logs a
+/// secret or a token.
+fn init_logging(json: bool, default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("FEEDBUTTONS_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour only on a terminal: a daemon's log goes to journald or a container runtime.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
@@ -451,7 +469,7 @@ fn emulator(args: crate::emulator::cli::EmulatorArgs) -> u8 {
 }
 
 /// The app credentials, from the environment only (flags show up in process lists).
-fn credentials() -> Result<(String, Secret), String> {
+pub(crate) fn credentials() -> Result<(String, Secret), String> {
     let id = std::env::var("FEISHU_APP_ID").unwrap_or_default();
     let secret = std::env::var("FEISHU_APP_SECRET").unwrap_or_default();
     match (id.is_empty(), secret.is_empty()) {
@@ -621,7 +639,11 @@ fn apply(args: &ApplyArgs) -> u8 {
     })
 }
 
-fn make_client(api: &ApiArgs, app_id: String, app_secret: Secret) -> Result<Client, String> {
+pub(crate) fn make_client(
+    api: &ApiArgs,
+    app_id: String,
+    app_secret: Secret,
+) -> Result<Client, String> {
     Client::new(ClientConfig {
         base_url: api.base_url.clone(),
         app_id,

@@ -2,7 +2,8 @@
 //!
 //! The pipeline: `config` (files -> validated config) -> `desired` (targets and their buttons)
 //! -> `plan` (diff against the applied `state`, batched calls) -> apply through `feishu`.
-//! The `emulator` is a local stand-in for the API.
+//! The `emulator` is a local stand-in for the API; `watch` is the daemon that runs the pipeline
+//! on every change.
 
 pub mod apply;
 pub mod cli;
@@ -14,3 +15,4 @@ pub mod feishu;
 pub mod plan;
 pub mod state;
 pub mod target;
+pub mod watch;

@@ -1,0 +1,104 @@
+//! The daemon's HTTP side: `/healthz` (the process is alive), `/readyz` (the last reconcile
+//! succeeded with a valid config), `/status` (the same as JSON, with the config's diagnostics)
+//! and `/metrics` (Prometheus text). Reads what the controller publishes; changes nothing.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+
+use super::metrics::Metrics;
+
+/// What the controller publishes after every reconcile, shared with the HTTP handlers.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub metrics: Metrics,
+    pub status: Status,
+}
+
+/// The daemon's state as `/status` shows it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Status {
+    /// What `/readyz` answers: the last reconcile succeeded, so the config is valid and applied.
+    pub ready: bool,
+    /// `null` until the first reconcile read the config.
+    pub config_valid: Option<bool>,
+    pub last_reconcile: Option<LastReconcile>,
+    /// The config's errors and warnings as `feedbuttons validate` prints them (when it has any).
+    pub diagnostics: Option<String>,
+}
+
+/// The last reconcile, for `/status` and `/readyz`.
+#[derive(Clone, Debug, Serialize)]
+pub struct LastReconcile {
+    /// As the `outcome` label of `feedbuttons_reconciles_total`.
+    pub outcome: &'static str,
+    /// The summary line the log got.
+    pub message: String,
+    pub finished_unix: f64,
+    pub duration_seconds: f64,
+}
+
+/// The handle the controller and the handlers share.
+pub type SharedHealth = Arc<Mutex<Health>>;
+
+/// Locks the shared health. Nothing panics while holding it, so a poisoned lock still holds
+/// consistent data.
+pub fn lock(h: &Mutex<Health>) -> MutexGuard<'_, Health> {
+    h.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub fn router(health: SharedHealth) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(health)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(health): State<SharedHealth>) -> Response {
+    let status = lock(&health).status.clone();
+    let mut body = String::new();
+    match &status.last_reconcile {
+        Some(last) => {
+            body.push_str(&format!("{}: {}\n", last.outcome, last.message));
+        }
+        None => body.push_str("starting: the first reconcile has not finished yet\n"),
+    }
+    if let Some(d) = &status.diagnostics {
+        body.push('\n');
+        body.push_str(d);
+    }
+    let code = if status.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body).into_response()
+}
+
+async fn status(State(health): State<SharedHealth>) -> Response {
+    let status = lock(&health).status.clone();
+    axum::Json(status).into_response()
+}
+
+async fn metrics(State(health): State<SharedHealth>) -> Response {
+    let text = lock(&health).metrics.render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
