@@ -12,3 +12,4 @@ mod readme;
 mod state;
 mod state_cmd;
 mod validate;
+mod watch;
