@@ -200,19 +200,20 @@ fn hidden(rel: &Path) -> bool {
 /// all files come from one revision even if a swap happens while they are read.
 pub fn config_root(dir: &Path) -> PathBuf {
     let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let through_link = abs
-        .ancestors()
-        .any(|a| a.symlink_metadata().is_ok_and(|m| m.is_symlink()));
-    if through_link {
+    if link_on_path(&abs).is_some() {
         abs.canonicalize().unwrap_or(abs)
     } else {
         dir.to_path_buf()
     }
 }
 
-/// Whether `dir` itself is a symbolic link (a synced checkout's published revision).
-pub fn is_link(dir: &Path) -> bool {
-    dir.symlink_metadata().is_ok_and(|m| m.is_symlink())
+/// The last symbolic link on `dir`'s path (`dir` itself included), if any: what a synced
+/// checkout swaps to publish a revision.
+pub fn link_on_path(dir: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    abs.ancestors()
+        .find(|a| a.symlink_metadata().is_ok_and(|m| m.is_symlink()))
+        .map(Path::to_path_buf)
 }
 
 #[cfg(test)]
@@ -281,6 +282,10 @@ mod tests {
         assert!(wanted.contains(&(root.join("rev-a"), RecursiveMode::Recursive)));
         assert!(wanted.contains(&(root.clone(), RecursiveMode::NonRecursive)));
         assert_eq!(config_root(&root.join("current")), root.join("rev-a"));
-        assert!(is_link(&root.join("current")));
+        assert_eq!(
+            link_on_path(&root.join("current/sub")),
+            Some(root.join("current"))
+        );
+        assert_eq!(link_on_path(&root.join("rev-a")), None);
     }
 }

@@ -59,8 +59,8 @@ pub struct WatchArgs {
     /// symbolic link to the current revision is followed when it is swapped).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// The applied state [default: DIR/.feedbuttons/state.json]. Required when DIR is a
-    /// symbolic link: a state inside a revision would vanish with it.
+    /// The applied state [default: DIR/.feedbuttons/state.json]. Required when DIR's path
+    /// passes through a symbolic link: a state inside a revision would vanish with it.
     #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH")]
     pub state: Option<PathBuf>,
     /// Where to serve /healthz, /readyz, /status and /metrics (port 0: any free port; the
@@ -123,10 +123,11 @@ pub enum StartError {
     Credentials(String),
     /// The default state would live inside a directory that a sync tool replaces.
     #[error(
-        "{} is a symbolic link (a synced checkout's revision): a state inside it would vanish with the revision; keep the state elsewhere with --state PATH or FEEDBUTTONS_STATE; nothing was applied",
-        dir.display()
+        "{} passes through the symbolic link {} (a synced checkout swaps such links to publish a revision): a state inside it would vanish with the revision; keep the state elsewhere with --state PATH or FEEDBUTTONS_STATE; nothing was applied",
+        dir.display(),
+        link.display()
     )]
-    StateInsideLink { dir: PathBuf },
+    StateInsideLink { dir: PathBuf, link: PathBuf },
     /// The state cannot be opened, is locked by another writer, or belongs to another app.
     #[error("{0}; nothing was applied")]
     State(#[from] StateError),
@@ -220,9 +221,12 @@ pub fn run(args: WatchArgs) -> u8 {
 /// the first reconcile, in `apply`'s order.
 pub async fn run_async(args: WatchArgs) -> Result<(), StartError> {
     let (app_id, secret) = crate::cli::credentials().map_err(StartError::Credentials)?;
-    if args.state.is_none() && events::is_link(&args.dir) {
+    if args.state.is_none()
+        && let Some(link) = events::link_on_path(&args.dir)
+    {
         return Err(StartError::StateInsideLink {
             dir: args.dir.clone(),
+            link,
         });
     }
     let path = crate::cli::state_path(&args.dir, args.state.as_deref());
@@ -764,24 +768,29 @@ fn summary_line(
     });
     match (result, &pass.report) {
         (Ok(_), None) => format!(
-            "reconciled in {took}: no changes ({} targets up to date)",
-            pass.summary.map_or(0, |s| s.unchanged)
+            "reconciled in {took}: no changes ({} up to date)",
+            count(pass.summary.map_or(0, |s| s.unchanged), "target", "targets")
         ),
         (Ok(_), Some(r)) => format!(
-            "reconciled in {took}: {}; {} calls sent, {} targets recorded",
+            "reconciled in {took}: {}; {} sent, {} recorded",
             plan_part.unwrap_or_default(),
-            r.calls_ok,
-            r.targets_applied
+            count(r.calls_ok, "call", "calls"),
+            count(r.targets_applied, "target", "targets")
         ),
         (Err(e @ ReconcileError::Incomplete { .. }), Some(r)) => format!(
-            "reconcile incomplete after {took}: {}; {} of {} calls succeeded, {} targets recorded; {e}{retry}",
+            "reconcile incomplete after {took}: {}; {} of {} calls succeeded, {} recorded; {e}{retry}",
             plan_part.unwrap_or_default(),
             r.calls_ok,
             r.calls_ok + r.calls_failed + r.calls_not_sent,
-            r.targets_applied
+            count(r.targets_applied, "target", "targets")
         ),
         (Err(e), _) => format!("reconcile failed after {took}: {e}{retry}"),
     }
+}
+
+/// `1 call`, `2 calls`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Logs the summary line at a level that fits the outcome, with its figures as fields.
