@@ -710,3 +710,41 @@ async fn an_idle_daemon_is_small_and_uses_no_cpu() {
         after - before
     );
 }
+
+#[test]
+fn the_deployment_examples_run_valid_watch_command_lines() {
+    use clap::Parser as _;
+    use feedbuttons::cli::{Cli, Command as Cmd};
+    let read = |name: &str| {
+        std::fs::read_to_string(crate::util::root().join("examples/deploy").join(name))
+            .expect("read the example")
+    };
+    let unit = read("feedbuttons-watch.service");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let mut unit_args = vec!["feedbuttons"];
+    unit_args.extend(exec.split_whitespace().skip(1));
+    let manifest = read("kubernetes.yaml");
+    let args_line = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("args: [\"watch\""))
+        .expect("the watch container's args");
+    let k8s: Vec<String> =
+        serde_json::from_str(&format!("[\"watch\"{args_line}")).expect("a JSON list");
+    let mut k8s_args = vec!["feedbuttons"];
+    k8s_args.extend(k8s.iter().map(String::as_str));
+    for args in [unit_args, k8s_args] {
+        let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let Cmd::Watch(w) = cli.command else {
+            panic!("{args:?} is not a watch command")
+        };
+        assert!(w.listen.ends_with(":9464"), "{args:?}");
+    }
+    assert!(unit.contains("FEEDBUTTONS_STATE=/var/lib/feedbuttons/"));
+    assert!(manifest.contains("--state\", \"/var/lib/feedbuttons/state.json"));
+    for probe in ["path: /healthz", "path: /readyz"] {
+        assert!(manifest.contains(probe), "{probe}");
+    }
+}
