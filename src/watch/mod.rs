@@ -366,6 +366,26 @@ struct Timing {
     debounce: Duration,
 }
 
+impl Timing {
+    /// When changes seen from `first` to `last` are reconciled: once the directory was quiet
+    /// for the debounce, or [`MAX_DEBOUNCE_WAIT`] after the first at the latest.
+    fn debounced(&self, (first, last): (Instant, Instant)) -> Instant {
+        (last + self.debounce).min(first + MAX_DEBOUNCE_WAIT.max(self.debounce))
+    }
+}
+
+/// Moves the watches to where `dir` resolves now, and says so when that changed.
+fn follow(watcher: &mut DirWatcher, dir: &std::path::Path) {
+    if watcher.refresh() {
+        tracing::info!(
+            dir = %dir.display(),
+            "following {} to {}",
+            dir.display(),
+            events::config_root(dir).display()
+        );
+    }
+}
+
 /// The one loop: waits for a change, the interval, a requeue or a resync call, and runs them
 /// one at a time. Returns the controller when asked to stop.
 async fn control_loop(
@@ -385,9 +405,7 @@ async fn control_loop(
         if *stop.borrow() {
             break;
         }
-        let debounce_at = dirty.map(|(first, last)| {
-            (last + timing.debounce).min(first + MAX_DEBOUNCE_WAIT.max(timing.debounce))
-        });
+        let debounce_at = dirty.map(|d| timing.debounced(d));
         let mut wake = next_reconcile;
         if let Some(d) = debounce_at {
             wake = wake.min(d);
@@ -410,19 +428,18 @@ async fn control_loop(
                 }
                 if link {
                     // Follow the swap now, so that edits in the new revision are seen too.
-                    watcher.refresh();
+                    follow(&mut watcher, &ctl.dir);
                 }
                 dirty = Some((dirty.map_or(now, |(first, _)| first), now));
-                continue;
+                // No `continue`: under a steady stream of changes, the longest debounce wait
+                // below still comes due.
             }
             () = tokio::time::sleep_until(wake) => {}
         }
         let now = Instant::now();
-        if next_reconcile <= now || debounce_at.is_some_and(|d| d <= now) {
+        if next_reconcile <= now || dirty.is_some_and(|d| timing.debounced(d) <= now) {
             dirty = None;
-            if watcher.refresh() {
-                tracing::info!(dir = %ctl.dir.display(), "the config directory now resolves to {}", events::config_root(&ctl.dir).display());
-            }
+            follow(&mut watcher, &ctl.dir);
             let Some((action, recorded)) =
                 within_grace(&stop, ctl.run_reconcile(&mut backoff)).await
             else {
