@@ -801,6 +801,12 @@ fn summary_line(
             r.calls_ok + r.calls_failed + r.calls_not_sent,
             count(r.targets_applied, "target", "targets")
         ),
+        (
+            Err(e @ (ReconcileError::InvalidConfig { .. } | ReconcileError::MassRemoval { .. })),
+            _,
+        ) => {
+            format!("reconcile held back after {took}: {e}")
+        }
         (Err(e), _) => format!("reconcile failed after {took}: {e}{retry}"),
     }
 }
