@@ -740,6 +740,9 @@ impl Controller {
     async fn resync_step(&mut self, resync: &mut Resync) {
         let now = Instant::now();
         let Some(writer) = self.lock.as_mut() else {
+            // The state is taken again by the next reconcile; until then there is nothing to
+            // read the applied targets from.
+            resync.postpone(now + Duration::from_secs(1));
             return;
         };
         let Some(request) = resync.next_request(writer.state(), now, &self.health) else {

@@ -141,6 +141,14 @@ impl Resync {
         }
     }
 
+    /// Holds the schedule back until `until` (the state cannot be read now).
+    pub fn postpone(&mut self, until: Instant) {
+        match &mut self.pass {
+            Some(p) => p.next_call = p.next_call.max(until),
+            None => self.next_pass = self.next_pass.map(|t| t.max(until)),
+        }
+    }
+
     /// Counts a call's answer; a chat without the bot is skipped, a fatal error ends the pass.
     pub fn answered(
         &mut self,
