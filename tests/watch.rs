@@ -83,7 +83,17 @@ struct Daemon {
 impl Daemon {
     /// Starts `feedbuttons watch DIR ARGS...` against `emu` and waits for its address.
     fn start(emu: &RunningEmulator, dir: &Path, args: &[&str]) -> Daemon {
-        let mut d = Daemon::spawn(emu, dir, args);
+        Daemon::start_with(emu, dir, args, &[])
+    }
+
+    /// [`Daemon::start`] with more environment variables.
+    fn start_with(
+        emu: &RunningEmulator,
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let mut d = Daemon::spawn_with(emu, dir, args, env);
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(addr) = d.find_line(|l| {
@@ -105,6 +115,15 @@ impl Daemon {
 
     /// Starts it without waiting for anything.
     fn spawn(emu: &RunningEmulator, dir: &Path, args: &[&str]) -> Daemon {
+        Daemon::spawn_with(emu, dir, args, &[])
+    }
+
+    fn spawn_with(
+        emu: &RunningEmulator,
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut child = Command::new(bin())
             .arg("watch")
             .arg(dir)
@@ -117,6 +136,7 @@ impl Daemon {
             .env_remove("FEEDBUTTONS_STATE")
             .env_remove("FEEDBUTTONS_LOG")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -498,7 +518,13 @@ async fn deleting_every_file_applies_nothing_and_metrics_show_it() {
 async fn with_allow_mass_removal_an_emptied_config_clears_the_buttons() {
     let emu = emulator(Duration::ZERO).await;
     let dir = Dir::new().file("a.yaml", &config(&[("oc_gone", "Soon gone")]));
-    let d = Daemon::start(&emu, dir.path(), &["--allow-mass-removal"]);
+    // At the most talkative level too, the secret never shows.
+    let d = Daemon::start_with(
+        &emu,
+        dir.path(),
+        &["--allow-mass-removal"],
+        &[("FEEDBUTTONS_LOG", "trace")],
+    );
     d.eventually("applied", || async {
         chat_text(&emu, "oc_gone").await.map(drop)
     })
@@ -512,6 +538,9 @@ async fn with_allow_mass_removal_an_emptied_config_clears_the_buttons() {
         (d.metric("feedbuttons_targets_managed").await == Some(0.0)).then_some(())
     })
     .await;
+    let log = d.log();
+    assert!(log.contains("TRACE"), "trace logs are on");
+    assert!(!log.contains(BUILTIN_APP_SECRET), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
