@@ -130,6 +130,10 @@ pub async fn apply(
             stopping = true;
             report.interrupted = true;
         }
+        if stopping {
+            // Calls still waiting for a slot or a retry end unsent; those on the wire finish.
+            client.stop_sending();
+        }
         while !stopping && in_flight.len() < concurrency.max(1) {
             let Some(i) = ready.pop_front() else { break };
             let r = &requests[i];
@@ -199,6 +203,7 @@ pub async fn apply(
                     report.targets_applied += records.len();
                 }
             }
+            Err(CallError::Stopped) => report.calls_not_sent += 1,
             Err(e) => {
                 if matches!(e, CallError::BotNotInChat { .. })
                     && dead_chats.insert(r.body.chat_id.clone())
@@ -239,7 +244,7 @@ pub async fn apply(
             }
         }
     }
-    report.calls_not_sent = ready.len() + held.values().map(Vec::len).sum::<usize>();
+    report.calls_not_sent += ready.len() + held.values().map(Vec::len).sum::<usize>();
     progress.finish();
     report.failures.sort();
     report.bot_not_in.sort();

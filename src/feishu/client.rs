@@ -9,7 +9,7 @@
 use std::error::Error as _;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::Retryable;
@@ -124,6 +124,9 @@ pub enum CallError {
     /// Any other non-zero code ([`CODE_NOT_API_JSON`] when the answer had none).
     #[error("the API answered HTTP {status} with code {code}: {msg}")]
     Api { code: i64, msg: String, status: u16 },
+    /// The run is stopping ([`Client::stop_sending`]): this attempt was not sent.
+    #[error("not sent: the run was stopping")]
+    Stopped,
 }
 
 impl CallError {
@@ -143,7 +146,7 @@ impl CallError {
             | CallError::Api { code, .. } => Some(*code).filter(|c| *c != CODE_NOT_API_JSON),
             CallError::MissingScope { .. } => Some(CODE_MISSING_SCOPE),
             CallError::BotNotInChat { .. } => Some(CODE_BOT_NOT_IN_CHAT),
-            CallError::GaveUp { .. } => None,
+            CallError::GaveUp { .. } | CallError::Stopped => None,
         }
     }
 }
@@ -203,6 +206,8 @@ struct Inner {
     retry: RetryPolicy,
     tokens: TokenCache,
     counters: Counters,
+    /// Set by [`Client::stop_sending`]: no attempt starts after it.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl fmt::Debug for Client {
@@ -265,6 +270,7 @@ impl Client {
                 retry: config.retry,
                 tokens: TokenCache::default(),
                 counters: Counters::default(),
+                stop: tokio::sync::watch::Sender::new(false),
             }),
         })
     }
@@ -321,10 +327,21 @@ impl Client {
             user_id_type,
             bytes: &bytes,
             attempts: AtomicU32::new(0),
-            token_replaced: AtomicBool::new(false),
+        };
+        // A stop cuts a backoff short; the next attempt then ends as `Stopped` unsent.
+        let stop = inner.stop.subscribe();
+        let sleep = move |wait: Duration| {
+            let mut stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|stopped| *stopped) => {}
+                }
+            }
         };
         let result = (|| inner.try_chat_button(&call))
             .retry(inner.retry.backoff())
+            .sleep(sleep)
             .when(Failure::is_transient)
             .adjust(|f, next| inner.retry.wait(next, f.server_wait()))
             .notify(|f, wait| inner.note_retry("chat_button", f, wait))
@@ -337,6 +354,13 @@ impl Client {
             }),
             Err(f) => Err(f.into_error(attempts)),
         }
+    }
+
+    /// Stops every call of this client from sending another attempt (a signal arrived): calls
+    /// waiting for a rate-limit slot or a retry end with [`CallError::Stopped`]; requests already
+    /// on the wire are answered as usual.
+    pub fn stop_sending(&self) {
+        self.inner.stop.send_replace(true);
     }
 
     /// Counters for the summary: HTTP attempts, 429s seen, retries, token fetches.
@@ -359,9 +383,6 @@ struct Call<'a> {
     user_id_type: UserIdType,
     bytes: &'a [u8],
     attempts: AtomicU32,
-    /// A refused token is replaced once per call, not once per attempt: a second refusal
-    /// is not a stale cache.
-    token_replaced: AtomicBool,
 }
 
 /// Why one attempt failed.
@@ -482,13 +503,12 @@ impl Inner {
 
     async fn try_chat_button(&self, call: &Call<'_>) -> Result<Vec<FailedUserReason>, Failure> {
         call.attempts.fetch_add(1, Ordering::Relaxed);
-        let token = self.token().await?;
+        let mut token = self.token().await?;
         let mut verdict = self.send_chat_button(call, &token).await;
-        if let Verdict::TokenRefused { code, .. } = &verdict
-            && !call.token_replaced.swap(true, Ordering::Relaxed)
-        {
+        if let Verdict::TokenRefused { code, .. } = &verdict {
             // Bots stay broken for hours when a refused token is kept in the cache: drop it,
-            // fetch another, and try once more.
+            // fetch another, and try once more. Once per attempt, so that a later attempt (after
+            // a 5xx) may replace a token that expired since.
             debug!(
                 code,
                 "token refused: fetching a new one and trying once more"
@@ -496,13 +516,22 @@ impl Inner {
             bump(&self.counters.tokens_refused);
             self.tokens.evict(&token).await;
             call.attempts.fetch_add(1, Ordering::Relaxed);
-            let token = self.token().await?;
+            token = self.token().await?;
             verdict = self.send_chat_button(call, &token).await;
         }
         match verdict {
             Verdict::Applied(failed_users) => Ok(failed_users),
+            // A token refused right after it was fetched is no stale cache (clock skew, tokens
+            // revoked as they are issued): drop it too and leave the rest to the backoff policy,
+            // so that the call neither loops nor fails at the first hiccup.
             Verdict::TokenRefused { code, msg, status } => {
-                Err(Failure::Final(CallError::Api { code, msg, status }))
+                bump(&self.counters.tokens_refused);
+                self.tokens.evict(&token).await;
+                Err(Failure::Transient {
+                    why: format!(
+                        "a freshly fetched token was refused too (HTTP {status}, code {code}: {msg})"
+                    ),
+                })
             }
             Verdict::Failed(f) => Err(f),
         }
@@ -510,7 +539,14 @@ impl Inner {
 
     /// One HTTP attempt: a rate-limit slot, then the request.
     async fn send_chat_button(&self, call: &Call<'_>, token: &Token) -> Verdict {
-        self.limiter.acquire().await;
+        let mut stop = self.stop.subscribe();
+        tokio::select! {
+            () = self.limiter.acquire() => {}
+            _ = stop.wait_for(|stopped| *stopped) => {}
+        }
+        if *stop.borrow() {
+            return Verdict::Failed(Failure::Final(CallError::Stopped));
+        }
         bump(&self.counters.http_attempts);
         let started = Instant::now();
         let sent = self
