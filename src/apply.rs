@@ -37,6 +37,9 @@ pub struct ApplyReport {
     pub failures: Vec<Failure>,
     /// Chats that answered "the bot is not in the chat".
     pub bot_not_in: Vec<String>,
+    /// Chats whose whole-chat call applied but whose other calls did not all apply: the
+    /// whole-chat change is not recorded, so the next apply sends it (and the users' lists) again.
+    pub deferred_chats: Vec<String>,
     /// Why the run stopped early, if it did: a fatal API error.
     pub fatal: Option<String>,
     /// The run was asked to stop (SIGINT/SIGTERM).
@@ -101,20 +104,35 @@ pub async fn apply(
     let total = requests.len();
     let mut report = ApplyReport::default();
 
-    // A chat with a whole-chat call holds its other calls until that one is answered.
+    // A chat's calls go in phases (`phase`): its whole-chat call, then its clearing calls, then
+    // the rest; a phase starts when the chat's previous one has been answered.
     let mut ready: VecDeque<usize> = VecDeque::new();
-    let mut held: HashMap<&str, Vec<usize>> = HashMap::new();
-    let mut gated: HashSet<&str> = HashSet::new();
+    let mut held: HashMap<&str, VecDeque<usize>> = HashMap::new();
+    let mut running_phase: HashMap<&str, (u8, usize)> = HashMap::new();
     for (i, r) in requests.iter().enumerate() {
         let chat = r.body.chat_id.as_str();
-        if r.body.user_ids.is_none() {
-            gated.insert(chat);
-            ready.push_back(i);
-        } else if gated.contains(chat) {
-            held.entry(chat).or_default().push(i);
-        } else {
-            ready.push_back(i);
+        let p = phase(r);
+        match running_phase.get_mut(chat) {
+            None => {
+                running_phase.insert(chat, (p, 1));
+                ready.push_back(i);
+            }
+            Some((current, n))
+                if *current == p && held.get(chat).is_none_or(VecDeque::is_empty) =>
+            {
+                *n += 1;
+                ready.push_back(i);
+            }
+            Some(_) => held.entry(chat).or_default().push_back(i),
         }
+    }
+    // A whole-chat change is recorded only once every later call of its chat has applied: until
+    // then the next plan must still see it, so that it sends the chat's users' lists again.
+    let mut deferred: HashMap<&str, Vec<Record>> = HashMap::new();
+    let mut chat_incomplete: HashSet<&str> = HashSet::new();
+    let mut calls_left: HashMap<&str, usize> = HashMap::new();
+    for r in requests {
+        *calls_left.entry(r.body.chat_id.as_str()).or_default() += 1;
     }
 
     let mut dead_chats: HashSet<String> = HashSet::new();
@@ -138,9 +156,21 @@ pub async fn apply(
             let Some(i) = ready.pop_front() else { break };
             let r = &requests[i];
             if dead_chats.contains(&r.body.chat_id) {
+                let chat = r.body.chat_id.as_str();
                 skip(&mut report, r, "the bot is not in this chat");
                 done += 1;
                 progress.call_done(done, total);
+                chat_incomplete.insert(chat);
+                finish_call(
+                    chat,
+                    &mut calls_left,
+                    &mut deferred,
+                    &chat_incomplete,
+                    lock,
+                    &mut report,
+                    &mut stopping,
+                );
+                release_next_phase(chat, requests, &mut running_phase, &mut held, &mut ready);
                 continue;
             }
             let client = client.clone();
@@ -169,8 +199,10 @@ pub async fn apply(
             }
         };
         let r = &requests[i];
+        let chat = r.body.chat_id.as_str();
         done += 1;
         progress.call_done(done, total);
+        let mut complete = false;
         match result {
             Ok(outcome) => {
                 gave_up_in_a_row = 0;
@@ -196,11 +228,12 @@ pub async fn apply(
                     }
                     records.push(record_for(target, action, r));
                 }
-                if let Err(e) = lock.record(&records) {
-                    report.state_error = Some(e.to_string());
+                complete = records.len() == r.changes.len();
+                if r.body.user_ids.is_none() {
+                    deferred.insert(chat, records);
+                } else if let Err(e) = record(lock, &records, &mut report) {
+                    report.state_error = Some(e);
                     stopping = true;
-                } else {
-                    report.targets_applied += records.len();
                 }
             }
             Err(CallError::Stopped) => report.calls_not_sent += 1,
@@ -235,21 +268,107 @@ pub async fn apply(
                 }
             }
         }
-        if r.body.user_ids.is_none()
-            && let Some(rest) = held.remove(r.body.chat_id.as_str())
-        {
-            // Keep plan order: the chat's calls go next.
-            for &j in rest.iter().rev() {
-                ready.push_front(j);
-            }
+        if !complete {
+            chat_incomplete.insert(chat);
         }
+        finish_call(
+            chat,
+            &mut calls_left,
+            &mut deferred,
+            &chat_incomplete,
+            lock,
+            &mut report,
+            &mut stopping,
+        );
+        release_next_phase(chat, requests, &mut running_phase, &mut held, &mut ready);
     }
-    report.calls_not_sent += ready.len() + held.values().map(Vec::len).sum::<usize>();
+    report.calls_not_sent += ready.len() + held.values().map(VecDeque::len).sum::<usize>();
+    report.deferred_chats = deferred.keys().map(|c| (*c).to_owned()).collect();
+    report.deferred_chats.sort();
     progress.finish();
     report.failures.sort();
     report.bot_not_in.sort();
     report.elapsed = started.elapsed();
     report
+}
+
+/// A chat's phase for a call: 0 its whole-chat call, 1 a clearing call, 2 any other call.
+fn phase(r: &RequestDoc) -> u8 {
+    match (&r.body.user_ids, r.body.buttons.buttons.is_empty()) {
+        (None, _) => 0,
+        (Some(_), true) => 1,
+        (Some(_), false) => 2,
+    }
+}
+
+/// Records one call's successes; counts them, or says why the state refused them.
+fn record(
+    lock: &mut dyn StateLock,
+    records: &[Record],
+    report: &mut ApplyReport,
+) -> Result<(), String> {
+    lock.record(records).map_err(|e| e.to_string())?;
+    report.targets_applied += records.len();
+    Ok(())
+}
+
+/// One more call of `chat` is over: once they all are, and every one applied in full, the
+/// chat's deferred whole-chat record is written.
+fn finish_call<'a>(
+    chat: &'a str,
+    calls_left: &mut HashMap<&'a str, usize>,
+    deferred: &mut HashMap<&'a str, Vec<Record>>,
+    incomplete: &HashSet<&'a str>,
+    lock: &mut dyn StateLock,
+    report: &mut ApplyReport,
+    stopping: &mut bool,
+) {
+    let left = calls_left.entry(chat).or_default();
+    *left = left.saturating_sub(1);
+    if *left > 0 || incomplete.contains(chat) {
+        return;
+    }
+    if let Some(records) = deferred.remove(chat)
+        && let Err(e) = record(lock, &records, report)
+    {
+        report.state_error = Some(e);
+        *stopping = true;
+    }
+}
+
+/// One call of `chat` was answered: when it was the last of its phase, the chat's next phase
+/// goes to the front of the queue (in plan order).
+fn release_next_phase<'a>(
+    chat: &'a str,
+    requests: &[RequestDoc],
+    running: &mut HashMap<&'a str, (u8, usize)>,
+    held: &mut HashMap<&'a str, VecDeque<usize>>,
+    ready: &mut VecDeque<usize>,
+) {
+    let Some((_, in_phase)) = running.get_mut(chat) else {
+        return;
+    };
+    *in_phase = in_phase.saturating_sub(1);
+    if *in_phase > 0 {
+        return;
+    }
+    let Some(queue) = held.get_mut(chat) else {
+        return;
+    };
+    let Some(&first) = queue.front() else { return };
+    let next = phase(&requests[first]);
+    let mut released = Vec::new();
+    while let Some(&j) = queue.front() {
+        if phase(&requests[j]) != next {
+            break;
+        }
+        released.push(j);
+        queue.pop_front();
+    }
+    running.insert(chat, (next, released.len()));
+    for &j in released.iter().rev() {
+        ready.push_front(j);
+    }
 }
 
 /// The state record for one applied target of a successful call.
@@ -316,6 +435,13 @@ pub fn summary(report: &ApplyReport, total_calls: usize) -> String {
             };
             let _ = writeln!(s, "  {chat}: {}{more}: {reason}", shown.join(", "));
         }
+    }
+    if !report.deferred_chats.is_empty() {
+        let _ = writeln!(
+            s,
+            "The whole-chat buttons of {} were sent, but are recorded only once every call of the chat applies: the next apply sends them, and the chat's users' lists, again.",
+            report.deferred_chats.join(", ")
+        );
     }
     if report.calls_not_sent > 0 {
         let _ = writeln!(

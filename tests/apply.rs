@@ -965,7 +965,20 @@ async fn sigterm_stops_apply_after_recording_the_calls_in_flight() {
         }
     }
     let state: BTreeSet<Target> = recorded(dir.path()).into_keys().collect();
-    assert_eq!(state, applied, "the state records exactly what was applied");
+    // Everything recorded was applied; everything applied is recorded, except a whole-chat list
+    // whose chat's other calls were cut short: that one is recorded once they all apply.
+    assert!(
+        state.is_subset(&applied),
+        "recorded but not applied: {:?}",
+        state.difference(&applied).collect::<Vec<_>>()
+    );
+    let unrecorded: Vec<&Target> = applied.difference(&state).collect();
+    assert!(
+        unrecorded
+            .iter()
+            .all(|t| t.audience == feedbuttons::target::Audience::Everyone),
+        "applied but not recorded: {unrecorded:?}"
+    );
     assert_recorded_present(&admin, dir.path()).await;
 
     apply(&emu, dir.path(), &[]).await.assert_code(0);

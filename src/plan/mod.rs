@@ -233,7 +233,8 @@ type Pair<'a> = (
     Option<&'a ButtonList>,
 );
 
-/// Plans one chat: the whole-chat call first, then per-user calls grouped by id type and list.
+/// Plans one chat: the whole-chat call first, then per-user calls grouped by id type and list,
+/// clearing calls before the others.
 fn plan_chat<'a>(
     chat_id: &str,
     entries: &[Pair<'a>],
@@ -340,6 +341,9 @@ fn plan_chat<'a>(
         };
         groups[g].2.push(change);
     }
+    // Clearing calls go before setting ones: when a chat's users move to another id type, the
+    // old ids' clears reach the same people as the new ids' lists, and must land first.
+    groups.sort_by_key(|(_, list, _)| !list.is_empty());
     for (id_type, list, changes) in groups {
         let mut changes = changes.into_iter();
         loop {
