@@ -83,8 +83,8 @@ pub struct PlanArgs {
     pub state: Option<PathBuf>,
     /// Compare with another config directory (say, the base branch's) instead of the state:
     /// what would change if this config were applied on top of that one. Needs no state and no
-    /// credentials.
-    #[arg(long, value_name = "BASE_DIR", conflicts_with_all = ["state", "out"])]
+    /// credentials (a state given by --state or FEEDBUTTONS_STATE is not read).
+    #[arg(long, value_name = "BASE_DIR", conflicts_with = "out")]
     pub base: Option<PathBuf>,
     /// How to print the plan.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
@@ -101,6 +101,10 @@ pub struct PlanArgs {
     /// Calls per second the time estimate assumes.
     #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::api::RATE_LIMIT_PER_SECOND)]
     pub rate_limit: u32,
+    /// The API base URL the state must have been applied with (checked when FEISHU_APP_ID is
+    /// set; without it only the app id is compared).
+    #[arg(long, env = "FEISHU_BASE_URL", value_name = "URL")]
+    pub base_url: Option<String>,
 }
 
 /// Where the API is and how fast it may be called (apply, watch).
@@ -192,7 +196,19 @@ pub enum ValidateFormat {
 
 /// Parses the process arguments, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error is an error (exit 1), never 2: `plan --detailed-exitcode` means "changes" by 2.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => 1,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     // The daemon's one summary line per reconcile is at info; other commands stay quiet.
     match &cli.command {
         Command::Watch(args) => init_logging(
@@ -391,10 +407,15 @@ fn plan(args: &PlanArgs) -> u8 {
             if let Ok(app_id) = std::env::var("FEISHU_APP_ID")
                 && !app_id.is_empty()
             {
-                let base_url = std::env::var("FEISHU_BASE_URL")
-                    .ok()
-                    .filter(|u| !u.is_empty())
-                    .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+                // Without a base URL given, the app id alone is compared: a state applied with
+                // `--base-url` is still the same app's.
+                let base_url = match args.base_url.as_deref().filter(|u| !u.is_empty()) {
+                    Some(u) => u.to_owned(),
+                    None => applied
+                        .binding
+                        .as_ref()
+                        .map_or_else(|| DEFAULT_BASE_URL.to_owned(), |b| b.base_url.clone()),
+                };
                 if let Err(e) = applied.check_binding(&state::Binding::new(base_url, app_id)) {
                     eprintln!("error: {e}");
                     return 1;

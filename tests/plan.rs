@@ -488,3 +488,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_usage_error_exits_1_never_the_changes_code_2() {
+    let out = util::run(
+        &util::root(),
+        &[
+            "plan",
+            "examples/teams",
+            "--detailed-exitcode",
+            "--formt",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", util::stderr(&out));
+    assert!(util::stderr(&out).contains("unexpected argument '--formt'"));
+    let help = util::run(&util::root(), &["plan", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+}
+
+#[test]
+fn base_ignores_a_state_set_in_the_environment() {
+    let out = std::process::Command::new(util::bin())
+        .args([
+            "plan",
+            "examples/teams",
+            "--base",
+            "examples/teams",
+            "--detailed-exitcode",
+        ])
+        .current_dir(util::root())
+        .env("FEEDBUTTONS_STATE", "/nonexistent/state.json")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
+}

@@ -114,3 +114,48 @@ fn a_plan_with_another_apps_credentials_refuses_the_state() {
     let out = util::run(p, &["plan"]);
     assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
 }
+
+#[test]
+fn a_state_applied_with_another_base_url_is_the_same_apps_unless_a_base_url_is_given() {
+    let dir = Dir::new().file("buttons.yaml", CONFIG);
+    let p = dir.path();
+    {
+        let store = feedbuttons::state::open(&p.join(".feedbuttons/state.json")).expect("open");
+        let mut lock = store.lock("test").expect("lock");
+        lock.bind(&feedbuttons::state::Binding::new(
+            "https://open.larksuite.com",
+            "cli_one",
+        ))
+        .expect("bind");
+    }
+    let plan = |extra: &[&str]| {
+        std::process::Command::new(util::bin())
+            .arg("plan")
+            .args(extra)
+            .current_dir(p)
+            .env("FEISHU_APP_ID", "cli_one")
+            .env_remove("FEISHU_BASE_URL")
+            .env_remove("FEEDBUTTONS_STATE")
+            .output()
+            .expect("run")
+    };
+    assert_eq!(
+        plan(&[]).status.code(),
+        Some(0),
+        "the app id matches: {}",
+        util::stderr(&plan(&[]))
+    );
+    assert_eq!(
+        plan(&["--base-url", "https://open.larksuite.com"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let other = plan(&["--base-url", "https://open.feishu.cn"]);
+    assert_eq!(other.status.code(), Some(1));
+    assert!(
+        util::stderr(&other).contains("refusing to mix them"),
+        "{}",
+        util::stderr(&other)
+    );
+}

@@ -17,6 +17,7 @@ const CODES: &[&str] = &[
     "duplicate-user-set",
     "everyone-with-users",
     "file-not-utf8",
+    "file-unreadable",
     "invalid-chat-id",
     "invalid-user-id",
     "missing-field",

@@ -80,9 +80,17 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
                 }
             },
             Err(e) => {
+                let dangling =
+                    std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink());
+                let help = if dangling {
+                    "it is a symbolic link whose target is missing: restore the target or remove the link"
+                } else {
+                    "make the file readable, or remove it from the config directory"
+                };
                 report.push(
                     Diagnostic::error("file-unreadable", format!("cannot read the file: {e}"))
-                        .label(sources.files.len(), Pos::START, ""),
+                        .label(sources.files.len(), Pos::START, "")
+                        .help(help),
                 );
                 None
             }
@@ -173,20 +181,21 @@ fn collect_files(
     }
     names.sort();
     for name in names {
-        let Some(s) = name.to_str() else { continue };
+        let s = name.to_string_lossy();
         if s.starts_with('.') {
             continue;
         }
+        let is_config = s.ends_with(".yaml") || s.ends_with(".yml");
         let child = rel.join(&name);
-        let meta = match std::fs::metadata(root.join(&child)) {
-            Ok(m) => m,
-            // A dangling symbolic link: nothing to read.
-            Err(_) => continue,
-        };
-        if meta.is_dir() {
-            collect_files(root, &child, out, seen_dirs)?;
-        } else if meta.is_file() && (s.ends_with(".yaml") || s.ends_with(".yml")) {
-            out.push(child);
+        match std::fs::metadata(root.join(&child)) {
+            Ok(meta) if meta.is_dir() => collect_files(root, &child, out, seen_dirs)?,
+            Ok(meta) if meta.is_file() && is_config => out.push(child),
+            Ok(_) => {}
+            // A config file that cannot be looked at (a dangling link, no permission) is kept,
+            // so that reading it reports the error: skipping it would drop its targets, and
+            // the next plan would remove them.
+            Err(_) if is_config => out.push(child),
+            Err(_) => {}
         }
     }
     Ok(())

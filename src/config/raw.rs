@@ -553,12 +553,28 @@ impl Decoder<'_> {
     }
 }
 
-/// The allowed name closest to `given`, when it is close enough to be a likely typo.
+/// The allowed name closest to `given`, when it is close enough to be a likely typo. Ties go to
+/// the first name in sorted order, so the same config always gets the same suggestion.
 pub fn suggest<'a>(given: &str, allowed: &[&'a str]) -> Option<&'a str> {
     allowed
         .iter()
         .map(|a| (strsim::jaro_winkler(given, a), *a))
         .filter(|(score, _)| *score >= 0.8)
-        .max_by(|x, y| x.0.total_cmp(&y.0))
+        .max_by(|x, y| x.0.total_cmp(&y.0).then_with(|| y.1.cmp(x.1)))
         .map(|(_, a)| a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::suggest;
+
+    #[test]
+    fn a_tie_is_broken_by_name_whatever_the_order() {
+        let names = ["runbook4", "runbook2", "runbook1"];
+        for perm in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]] {
+            let shuffled: Vec<&str> = perm.iter().map(|&i| names[i]).collect();
+            assert_eq!(suggest("runbook3", &shuffled), Some("runbook1"));
+        }
+        assert_eq!(suggest("zzz", &names), None);
+    }
 }

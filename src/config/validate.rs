@@ -26,13 +26,17 @@ pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredStat
     for (file, raw) in files {
         for chat in &raw.chats {
             let Some(id) = &chat.chat_id else { continue };
-            if !id.value.starts_with("oc_") || id.value.len() <= 3 {
+            if !id.value.starts_with("oc_") || id.value.len() <= 3 || has_blank(&id.value) {
                 v.report.push(
                     Diagnostic::error(
                         "invalid-chat-id",
                         format!("`{}` is not a chat id", id.value),
                     )
-                    .label(*file, id.pos, "chat ids start with `oc_`")
+                    .label(
+                        *file,
+                        id.pos,
+                        "chat ids start with `oc_` and have no spaces",
+                    )
                     .help("copy the chat id (oc_...) from the chat's settings or the API"),
                 );
                 continue;
@@ -341,12 +345,8 @@ impl Validator<'_> {
         bad: &mut HashSet<(UserIdType, &'a str)>,
     ) -> bool {
         let ok = match id_type.prefix() {
-            Some(prefix) => {
-                id.len() > prefix.len()
-                    && id.starts_with(prefix)
-                    && !id.contains(char::is_whitespace)
-            }
-            None => !id.is_empty() && !id.contains(char::is_whitespace),
+            Some(prefix) => id.len() > prefix.len() && id.starts_with(prefix) && !has_blank(id),
+            None => !id.is_empty() && !has_blank(id),
         };
         if ok {
             return true;
@@ -542,6 +542,16 @@ impl Validator<'_> {
     }
 
     fn check_url(&mut self, file: FileId, u: &At<String>) -> bool {
+        // The URL is sent as written, so it must not lean on the parser's cleaning: a space or a
+        // control character would reach the API (and the user's client) as it is.
+        if has_blank(&u.value) {
+            self.report.push(
+                Diagnostic::error("url-invalid", "the URL has spaces or control characters")
+                    .label(file, u.pos, "not a URL as written")
+                    .help("remove surrounding spaces; write a space inside a URL as %20"),
+            );
+            return false;
+        }
         let n = u.value.chars().count();
         if n > api::MAX_URL_CHARS {
             self.report.push(
@@ -594,6 +604,11 @@ impl Validator<'_> {
             Ok(_) => true,
         }
     }
+}
+
+/// Whether an id or a URL holds whitespace or a control character.
+fn has_blank(s: &str) -> bool {
+    s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// `a`, `b`, `c` and N more.

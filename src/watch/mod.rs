@@ -95,8 +95,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// The longest duration a flag takes: a year. Longer ones would overflow the clock arithmetic
+/// (an `Instant` plus the duration) and mean "never" anyway.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 200ms, 30s, 5m, 1h)"))
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 200ms, 30s, 5m, 1h)"))?;
+    if d > MAX_DURATION {
+        return Err("must be at most a year (365d)".to_owned());
+    }
+    Ok(d)
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {
@@ -870,6 +879,24 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod duration_tests {
+    #[test]
+    fn durations_are_parsed_and_bounded() {
+        assert_eq!(
+            super::duration("200ms"),
+            Ok(std::time::Duration::from_millis(200))
+        );
+        assert!(super::positive_duration("0s").is_err());
+        assert!(
+            super::duration("500000000000years").is_err(),
+            "no overflow later"
+        );
+        assert!(super::duration("366d").is_err());
+        assert!(super::duration("365d").is_ok());
+    }
 }
 
 #[cfg(test)]
