@@ -104,36 +104,7 @@ pub async fn apply(
     let total = requests.len();
     let mut report = ApplyReport::default();
 
-    // A chat's calls go in phases (`phase`): its whole-chat call, then its clearing calls, then
-    // the rest; a phase starts when the chat's previous one has been answered.
-    let mut ready: VecDeque<usize> = VecDeque::new();
-    let mut held: HashMap<&str, VecDeque<usize>> = HashMap::new();
-    let mut running_phase: HashMap<&str, (u8, usize)> = HashMap::new();
-    for (i, r) in requests.iter().enumerate() {
-        let chat = r.body.chat_id.as_str();
-        let p = phase(r);
-        match running_phase.get_mut(chat) {
-            None => {
-                running_phase.insert(chat, (p, 1));
-                ready.push_back(i);
-            }
-            Some((current, n))
-                if *current == p && held.get(chat).is_none_or(VecDeque::is_empty) =>
-            {
-                *n += 1;
-                ready.push_back(i);
-            }
-            Some(_) => held.entry(chat).or_default().push_back(i),
-        }
-    }
-    // A whole-chat change is recorded only once every later call of its chat has applied: until
-    // then the next plan must still see it, so that it sends the chat's users' lists again.
-    let mut deferred: HashMap<&str, Vec<Record>> = HashMap::new();
-    let mut chat_incomplete: HashSet<&str> = HashSet::new();
-    let mut calls_left: HashMap<&str, usize> = HashMap::new();
-    for r in requests {
-        *calls_left.entry(r.body.chat_id.as_str()).or_default() += 1;
-    }
+    let mut schedule = Schedule::new(requests);
 
     let mut dead_chats: HashSet<String> = HashSet::new();
     // Calls in a row that exhausted their retries: the API looks down, so stop rather than make
@@ -153,24 +124,15 @@ pub async fn apply(
             client.stop_sending();
         }
         while !stopping && in_flight.len() < concurrency.max(1) {
-            let Some(i) = ready.pop_front() else { break };
+            let Some(i) = schedule.next() else { break };
             let r = &requests[i];
             if dead_chats.contains(&r.body.chat_id) {
-                let chat = r.body.chat_id.as_str();
                 skip(&mut report, r, "the bot is not in this chat");
                 done += 1;
                 progress.call_done(done, total);
-                chat_incomplete.insert(chat);
-                finish_call(
-                    chat,
-                    &mut calls_left,
-                    &mut deferred,
-                    &chat_incomplete,
-                    lock,
-                    &mut report,
-                    &mut stopping,
-                );
-                release_next_phase(chat, requests, &mut running_phase, &mut held, &mut ready);
+                if let Some(records) = schedule.call_over(&r.body.chat_id, false) {
+                    record_or_stop(lock, &records, &mut report, &mut stopping);
+                }
                 continue;
             }
             let client = client.clone();
@@ -230,10 +192,9 @@ pub async fn apply(
                 }
                 complete = records.len() == r.changes.len();
                 if r.body.user_ids.is_none() {
-                    deferred.insert(chat, records);
-                } else if let Err(e) = record(lock, &records, &mut report) {
-                    report.state_error = Some(e);
-                    stopping = true;
+                    schedule.defer(chat, records);
+                } else {
+                    record_or_stop(lock, &records, &mut report, &mut stopping);
                 }
             }
             Err(CallError::Stopped) => report.calls_not_sent += 1,
@@ -268,23 +229,12 @@ pub async fn apply(
                 }
             }
         }
-        if !complete {
-            chat_incomplete.insert(chat);
+        if let Some(records) = schedule.call_over(chat, complete) {
+            record_or_stop(lock, &records, &mut report, &mut stopping);
         }
-        finish_call(
-            chat,
-            &mut calls_left,
-            &mut deferred,
-            &chat_incomplete,
-            lock,
-            &mut report,
-            &mut stopping,
-        );
-        release_next_phase(chat, requests, &mut running_phase, &mut held, &mut ready);
     }
-    report.calls_not_sent += ready.len() + held.values().map(VecDeque::len).sum::<usize>();
-    report.deferred_chats = deferred.keys().map(|c| (*c).to_owned()).collect();
-    report.deferred_chats.sort();
+    report.calls_not_sent += schedule.waiting();
+    report.deferred_chats = schedule.deferred_chats();
     progress.finish();
     report.failures.sort();
     report.bot_not_in.sort();
@@ -301,73 +251,138 @@ fn phase(r: &RequestDoc) -> u8 {
     }
 }
 
-/// Records one call's successes; counts them, or says why the state refused them.
-fn record(
+/// Records one call's successes and counts them; a state that refuses them stops the run.
+fn record_or_stop(
     lock: &mut dyn StateLock,
     records: &[Record],
     report: &mut ApplyReport,
-) -> Result<(), String> {
-    lock.record(records).map_err(|e| e.to_string())?;
-    report.targets_applied += records.len();
-    Ok(())
-}
-
-/// One more call of `chat` is over: once they all are, and every one applied in full, the
-/// chat's deferred whole-chat record is written.
-fn finish_call<'a>(
-    chat: &'a str,
-    calls_left: &mut HashMap<&'a str, usize>,
-    deferred: &mut HashMap<&'a str, Vec<Record>>,
-    incomplete: &HashSet<&'a str>,
-    lock: &mut dyn StateLock,
-    report: &mut ApplyReport,
     stopping: &mut bool,
 ) {
-    let left = calls_left.entry(chat).or_default();
-    *left = left.saturating_sub(1);
-    if *left > 0 || incomplete.contains(chat) {
-        return;
-    }
-    if let Some(records) = deferred.remove(chat)
-        && let Err(e) = record(lock, &records, report)
-    {
-        report.state_error = Some(e);
-        *stopping = true;
+    match lock.record(records) {
+        Ok(()) => report.targets_applied += records.len(),
+        Err(e) => {
+            report.state_error = Some(e.to_string());
+            *stopping = true;
+        }
     }
 }
 
-/// One call of `chat` was answered: when it was the last of its phase, the chat's next phase
-/// goes to the front of the queue (in plan order).
-fn release_next_phase<'a>(
-    chat: &'a str,
-    requests: &[RequestDoc],
-    running: &mut HashMap<&'a str, (u8, usize)>,
-    held: &mut HashMap<&'a str, VecDeque<usize>>,
-    ready: &mut VecDeque<usize>,
-) {
-    let Some((_, in_phase)) = running.get_mut(chat) else {
-        return;
-    };
-    *in_phase = in_phase.saturating_sub(1);
-    if *in_phase > 0 {
-        return;
-    }
-    let Some(queue) = held.get_mut(chat) else {
-        return;
-    };
-    let Some(&first) = queue.front() else { return };
-    let next = phase(&requests[first]);
-    let mut released = Vec::new();
-    while let Some(&j) = queue.front() {
-        if phase(&requests[j]) != next {
-            break;
+/// Which calls may go now, per chat: a chat's calls go in phases ([`phase`]), each starting when
+/// the chat's previous one has been answered. A whole-chat change is recorded only once every
+/// later call of its chat has applied in full: until then the next plan must still see it, so
+/// that it sends the chat's users' lists again.
+struct Schedule<'a> {
+    requests: &'a [RequestDoc],
+    ready: VecDeque<usize>,
+    /// Calls of a later phase, in plan order.
+    held: HashMap<&'a str, VecDeque<usize>>,
+    /// The phase a chat is in, and how many of its calls are not answered yet.
+    running: HashMap<&'a str, (u8, usize)>,
+    /// Calls of a chat not answered yet, all phases.
+    calls_left: HashMap<&'a str, usize>,
+    /// Whole-chat records waiting for their chat's other calls.
+    deferred: HashMap<&'a str, Vec<Record>>,
+    /// Chats with a call that did not apply in full.
+    incomplete: HashSet<&'a str>,
+}
+
+impl<'a> Schedule<'a> {
+    fn new(requests: &'a [RequestDoc]) -> Schedule<'a> {
+        let mut s = Schedule {
+            requests,
+            ready: VecDeque::new(),
+            held: HashMap::new(),
+            running: HashMap::new(),
+            calls_left: HashMap::new(),
+            deferred: HashMap::new(),
+            incomplete: HashSet::new(),
+        };
+        for (i, r) in requests.iter().enumerate() {
+            let chat = r.body.chat_id.as_str();
+            *s.calls_left.entry(chat).or_default() += 1;
+            let p = phase(r);
+            match s.running.get_mut(chat) {
+                None => {
+                    s.running.insert(chat, (p, 1));
+                    s.ready.push_back(i);
+                }
+                Some((current, n))
+                    if *current == p && s.held.get(chat).is_none_or(VecDeque::is_empty) =>
+                {
+                    *n += 1;
+                    s.ready.push_back(i);
+                }
+                Some(_) => s.held.entry(chat).or_default().push_back(i),
+            }
         }
-        released.push(j);
-        queue.pop_front();
+        s
     }
-    running.insert(chat, (next, released.len()));
-    for &j in released.iter().rev() {
-        ready.push_front(j);
+
+    /// The next call that may go.
+    fn next(&mut self) -> Option<usize> {
+        self.ready.pop_front()
+    }
+
+    /// Keeps a chat's whole-chat records until the chat's other calls are over.
+    fn defer(&mut self, chat: &'a str, records: Vec<Record>) {
+        self.deferred.insert(chat, records);
+    }
+
+    /// A call of `chat` was answered (or skipped); `complete` when all its targets applied.
+    /// Releases the chat's next phase when this was the last call of its phase, and returns the
+    /// chat's deferred whole-chat records once all its calls are over and all applied.
+    fn call_over(&mut self, chat: &str, complete: bool) -> Option<Vec<Record>> {
+        let (&chat, left) = self.calls_left.get_key_value(chat)?;
+        let left = left.saturating_sub(1);
+        self.calls_left.insert(chat, left);
+        if !complete {
+            self.incomplete.insert(chat);
+        }
+        self.release_next_phase(chat);
+        if left > 0 || self.incomplete.contains(chat) {
+            return None;
+        }
+        self.deferred.remove(chat)
+    }
+
+    fn release_next_phase(&mut self, chat: &'a str) {
+        let Some((_, in_phase)) = self.running.get_mut(chat) else {
+            return;
+        };
+        *in_phase = in_phase.saturating_sub(1);
+        if *in_phase > 0 {
+            return;
+        }
+        let Some(queue) = self.held.get_mut(chat) else {
+            return;
+        };
+        let Some(&first) = queue.front() else { return };
+        let next = phase(&self.requests[first]);
+        let mut released = Vec::new();
+        while let Some(&j) = queue.front() {
+            if phase(&self.requests[j]) != next {
+                break;
+            }
+            released.push(j);
+            queue.pop_front();
+        }
+        self.running.insert(chat, (next, released.len()));
+        // The chat's next calls go before other chats' calls, in plan order.
+        for &j in released.iter().rev() {
+            self.ready.push_front(j);
+        }
+    }
+
+    /// Calls that never got to go.
+    fn waiting(&self) -> usize {
+        self.ready.len() + self.held.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    /// Chats whose whole-chat change was applied but not recorded, sorted.
+    fn deferred_chats(&self) -> Vec<String> {
+        let mut chats: Vec<String> = self.deferred.keys().map(|c| (*c).to_owned()).collect();
+        chats.sort();
+        chats
     }
 }
 
