@@ -15,4 +15,5 @@ pub mod feishu;
 pub mod plan;
 pub mod state;
 pub mod target;
+pub mod time;
 pub mod watch;

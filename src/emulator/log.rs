@@ -2,7 +2,6 @@
 //! first, secrets and tokens never kept.
 
 use std::collections::VecDeque;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -58,13 +57,10 @@ impl RequestLog {
 
     /// Adds an entry, filling in `seq` and the time.
     pub fn push(&mut self, mut entry: LoggedRequest) {
-        let now = SystemTime::now();
         entry.seq = self.next_seq;
         self.next_seq += 1;
-        entry.unix_ms = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX));
-        entry.timestamp = rfc3339_millis(entry.unix_ms);
+        entry.unix_ms = crate::time::unix_millis_now();
+        entry.timestamp = crate::time::rfc3339_millis(entry.unix_ms);
         if self.capacity == 0 {
             self.dropped += 1;
             return;
@@ -121,48 +117,9 @@ pub fn redact(mut v: Value) -> Value {
     v
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch.
-fn rfc3339_millis(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        unix_ms % 1000
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm),
-/// so the log needs no date crate.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(
-            rfc3339_millis(1_724_931_991_000),
-            "2024-08-29T11:46:31.000Z"
-        );
-    }
 
     #[test]
     fn secrets_and_tokens_are_redacted() {
