@@ -249,29 +249,18 @@ fn markdown_never_exceeds_the_comment_limit() {
 
 #[test]
 fn the_same_inputs_give_the_same_plan_byte_for_byte() {
-    let dir = util::root().join("examples/teams");
-    let a = util::run(
-        &util::root(),
-        &[
+    let plan = || {
+        let args = [
             "plan",
-            dir.to_str().expect("utf-8"),
+            "examples/teams",
             "--format",
             "json",
             "--state",
             "/nonexistent/state.json",
-        ],
-    );
-    let b = util::run(
-        &util::root(),
-        &[
-            "plan",
-            dir.to_str().expect("utf-8"),
-            "--format",
-            "json",
-            "--state",
-            "/nonexistent/state.json",
-        ],
-    );
+        ];
+        util::run(&util::root(), &args)
+    };
+    let (a, b) = (plan(), plan());
     assert_eq!(a.status.code(), Some(0), "{}", util::stderr(&a));
     assert_eq!(a.stdout, b.stdout);
 }
