@@ -68,7 +68,7 @@ fn planned_calls(dir: &Path) -> Result<usize, String> {
     let desired = loaded
         .desired
         .ok_or_else(|| "the generated config is invalid".to_owned())?;
-    let nothing: BTreeMap<Target, ButtonList> = BTreeMap::new();
+    let nothing: BTreeMap<Target, std::sync::Arc<ButtonList>> = BTreeMap::new();
     let plan = feedbuttons::plan::plan(
         &desired.targets,
         &desired.chat_names,

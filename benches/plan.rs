@@ -73,6 +73,7 @@ fn main() {
     let options = PlanOptions {
         chats: Vec::new(),
         rate_limit: 10,
+        ..Default::default()
     };
     let p = plan::plan(
         &desired.targets,

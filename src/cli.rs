@@ -347,6 +347,14 @@ fn color() -> bool {
 /// Loads a config for plan, apply or adopt: diagnostics go to stderr (the config text is dropped
 /// once they are printed); `None` when the config has errors.
 fn load_desired(dir: &Path, what: &str) -> Option<crate::desired::DesiredState> {
+    load_desired_with_files(dir, what).map(|(d, _)| d)
+}
+
+/// [`load_desired`], with the paths of the files the config was read from.
+fn load_desired_with_files(
+    dir: &Path,
+    what: &str,
+) -> Option<(crate::desired::DesiredState, Vec<PathBuf>)> {
     let loaded = match config::load_dir(dir) {
         Ok(l) => l,
         Err(e) => {
@@ -365,7 +373,99 @@ fn load_desired(dir: &Path, what: &str) -> Option<crate::desired::DesiredState> 
             dir.display()
         );
     }
-    loaded.desired
+    let files = loaded.sources.files.into_iter().map(|f| f.path).collect();
+    loaded.desired.map(|d| (d, files))
+}
+
+/// Refuses `--chat` ids that neither the config nor the record knows: a mistyped id would plan
+/// nothing and look like "No changes".
+fn check_chats_known(
+    chats: &[String],
+    desired: &crate::desired::DesiredState,
+    recorded: impl Fn(&str) -> bool,
+    record: &str,
+) -> Result<(), String> {
+    let unknown: Vec<&str> = chats
+        .iter()
+        .map(String::as_str)
+        .filter(|c| {
+            !recorded(c)
+                && desired
+                    .targets
+                    .range(crate::target::Target::everyone(*c)..)
+                    .next()
+                    .is_none_or(|(t, _)| t.chat_id != *c)
+        })
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "--chat {}: neither declared in the config nor recorded in {record}",
+        unknown.join(", ")
+    ))
+}
+
+/// The path with its parent resolved (symbolic links, `..`), for comparing where files land.
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (parent.canonicalize(), path.file_name()) {
+        (Ok(p), Some(name)) => p.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Refuses a `plan --out` path that would overwrite what the plan was made from: the state's
+/// files, or a config file (or a YAML file in the config directory, which the next run would
+/// read as config).
+fn check_plan_out(
+    out: &Path,
+    dir: &Path,
+    state_path: &Path,
+    config_files: &[PathBuf],
+) -> Result<(), String> {
+    let target = resolved(out);
+    let refuse = |what: String| {
+        Err(format!(
+            "--out {}: that is {what}; save the plan somewhere else",
+            out.display()
+        ))
+    };
+    if let Ok(store) = state::FileStore::new(state_path) {
+        for (p, what) in [
+            (store.snapshot_path(), "the state snapshot"),
+            (store.journal_path(), "the state journal"),
+            (store.lock_path(), "the state lock"),
+        ] {
+            if resolved(p) == target {
+                return refuse(what.to_owned());
+            }
+        }
+        let mut temp = store.snapshot_path().as_os_str().to_owned();
+        temp.push(".tmp");
+        if resolved(Path::new(&temp)) == target {
+            return refuse("the state's next snapshot".to_owned());
+        }
+    }
+    if config_files.iter().any(|f| resolved(f) == target) {
+        return refuse("a file of the config".to_owned());
+    }
+    let yaml = target
+        .extension()
+        .is_some_and(|e| e == "yaml" || e == "yml");
+    if yaml && target.starts_with(resolved(dir)) {
+        return refuse(
+            "a YAML file in the config directory, which the next run would read as config"
+                .to_owned(),
+        );
+    }
+    Ok(())
 }
 
 /// The state location: `--state`/`FEEDBUTTONS_STATE`, else `DIR/.feedbuttons/state.json`.
@@ -374,18 +474,30 @@ pub fn state_path(dir: &Path, flag: Option<&Path>) -> PathBuf {
 }
 
 fn plan(args: &PlanArgs) -> u8 {
-    let Some(desired) = load_desired(&args.dir, "the config") else {
+    let Some((desired, config_files)) = load_desired_with_files(&args.dir, "the config") else {
         return 1;
     };
     let options = plan::PlanOptions {
         chats: args.chats.clone(),
         rate_limit: args.rate_limit,
+        ..Default::default()
     };
     let (the_plan, state_ref) = match &args.base {
         Some(base_dir) => {
             let Some(base_desired) = load_desired(base_dir, "the base config") else {
                 return 1;
             };
+            let known = |c: &str| {
+                base_desired
+                    .targets
+                    .range(crate::target::Target::everyone(c)..)
+                    .next()
+                    .is_some_and(|(t, _)| t.chat_id == c)
+            };
+            if let Err(e) = check_chats_known(&args.chats, &desired, known, "the base config") {
+                eprintln!("error: {e}");
+                return 1;
+            }
             // Chats that only the base declares keep their names in the plan.
             let mut names = base_desired.chat_names.clone();
             names.extend(desired.chat_names.clone());
@@ -396,6 +508,12 @@ fn plan(args: &PlanArgs) -> u8 {
         }
         None => {
             let path = state_path(&args.dir, args.state.as_deref());
+            if let Some(out) = &args.out
+                && let Err(e) = check_plan_out(out, &args.dir, &path, &config_files)
+            {
+                eprintln!("error: {e}");
+                return 1;
+            }
             let applied = match state::open(&path).and_then(|s| s.load()) {
                 Ok(a) => a,
                 Err(e) => {
@@ -403,6 +521,11 @@ fn plan(args: &PlanArgs) -> u8 {
                     return 1;
                 }
             };
+            let known = |c: &str| applied.chat(c).next().is_some();
+            if let Err(e) = check_chats_known(&args.chats, &desired, known, "the state") {
+                eprintln!("error: {e}");
+                return 1;
+            }
             // With an app configured, a plan against another app's state would mislead.
             if let Ok(app_id) = std::env::var("FEISHU_APP_ID")
                 && !app_id.is_empty()
@@ -580,7 +703,13 @@ fn apply(args: &ApplyArgs) -> u8 {
             let options = plan::PlanOptions {
                 chats: args.chats.clone(),
                 rate_limit: args.api.rate_limit,
+                ..Default::default()
             };
+            let known = |c: &str| lock.state().chat(c).next().is_some();
+            if let Err(e) = check_chats_known(&args.chats, &desired, known, "the state") {
+                eprintln!("error: {e}; nothing was applied");
+                return 1;
+            }
             let p = plan::plan(
                 &desired.targets,
                 &desired.chat_names,
@@ -591,6 +720,12 @@ fn apply(args: &ApplyArgs) -> u8 {
                 &p,
                 plan::render::Style { color: color() },
             ));
+            // Waiting targets the config no longer asks to change: nothing to send, only the
+            // record to put right.
+            if let Err(e) = lock.record(&p.settle) {
+                eprintln!("error: {e}; nothing was applied");
+                return 1;
+            }
             plan::json::PlanDoc::new(&p)
         }
     };

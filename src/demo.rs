@@ -91,6 +91,7 @@ pub async fn run(dir: Option<&Path>, color: bool) -> Result<(), DemoError> {
     let options = plan::PlanOptions {
         chats: Vec::new(),
         rate_limit: crate::feishu::wire::api::RATE_LIMIT_PER_SECOND,
+        ..Default::default()
     };
     let first = plan::plan(
         &desired.targets,

@@ -189,17 +189,33 @@ fn state_path(dir: &Path) -> PathBuf {
     feedbuttons::state::default_path(dir)
 }
 
-/// The applied state's targets.
+/// The applied state's targets that the config manages, recorded as applied (with nothing
+/// pending), and their lists.
 fn recorded(dir: &Path) -> BTreeMap<Target, ButtonList> {
-    let state = feedbuttons::state::open(&state_path(dir))
-        .expect("open the state")
-        .load()
-        .expect("load the state");
-    state
+    load_state(dir)
         .targets
         .into_iter()
-        .map(|(t, l)| (t, l.as_ref().clone()))
+        .filter(|(_, r)| r.is_settled() && !r.follows())
+        .filter_map(|(t, r)| r.shown().map(|l| (t, l.clone())))
         .collect()
+}
+
+/// The recorded followers (users no longer declared) and the lists they show.
+fn followers(dir: &Path) -> BTreeMap<Target, ButtonList> {
+    load_state(dir)
+        .targets
+        .into_iter()
+        .filter(|(_, r)| r.follows())
+        .filter_map(|(t, r)| r.shown().map(|l| (t, l.clone())))
+        .collect()
+}
+
+/// The applied state as it is on disk.
+fn load_state(dir: &Path) -> feedbuttons::state::AppliedState {
+    feedbuttons::state::open(&state_path(dir))
+        .expect("open the state")
+        .load()
+        .expect("load the state")
 }
 
 // ---------------------------------------------------------------- the emulator
@@ -420,8 +436,9 @@ fn assert_none(what: &str, bad: &[String]) {
 }
 
 /// What every user sees is what the config in `dir` declares: each declared user their own
-/// list, each chat with a whole-chat target that list; nobody else keeps buttons of their own
-/// (removed users were cleared) and no other chat shows a whole-chat list.
+/// list, each chat with a whole-chat target that list; anybody else with a list of their own
+/// (a removed user) sees the chat's declared whole-chat list, or nothing; no other chat shows
+/// a whole-chat list.
 async fn assert_converged(admin: &Admin, dir: &Path) {
     let desired = desired(dir);
     let seen = admin.seen().await;
@@ -443,8 +460,13 @@ async fn assert_converged(admin: &Admin, dir: &Path) {
             let declared = ids
                 .iter()
                 .any(|(t, id)| desired.contains_key(&Target::user(chat.clone(), *t, id.clone())));
-            if !declared && source == "user" && *buttons != json!([]) {
-                bad.push(format!("{chat}/{ids:?}: undeclared, sees {buttons}"));
+            let whole_chat = desired
+                .get(&Target::everyone(chat.clone()))
+                .map_or(json!([]), |l| serde_json::to_value(l).unwrap_or_default());
+            if !declared && source == "user" && *buttons != whole_chat {
+                bad.push(format!(
+                    "{chat}/{ids:?}: undeclared, sees {buttons} instead of the whole-chat {whole_chat}"
+                ));
             }
         }
     }
@@ -688,7 +710,7 @@ async fn first_apply_then_no_op_then_change_then_removal_each_leave_the_emulator
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_not_in_the_chat_are_reported_not_recorded_and_applied_once_let_in() {
+async fn users_not_in_the_chat_wait_visibly_and_are_applied_once_let_in() {
     let emu = with_fixtures(
         "
 chats:
@@ -705,17 +727,47 @@ chats:
     let dir = config_dir(&config);
 
     let out = apply(&emu, dir.path(), &[]).await;
-    out.assert_code(3)
+    // Everything that could apply did; the rest waits: exit 4, not a failure.
+    out.assert_code(4)
         .assert_stderr("ou_carol, ou_dave: The user is not in the chat")
-        .assert_stderr("2 targets");
+        .assert_stderr("Waiting (2 targets");
     let state = recorded(dir.path());
     let users: Vec<&str> = state.keys().filter_map(Target::user_id).collect();
     assert_eq!(
         users,
         ["ou_alice", "ou_bob"],
-        "failed users are not recorded"
+        "refused users are not recorded as applied"
     );
     assert_recorded_present(&admin, dir.path()).await;
+    // They are recorded as waiting, and every listing says so.
+    let listing = feedbuttons(&emu, dir.path(), &["state", "list"])
+        .output()
+        .expect("state list");
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(
+        listing.contains("pending: 0 uncertain, 0 owed, 2 waiting"),
+        "{listing}"
+    );
+    for user in ["ou_carol", "ou_dave"] {
+        let line = listing
+            .lines()
+            .find(|l| l.contains(user))
+            .unwrap_or_default();
+        assert!(
+            line.contains("(nothing applied yet)")
+                && line.contains("waiting since")
+                && line.contains("The user is not in the chat"),
+            "{listing}"
+        );
+    }
+    let plan = feedbuttons(&emu, dir.path(), &["plan", "."])
+        .output()
+        .expect("plan");
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(
+        plan.contains("2 waiting for their users to join the chat"),
+        "{plan}"
+    );
 
     admin
         .send(
@@ -726,12 +778,18 @@ chats:
         .await;
     let out = apply(&emu, dir.path(), &[]).await;
     out.assert_code(0);
-    assert!(out.stdout.contains("2 to add"), "{out:?}");
+    assert!(out.stdout.contains("waiting since"), "{out:?}");
     let log = admin.calls().await;
     assert_eq!(log.len(), 2, "one more call, for the two users let in");
     assert_eq!(log[1]["body"]["user_ids"], json!(["ou_carol", "ou_dave"]));
     assert_converged(&admin, dir.path()).await;
     assert_eq!(recorded(dir.path()), desired(dir.path()));
+    assert!(
+        load_state(dir.path())
+            .targets
+            .values()
+            .all(|r| r.is_settled())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

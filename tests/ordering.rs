@@ -120,7 +120,7 @@ async fn moving_a_chat_to_another_id_type_clears_the_old_ids_before_setting_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_whole_chat_change_is_recorded_only_once_the_chats_users_have_their_lists_again() {
+async fn a_whole_chat_change_is_recorded_at_once_and_a_refused_user_alone_waits() {
     let emulator = Emulator::start(EmulatorConfig::default())
         .await
         .expect("emulator");
@@ -133,28 +133,49 @@ async fn a_whole_chat_change_is_recorded_only_once_the_chats_users_have_their_li
             "chats:\n  - chat_id: {CHAT}\n    assign:\n      - everyone: true\n        buttons: [{{text: {status}, action: webhook}}]\n      - users: [ou_a, ou_b]\n        buttons: [{{text: Mine, action: webhook}}]\n"
         ))
     };
-    // ou_b is not in the chat: its call fails for ou_b, so the whole-chat list is not recorded.
+    // ou_b is not in the chat: the API refuses ou_b alone. The whole-chat list is recorded as
+    // soon as it is accepted, ou_a's list too; ou_b waits.
     let (_, report) = apply_config(&emulator, lock.as_mut(), &cfg("Status")).await;
-    assert!(!report.complete());
-    assert_eq!(report.deferred_chats, [CHAT]);
     assert!(
-        apply::summary(&report, 2).contains("recorded only once every call of the chat applies")
+        report.complete_but_waiting() && !report.complete(),
+        "{report:?}"
+    );
+    assert_eq!(apply::exit_code(&report), 4);
+    assert!(
+        apply::summary(&report, 2).contains("Waiting (1 targets"),
+        "{}",
+        apply::summary(&report, 2)
     );
     let everyone = feedbuttons::target::Target::everyone(CHAT);
-    assert!(
-        !lock.state().targets.contains_key(&everyone),
-        "not recorded yet"
+    let recorded = lock.state().targets.get(&everyone).expect("recorded");
+    assert!(recorded.is_settled());
+    let ou_b = feedbuttons::target::Target::user(
+        CHAT,
+        feedbuttons::feishu::wire::UserIdType::OpenId,
+        "ou_b",
     );
-    // Once ou_b joins, the next apply sends the whole-chat list and the users' lists again.
+    assert_eq!(
+        lock.state().targets[&ou_b]
+            .pending()
+            .map(|p| p.status.label()),
+        Some("waiting")
+    );
+    // Once ou_b joins, the next apply sends one call: ou_b's, not the whole chat again.
     members(&emulator, serde_json::json!(["ou_a", "ou_b"])).await;
     let (doc, report) = apply_config(&emulator, lock.as_mut(), &cfg("Status")).await;
     assert!(report.complete(), "{report:?}");
-    assert!(
-        doc.requests[0].body.user_ids.is_none(),
-        "the whole-chat call again, first"
+    assert_eq!(doc.requests.len(), 1, "{doc:?}");
+    assert_eq!(
+        doc.requests[0].body.user_ids.as_deref(),
+        Some(&["ou_b".to_owned()][..])
     );
-    assert!(lock.state().targets.contains_key(&everyone));
     assert_eq!(sees(&emulator, "ou_a").await, ["Mine"]);
     assert_eq!(sees(&emulator, "ou_b").await, ["Mine"]);
+    // Reverting the whole-chat list is a change the plan sees, and sends.
+    let (doc, report) = apply_config(&emulator, lock.as_mut(), &cfg("Other")).await;
+    assert!(report.complete(), "{report:?}");
+    assert!(doc.requests[0].body.user_ids.is_none());
+    let (doc, _) = apply_config(&emulator, lock.as_mut(), &cfg("Status")).await;
+    assert!(doc.requests[0].body.user_ids.is_none(), "{doc:?}");
     emulator.shutdown().await;
 }

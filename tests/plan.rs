@@ -37,7 +37,7 @@ fn user(chat: &str, id: &str) -> Target {
 }
 
 type Desired = BTreeMap<Target, Arc<ButtonList>>;
-type AppliedMap = BTreeMap<Target, ButtonList>;
+type AppliedMap = BTreeMap<Target, Arc<ButtonList>>;
 
 fn make_plan(desired: &Desired, applied: &AppliedMap) -> Plan {
     let names = BTreeMap::from([("oc_war".to_owned(), "War room".to_owned())]);
@@ -48,6 +48,7 @@ fn make_plan(desired: &Desired, applied: &AppliedMap) -> Plan {
         &PlanOptions {
             chats: vec![],
             rate_limit: 10,
+            ..Default::default()
         },
     )
 }
@@ -81,10 +82,7 @@ fn first_apply() {
 fn no_change() {
     let mut desired = Desired::new();
     desired.insert(user("oc_war", "ou_a"), Arc::new(list(&["Runbook"])));
-    let applied: AppliedMap = desired
-        .iter()
-        .map(|(t, b)| (t.clone(), b.to_vec()))
-        .collect();
+    let applied: AppliedMap = desired.clone();
     let p = make_plan(&desired, &applied);
     assert!(!p.has_changes());
     assert_eq!(p.summary.unchanged, 1);
@@ -104,11 +102,11 @@ fn mixed_add_change_remove() {
         user("oc_war", "ou_changed2"),
         Arc::new(list(&["Runbook", "Ack"])),
     );
-    applied.insert(user("oc_war", "ou_changed1"), list(&["Runbook"]));
-    applied.insert(user("oc_war", "ou_changed2"), list(&["Runbook"]));
+    applied.insert(user("oc_war", "ou_changed1"), Arc::new(list(&["Runbook"])));
+    applied.insert(user("oc_war", "ou_changed2"), Arc::new(list(&["Runbook"])));
     desired.insert(user("oc_war", "ou_same"), Arc::new(list(&["Runbook"])));
-    applied.insert(user("oc_war", "ou_same"), list(&["Runbook"]));
-    applied.insert(user("oc_war", "ou_gone"), list(&["Ack"]));
+    applied.insert(user("oc_war", "ou_same"), Arc::new(list(&["Runbook"])));
+    applied.insert(user("oc_war", "ou_gone"), Arc::new(list(&["Ack"])));
     let p = make_plan(&desired, &applied);
     let s = p.summary;
     assert_eq!((s.add, s.change, s.remove, s.unchanged), (1, 2, 1, 1));
@@ -122,14 +120,14 @@ fn whole_chat_change_resends_the_chats_users_after_it() {
     let mut desired = Desired::new();
     let mut applied = AppliedMap::new();
     desired.insert(Target::everyone("oc_war"), Arc::new(list(&["Status v2"])));
-    applied.insert(Target::everyone("oc_war"), list(&["Status"]));
+    applied.insert(Target::everyone("oc_war"), Arc::new(list(&["Status"])));
     for u in ["ou_a", "ou_b"] {
         desired.insert(user("oc_war", u), Arc::new(list(&["Runbook"])));
-        applied.insert(user("oc_war", u), list(&["Runbook"]));
+        applied.insert(user("oc_war", u), Arc::new(list(&["Runbook"])));
     }
     // Another chat's users are not touched.
     desired.insert(user("oc_ops", "ou_c"), Arc::new(list(&["Runbook"])));
-    applied.insert(user("oc_ops", "ou_c"), list(&["Runbook"]));
+    applied.insert(user("oc_ops", "ou_c"), Arc::new(list(&["Runbook"])));
     let p = make_plan(&desired, &applied);
     assert_eq!(p.summary.change, 1);
     assert_eq!(p.summary.resend, 2);
@@ -155,7 +153,7 @@ fn whole_chat_change_resends_the_chats_users_after_it() {
 fn a_removal_clears_with_an_explicit_empty_list() {
     let desired = Desired::new();
     let mut applied = AppliedMap::new();
-    applied.insert(user("oc_war", "ou_gone"), list(&["Runbook"]));
+    applied.insert(user("oc_war", "ou_gone"), Arc::new(list(&["Runbook"])));
     let p = make_plan(&desired, &applied);
     assert_eq!(p.summary.remove, 1);
     let body = serde_json::to_string(&p.requests[0].body).expect("serialize");
@@ -202,7 +200,10 @@ fn mass_removal_is_flagged_above_a_quarter_of_at_least_ten() {
     let mut applied = AppliedMap::new();
     let mut desired = Desired::new();
     for i in 0..12 {
-        applied.insert(user("oc_war", &format!("ou_{i:02}")), list(&["Runbook"]));
+        applied.insert(
+            user("oc_war", &format!("ou_{i:02}")),
+            Arc::new(list(&["Runbook"])),
+        );
         if i >= 3 {
             desired.insert(
                 user("oc_war", &format!("ou_{i:02}")),
@@ -378,9 +379,16 @@ fn a_saved_plan_is_bound_to_its_state_and_refuses_edits() {
 
 // ---- property: applying the plan to a model of the API yields the desired state, minimally ----
 
-/// What the API would show per target after the calls, starting from what was recorded.
-fn apply_to_model(applied: &AppliedMap, p: &Plan) -> AppliedMap {
-    let mut model = applied.clone();
+type Model = BTreeMap<Target, ButtonList>;
+
+/// What the API would show per target after the calls, starting from what was recorded: a
+/// user leaving the config keeps the list it was sent (its chat's whole-chat list, or none);
+/// a whole-chat target leaving it is cleared and forgotten.
+fn apply_to_model(applied: &AppliedMap, p: &Plan) -> Model {
+    let mut model: Model = applied
+        .iter()
+        .map(|(t, l)| (t.clone(), l.to_vec()))
+        .collect();
     for r in &p.requests {
         let list = r.body.buttons.buttons.clone();
         for c in &r.changes {
@@ -391,8 +399,8 @@ fn apply_to_model(applied: &AppliedMap, p: &Plan) -> AppliedMap {
                 }
                 _ => panic!("a change in the wrong kind of call"),
             }
-            if c.action == Action::Remove {
-                assert!(list.is_empty(), "a removal sends an empty list");
+            if c.action == Action::Remove && c.target.audience == Audience::Everyone {
+                assert!(list.is_empty(), "a whole-chat removal sends an empty list");
                 model.remove(&c.target);
             } else {
                 model.insert(c.target.clone(), list.clone());
@@ -402,38 +410,81 @@ fn apply_to_model(applied: &AppliedMap, p: &Plan) -> AppliedMap {
     model
 }
 
-/// The fewest calls: one per (chat, id type, list) group of 20 users, plus each whole-chat change.
+/// What the config means for every target: its list if declared; a recorded user that is not
+/// declared shows its chat's declared whole-chat list (none if there is none).
+fn wanted(desired: &Desired, applied: &AppliedMap) -> Model {
+    let mut out: Model = desired
+        .iter()
+        .map(|(t, l)| (t.clone(), l.to_vec()))
+        .collect();
+    for t in applied.keys() {
+        if t.audience != Audience::Everyone && !desired.contains_key(t) {
+            let whole = desired
+                .get(&Target::everyone(t.chat_id.clone()))
+                .map(|l| l.to_vec())
+                .unwrap_or_default();
+            out.insert(t.clone(), whole);
+        }
+    }
+    out
+}
+
+/// The calls the rules ask for: the whole-chat call when its list changes; every user whose
+/// list changes or who leaves the config; when a whole-chat call goes, every recorded user of
+/// the chat; when users leave under one id type, the declared recorded users of the others.
+/// Each group of (phase, id type, list) takes ceil(users / 20) calls.
 fn minimum_calls(desired: &Desired, applied: &AppliedMap) -> usize {
-    let mut everyone_changed: Vec<&str> = desired
+    let chats: std::collections::BTreeSet<&str> = desired
         .keys()
         .chain(applied.keys())
-        .filter(|t| t.audience == Audience::Everyone)
-        .filter(|t| desired.get(*t).map(|b| b.to_vec()).as_ref() != applied.get(*t))
         .map(|t| t.chat_id.as_str())
         .collect();
-    let mut sent: Vec<(&Target, ButtonList)> = Vec::new();
-    everyone_changed.sort_unstable();
-    everyone_changed.dedup();
-    let mut seen = std::collections::BTreeSet::new();
-    for t in desired.keys().chain(applied.keys()) {
-        if !seen.insert(t) || t.audience == Audience::Everyone {
-            continue;
+    let mut calls = 0;
+    for chat in chats {
+        let everyone = Target::everyone(chat);
+        let whole_chat = desired.get(&everyone).map(|l| l.to_vec())
+            != applied.get(&everyone).map(|l| l.to_vec());
+        calls += usize::from(whole_chat);
+        let follow_list = desired
+            .get(&everyone)
+            .map(|l| l.to_vec())
+            .unwrap_or_default();
+        let users: std::collections::BTreeSet<&Target> = desired
+            .keys()
+            .chain(applied.keys())
+            .filter(|t| t.chat_id == chat && t.audience != Audience::Everyone)
+            .collect();
+        let leaving_types: std::collections::BTreeSet<UserIdType> = users
+            .iter()
+            .filter(|t| !desired.contains_key(**t))
+            .filter_map(|t| match &t.audience {
+                Audience::User { id_type, .. } => Some(*id_type),
+                Audience::Everyone => None,
+            })
+            .collect();
+        let mut groups: HashMap<(bool, UserIdType, ButtonList), usize> = HashMap::new();
+        for t in users {
+            let Audience::User { id_type, .. } = &t.audience else {
+                continue;
+            };
+            let leaving = !desired.contains_key(t);
+            let new = desired
+                .get(t)
+                .map(|l| l.to_vec())
+                .unwrap_or_else(|| follow_list.clone());
+            let old = applied.get(t).map(|l| l.to_vec());
+            let recorded = old.is_some();
+            let sent = leaving
+                || old.as_ref() != Some(&new)
+                || (whole_chat && recorded)
+                || (recorded && leaving_types.iter().any(|x| x != id_type));
+            if sent {
+                *groups.entry((leaving, *id_type, new)).or_default() += 1;
+            }
         }
-        let new = desired.get(t).map(|b| b.to_vec());
-        let old = applied.get(t).cloned();
-        let changed = new != old;
-        if changed || (everyone_changed.contains(&t.chat_id.as_str()) && new.is_some()) {
-            sent.push((t, new.unwrap_or_default()));
-        }
+        calls += groups.values().map(|n| n.div_ceil(20)).sum::<usize>();
     }
-    let mut groups: HashMap<(&str, UserIdType, ButtonList), usize> = HashMap::new();
-    for (t, l) in sent {
-        let Audience::User { id_type, .. } = &t.audience else {
-            continue;
-        };
-        *groups.entry((&t.chat_id, *id_type, l)).or_default() += 1;
-    }
-    groups.values().map(|n| n.div_ceil(20)).sum::<usize>() + everyone_changed.len()
+    calls
 }
 
 fn arb_list() -> impl Strategy<Value = ButtonList> {
@@ -463,10 +514,10 @@ proptest! {
     #[test]
     fn applying_the_plan_yields_the_desired_state_with_the_fewest_calls(desired in arb_targets(), applied in arb_targets()) {
         let desired: Desired = desired.into_iter().map(|(t, l)| (t, Arc::new(l))).collect();
+        let applied: AppliedMap = applied.into_iter().map(|(t, l)| (t, Arc::new(l))).collect();
         let p = make_plan(&desired, &applied);
         let after = apply_to_model(&applied, &p);
-        let wanted: AppliedMap = desired.iter().map(|(t, l)| (t.clone(), l.to_vec())).collect();
-        prop_assert_eq!(&after, &wanted);
+        prop_assert_eq!(&after, &wanted(&desired, &applied));
         prop_assert!(p.requests.iter().all(|r| r.body.user_ids.as_ref().is_none_or(|u| (1..=20).contains(&u.len()))));
         prop_assert_eq!(p.requests.len(), minimum_calls(&desired, &applied));
         // A chat's whole-chat call precedes its per-user calls.

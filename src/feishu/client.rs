@@ -9,7 +9,7 @@
 use std::error::Error as _;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::Retryable;
@@ -49,6 +49,11 @@ pub const CODE_NOT_API_JSON: i64 = -1;
 
 /// How much of an unexpected answer an error quotes.
 const QUOTE_CHARS: usize = 200;
+
+/// The largest answer read: the API's answers are a few hundred bytes (a chat-button answer
+/// lists at most 20 failed users), so anything near this is not the API, and reading it whole
+/// would cost memory for every call in flight.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
 /// Everything the client needs. `Debug` shows the secret as `***`.
 #[derive(Clone, Debug)]
@@ -118,9 +123,16 @@ pub enum CallError {
     /// 230001 / 99992402: the API rejected the request's content.
     #[error("the API rejected the request (code {code}): {msg}")]
     Rejected { code: i64, msg: String },
-    /// Retries exhausted on 429/5xx/connection errors.
+    /// Retries exhausted on 429s and connections that could not be made: no attempt reached
+    /// the API, so nothing was applied.
     #[error("gave up after {attempts} attempt(s); the last failure: {last}")]
     GaveUp { attempts: u32, last: String },
+    /// An attempt reached the API and no answer said what became of it (a timeout, a dropped
+    /// connection, a 5xx), and no later attempt settled it: it may have applied.
+    #[error(
+        "no answer after {attempts} attempt(s), so it may or may not have applied; the last failure: {last}"
+    )]
+    Unanswered { attempts: u32, last: String },
     /// Any other non-zero code ([`CODE_NOT_API_JSON`] when the answer had none).
     #[error("the API answered HTTP {status} with code {code}: {msg}")]
     Api { code: i64, msg: String, status: u16 },
@@ -138,6 +150,21 @@ impl CallError {
         )
     }
 
+    /// Whether the call may have taken effect although no answer said so: its targets are
+    /// uncertain.
+    pub fn may_have_applied(&self) -> bool {
+        matches!(self, CallError::Unanswered { .. })
+    }
+
+    /// Whether the call failed after every retry (the API is unreachable, throttling, or
+    /// failing), rather than being refused.
+    pub fn is_exhausted(&self) -> bool {
+        matches!(
+            self,
+            CallError::GaveUp { .. } | CallError::Unanswered { .. }
+        )
+    }
+
     /// The API's code, when the API answered with one.
     pub fn code(&self) -> Option<i64> {
         match self {
@@ -146,7 +173,7 @@ impl CallError {
             | CallError::Api { code, .. } => Some(*code).filter(|c| *c != CODE_NOT_API_JSON),
             CallError::MissingScope { .. } => Some(CODE_MISSING_SCOPE),
             CallError::BotNotInChat { .. } => Some(CODE_BOT_NOT_IN_CHAT),
-            CallError::GaveUp { .. } | CallError::Stopped => None,
+            CallError::GaveUp { .. } | CallError::Unanswered { .. } | CallError::Stopped => None,
         }
     }
 }
@@ -280,15 +307,6 @@ impl Client {
         &self.inner.base_url
     }
 
-    /// How many calls are worth running at once: the limiter paces them, so more only wait in
-    /// its queue. Twice the rate keeps it busy with up to two seconds of latency per call.
-    pub fn suggested_concurrency(&self) -> usize {
-        match self.inner.rate_limit {
-            0 => 32,
-            n => (n as usize * 2).clamp(1, 64),
-        }
-    }
-
     /// Fetches a token now (so bad credentials fail before any change is attempted).
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn check_credentials(&self) -> Result<(), CallError> {
@@ -327,6 +345,7 @@ impl Client {
             user_id_type,
             bytes: &bytes,
             attempts: AtomicU32::new(0),
+            unanswered: AtomicBool::new(false),
         };
         // A stop cuts a backoff short; the next attempt then ends as `Stopped` unsent.
         let stop = inner.stop.subscribe();
@@ -347,10 +366,21 @@ impl Client {
             .notify(|f, wait| inner.note_retry("chat_button", f, wait))
             .await;
         let attempts = call.attempts.load(Ordering::Relaxed);
+        let unanswered = call.unanswered.load(Ordering::Relaxed);
         match result {
             Ok(failed_users) => Ok(ChatButtonOutcome {
                 failed_users,
                 attempts,
+            }),
+            // An attempt that reached the API is settled only by an answer to a later one.
+            Err(
+                f @ (Failure::Final(CallError::Stopped)
+                | Failure::RateLimited { .. }
+                | Failure::Transient { .. }
+                | Failure::Unanswered { .. }),
+            ) if unanswered => Err(CallError::Unanswered {
+                attempts,
+                last: f.to_string(),
             }),
             Err(f) => Err(f.into_error(attempts)),
         }
@@ -383,6 +413,8 @@ struct Call<'a> {
     user_id_type: UserIdType,
     bytes: &'a [u8],
     attempts: AtomicU32,
+    /// An attempt reached the API and got no answer that says what became of it.
+    unanswered: AtomicBool,
 }
 
 /// Why one attempt failed.
@@ -390,8 +422,11 @@ struct Call<'a> {
 enum Failure {
     /// 429 / 99991400; `wait` is the server's `x-ogw-ratelimit-reset`, when it sent one.
     RateLimited { wait: Option<Duration> },
-    /// A 5xx, a connection error or a timeout.
+    /// A connection that could not be made: nothing reached the API.
     Transient { why: String },
+    /// A 5xx, a timeout or a connection dropped after the request went out: the API may
+    /// have applied it.
+    Unanswered { why: String },
     /// Not worth another attempt.
     Final(CallError),
 }
@@ -430,7 +465,7 @@ impl fmt::Display for Failure {
             Failure::RateLimited { wait: None } => {
                 write!(f, "rate limited (code {CODE_RATE_LIMITED})")
             }
-            Failure::Transient { why } => f.write_str(why),
+            Failure::Transient { why } | Failure::Unanswered { why } => f.write_str(why),
             Failure::Final(e) => write!(f, "{e}"),
         }
     }
@@ -482,8 +517,9 @@ impl Inner {
             .body(bytes)
             .send()
             .await;
+        // A token request changes nothing, so an unanswered one is only transient.
         let answer = read(sent).await.map_err(|f| match f {
-            Failure::Transient { why } => Failure::Transient {
+            Failure::Transient { why } | Failure::Unanswered { why } => Failure::Transient {
                 why: format!("token endpoint: {why}"),
             },
             other => other,
@@ -518,6 +554,9 @@ impl Inner {
             call.attempts.fetch_add(1, Ordering::Relaxed);
             token = self.token().await?;
             verdict = self.send_chat_button(call, &token).await;
+        }
+        if matches!(verdict, Verdict::Failed(Failure::Unanswered { .. })) {
+            call.unanswered.store(true, Ordering::Relaxed);
         }
         match verdict {
             Verdict::Applied(failed_users) => Ok(failed_users),
@@ -605,13 +644,16 @@ impl Verdict {
             Verdict::TokenRefused { .. } => "token refused",
             Verdict::Failed(Failure::RateLimited { .. }) => "rate limited",
             Verdict::Failed(Failure::Transient { .. }) => "transient failure",
+            Verdict::Failed(Failure::Unanswered { .. }) => "no answer",
             Verdict::Failed(Failure::Final(_)) => "failed",
         }
     }
 }
 
-/// Sends and reads the whole answer. A connection error or a timeout is transient (the call
-/// replaces, so sending it again is safe even if the first one took effect).
+/// Sends and reads the whole answer, up to [`MAX_ANSWER_BYTES`]. A connection that could not
+/// be made is transient; a timeout, a connection dropped after the request went out, or an
+/// answer too large to be the API's leaves the call unanswered (it may have applied). Either
+/// is worth another attempt: the call replaces, so sending it again is safe.
 async fn read(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Answer, Failure> {
     let failure = |e: reqwest::Error| {
         if e.is_builder() {
@@ -621,22 +663,43 @@ async fn read(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Answer,
                 msg: describe(&e),
                 status: 0,
             })
-        } else {
+        } else if e.is_connect() {
             Failure::Transient { why: describe(&e) }
+        } else {
+            Failure::Unanswered { why: describe(&e) }
         }
     };
-    let response = sent.map_err(failure)?;
+    let mut response = sent.map_err(failure)?;
     let status = response.status();
     let reset = response
         .headers()
         .get(HEADER_RATELIMIT_RESET)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = response.bytes().await.map_err(failure)?;
+    let too_large = || Failure::Unanswered {
+        why: format!(
+            "HTTP {}: the answer is larger than {} KiB, which no API answer is",
+            status.as_u16(),
+            MAX_ANSWER_BYTES / 1024
+        ),
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(failure)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
     Ok(Answer {
         status,
         reset,
-        body: body.to_vec(),
+        body,
     })
 }
 
@@ -675,12 +738,18 @@ fn parse_reset(reset: Option<&str>) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// The start of an answer that is not the API's JSON, with any secret cut out first.
-fn not_api_json(answer: &Answer, secrets: &[&str]) -> CallError {
-    let mut text = String::from_utf8_lossy(&answer.body).into_owned();
+/// `text` with every secret in it replaced by `***`.
+fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_owned();
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         text = text.replace(secret, "***");
     }
+    text
+}
+
+/// The start of an answer that is not the API's JSON, with any secret cut out first.
+fn not_api_json(answer: &Answer, secrets: &[&str]) -> CallError {
+    let text = scrub(&String::from_utf8_lossy(&answer.body), secrets);
     let mut quote: String = text.trim().chars().take(QUOTE_CHARS).collect();
     if text.trim().chars().count() > QUOTE_CHARS {
         quote.push('…');
@@ -692,7 +761,8 @@ fn not_api_json(answer: &Answer, secrets: &[&str]) -> CallError {
     }
 }
 
-/// A 5xx, with the body's code and message when it had them.
+/// A 5xx, with the body's code and message when it had them. The API may have applied the
+/// request before it failed, so it counts as unanswered.
 fn server_error(status: StatusCode, code: Option<i64>, msg: Option<&str>) -> Failure {
     let why = match (code, msg) {
         (Some(code), Some(msg)) => format!("HTTP {} (code {code}: {msg})", status.as_u16()),
@@ -715,13 +785,22 @@ fn classify_chat_button(answer: &Answer, chat_id: &str, secrets: &[&str]) -> Ver
         });
     }
     if answer.status.is_server_error() {
-        let msg = parsed.as_ref().map(|p| p.msg.as_str());
-        return Verdict::Failed(server_error(answer.status, code, msg));
+        let msg = parsed.as_ref().map(|p| scrub(&p.msg, secrets));
+        let Failure::Transient { why } = server_error(answer.status, code, msg.as_deref()) else {
+            unreachable!("server_error gives a transient failure")
+        };
+        // The API may have applied the request before it failed.
+        return Verdict::Failed(Failure::Unanswered { why });
     }
     let Some(parsed) = parsed else {
         return Verdict::Failed(Failure::Final(not_api_json(answer, secrets)));
     };
-    let (code, msg, status) = (parsed.code, parsed.msg, answer.status.as_u16());
+    // The API's messages may quote the request; never let them carry a secret onward.
+    let (code, msg, status) = (
+        parsed.code,
+        scrub(&parsed.msg, secrets),
+        answer.status.as_u16(),
+    );
     let error = match code {
         // An absent list (`"data": {}`) means nobody failed.
         CODE_OK => {
@@ -749,13 +828,30 @@ fn classify_token(answer: &Answer, secrets: &[&str]) -> Result<(Token, Duration)
             wait: parse_reset(answer.reset.as_deref()),
         });
     }
+    let token = parsed
+        .as_ref()
+        .and_then(|p| p.tenant_access_token.clone())
+        .unwrap_or_default();
+    let secrets: Vec<&str> = secrets.iter().copied().chain([token.as_str()]).collect();
     if answer.status.is_server_error() {
-        let msg = parsed.as_ref().map(|p| p.msg.as_str());
-        return Err(server_error(answer.status, code, msg));
+        let msg = parsed.as_ref().map(|p| scrub(&p.msg, &secrets));
+        return Err(server_error(answer.status, code, msg.as_deref()));
     }
-    let Some(parsed) = parsed else {
-        return Err(Failure::Final(not_api_json(answer, secrets)));
+    let Some(mut parsed) = parsed else {
+        // JSON of another shape may hold a token in any field: say what is wrong, quote
+        // nothing. Anything else (a proxy's page) is quoted to help find a wrong base URL.
+        if serde_json::from_slice::<serde_json::Value>(&answer.body).is_ok() {
+            return Err(Failure::Final(CallError::Api {
+                code: CODE_NOT_API_JSON,
+                msg: "the token endpoint's JSON is not the documented answer (code, msg, \
+                      tenant_access_token, and expire as a whole number of seconds)"
+                    .to_owned(),
+                status: answer.status.as_u16(),
+            }));
+        }
+        return Err(Failure::Final(not_api_json(answer, &secrets)));
     };
+    parsed.msg = scrub(&parsed.msg, &secrets);
     let status = answer.status.as_u16();
     match parsed.code {
         CODE_OK => {
@@ -772,8 +868,13 @@ fn classify_token(answer: &Answer, secrets: &[&str]) -> Result<(Token, Duration)
                 }));
             };
             // `expire` is always documented; without it, not caching the token is the safe
-            // reading (Feishu hands back the same token anyway while it has time left).
-            Ok((token, Duration::from_secs(parsed.expire.unwrap_or(0))))
+            // reading (Feishu hands back the same token anyway while it has time left). A token
+            // lives at most two hours, whatever an answer claims.
+            let expire = parsed
+                .expire
+                .unwrap_or(0)
+                .min(super::wire::api::TOKEN_MAX_LIFETIME_SECS);
+            Ok((token, Duration::from_secs(expire)))
         }
         // 10003 is an empty or missing id/secret: a credentials problem too.
         CODE_APP_UNAVAILABLE | CODE_WRONG_SECRET | CODE_TOKEN_PARAM_INVALID => {
@@ -852,7 +953,7 @@ mod tests {
     }
 
     #[test]
-    fn throttling_and_server_errors_are_transient() {
+    fn throttling_is_transient_and_a_server_error_leaves_the_call_unanswered() {
         // The older APIs' HTTP 400 throttle, known by its code.
         assert!(matches!(
             chat_button(400, json!({"code": 99991400, "msg": "limit"})),
@@ -864,8 +965,9 @@ mod tests {
             Verdict::Failed(Failure::RateLimited { wait: Some(w) }) if w == Duration::from_secs(2)
         ));
         let bad_gateway = classify_chat_button(&answer(502, None, "<html>"), "oc_1", &[]);
+        // The API may have applied a call it then failed to answer.
         assert!(
-            matches!(&bad_gateway, Verdict::Failed(Failure::Transient { why }) if why == "HTTP 502")
+            matches!(&bad_gateway, Verdict::Failed(Failure::Unanswered { why }) if why == "HTTP 502")
         );
     }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Action, MassRemoval, Plan, Summary};
+use super::{Action, MassRemoval, Note, Plan, Summary};
 use crate::feishu::wire::{ChatButtonRequest, UserIdType};
 use crate::target::Target;
 
@@ -20,6 +20,47 @@ pub struct ChangeDoc {
     /// The user id, or `everyone` for the whole chat.
     pub target: String,
     pub action: Action,
+    /// Why the target is sent beyond its lists, or what the state says about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<NoteDoc>,
+}
+
+/// A change's [`Note`] as JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoteDoc {
+    /// `whole_chat`, `id_type_move`, `owed`, `uncertain` or `waiting`.
+    pub kind: String,
+    /// Why it is owed (`whole_chat`, `id_type_move`) or waiting (the API's words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Since when (RFC 3339), for owed, uncertain and waiting targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// How often the API refused a waiting target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tries: Option<u32>,
+}
+
+impl NoteDoc {
+    pub fn of(note: &Note) -> NoteDoc {
+        let at = |t: &u64| Some(crate::time::rfc3339_seconds(*t));
+        let (reason, since, tries) = match note {
+            Note::WholeChat | Note::IdTypeMove => (None, None, None),
+            Note::Owed { reason, since } => (Some(reason.as_str().to_owned()), at(since), None),
+            Note::Uncertain { since } => (None, at(since), None),
+            Note::Waiting {
+                reason,
+                since,
+                tries,
+            } => (Some(reason.clone()), at(since), Some(*tries)),
+        };
+        NoteDoc {
+            kind: note.kind().to_owned(),
+            reason,
+            since,
+            tries,
+        }
+    }
 }
 
 /// One call as JSON: `body` is byte for byte what the API receives.
@@ -76,6 +117,7 @@ impl PlanDoc {
                         .map(|c| ChangeDoc {
                             target: c.target.audience_label().to_owned(),
                             action: c.action,
+                            note: c.note.as_deref().map(NoteDoc::of),
                         })
                         .collect(),
                 })
@@ -206,6 +248,8 @@ struct ChangesView<'a>(&'a [super::Change]);
 struct ChangeView<'a> {
     target: &'a str,
     action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<NoteDoc>,
 }
 
 impl Serialize for ChangesView<'_> {
@@ -216,6 +260,7 @@ impl Serialize for ChangesView<'_> {
             seq.serialize_element(&ChangeView {
                 target: c.target.audience_label(),
                 action: c.action,
+                note: c.note.as_deref().map(NoteDoc::of),
             })?;
         }
         seq.end()
@@ -265,8 +310,11 @@ mod tests {
         let mut desired = BTreeMap::new();
         desired.insert(Target::everyone("oc_a"), list.clone());
         desired.insert(Target::user("oc_a", UserIdType::OpenId, "ou_a"), list);
-        let mut applied: BTreeMap<Target, crate::target::ButtonList> = BTreeMap::new();
-        applied.insert(Target::user("oc_b", UserIdType::OpenId, "ou_b"), Vec::new());
+        let mut applied: BTreeMap<Target, Arc<crate::target::ButtonList>> = BTreeMap::new();
+        applied.insert(
+            Target::user("oc_b", UserIdType::OpenId, "ou_b"),
+            Arc::new(Vec::new()),
+        );
         let names = BTreeMap::from([("oc_a".to_owned(), "A".to_owned())]);
         let plan = super::super::plan(
             &desired,

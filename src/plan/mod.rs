@@ -1,15 +1,30 @@
 //! The plan: desired state vs applied state -> per-target changes -> the fewest full-replacement
 //! calls that make them so, in the order apply sends them. Rendering lives in `render` and `json`.
+//!
+//! What each target should show:
+//! - a target the config declares: its list;
+//! - a user target the state records and the config no longer declares: its chat's whole-chat
+//!   list, or none when the chat has none (it *follows* the whole-chat buttons, so that a user
+//!   removed from the config sees what the rest of the chat sees, and is sent the new list when
+//!   it changes);
+//! - a whole-chat target the config no longer declares: cleared, then forgotten.
+//!
+//! A target is sent when what the state records differs from that, and also, whatever the
+//! lists say, when the state marks it uncertain, owed or waiting (see `state::PendingStatus`),
+//! when its chat's whole-chat call is sent (the API does not say whether that call overwrites
+//! users' lists), or when a call for a target leaving the config under another id type goes
+//! first in its chat (during a move to another `user_id_type` it may reach the same person).
 
 pub mod json;
 pub mod render;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::feishu::wire::{self, UserIdType, api};
+use crate::state::{OwedReason, Pending, PendingStatus, Record, TargetRecord};
 use crate::target::{Audience, ButtonList, Target};
 
 /// What happens to one target.
@@ -20,10 +35,17 @@ pub enum Action {
     Add,
     /// Applied with other buttons: they are replaced.
     Change,
-    /// Applied, no longer declared: its buttons are cleared, then it is forgotten.
+    /// Applied, no longer declared: a user gets its chat's whole-chat buttons (none when the
+    /// chat has none) and follows them from then on; the whole-chat target is cleared and
+    /// forgotten.
     Remove,
-    /// Unchanged, but sent again because its chat's whole-chat buttons change (`format.md`).
+    /// Unchanged, but sent again: its chat's whole-chat call goes first, another id type's
+    /// removal in its chat may have reached the same person, or the state says it is owed or
+    /// uncertain.
     Resend,
+    /// No longer declared and following its chat's whole-chat buttons: sent their new list (or
+    /// the same one again, for the reasons of `Resend`).
+    Follow,
 }
 
 impl Action {
@@ -33,6 +55,91 @@ impl Action {
             Action::Change => "change",
             Action::Remove => "remove",
             Action::Resend => "resend",
+            Action::Follow => "follow",
+        }
+    }
+
+    /// Whether the target leaves the config (or left it): it ends up following its chat's
+    /// whole-chat buttons.
+    pub fn follows(self) -> bool {
+        matches!(self, Action::Remove | Action::Follow)
+    }
+}
+
+/// Why a change is in the plan beyond its lists, for the reviewer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Note {
+    /// Sent again because its chat's whole-chat call goes first.
+    WholeChat,
+    /// Sent again because a call under another id type in its chat goes first.
+    IdTypeMove,
+    /// The state marks it owed a re-send.
+    Owed { reason: OwedReason, since: u64 },
+    /// A call for it was sent at `since` and its answer never came.
+    Uncertain { since: u64 },
+    /// The API refused it (the user is not in the chat) since `since`, `tries` times.
+    Waiting {
+        reason: String,
+        since: u64,
+        tries: u32,
+    },
+}
+
+impl Note {
+    /// `whole_chat`, `id_type_move`, `owed`, `uncertain` or `waiting`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Note::WholeChat => "whole_chat",
+            Note::IdTypeMove => "id_type_move",
+            Note::Owed { .. } => "owed",
+            Note::Uncertain { .. } => "uncertain",
+            Note::Waiting { .. } => "waiting",
+        }
+    }
+
+    /// For people: `owed since 2026-12-01T10:00:00Z: ...`.
+    pub fn describe(&self) -> String {
+        let at = |t: u64| crate::time::rfc3339_seconds(t);
+        match self {
+            Note::WholeChat => "its chat's whole-chat call goes first".to_owned(),
+            Note::IdTypeMove => {
+                "a removal under another id type in its chat goes first and may reach the same person"
+                    .to_owned()
+            }
+            Note::Owed { reason, since } => {
+                format!("owed since {}: {}", at(*since), reason.describe())
+            }
+            Note::Uncertain { since } => format!(
+                "uncertain: a call sent at {} was never answered",
+                at(*since)
+            ),
+            Note::Waiting {
+                reason,
+                since,
+                tries,
+            } => format!(
+                "waiting since {} ({} {}): {reason}",
+                at(*since),
+                tries,
+                if *tries == 1 { "try" } else { "tries" }
+            ),
+        }
+    }
+
+    fn of(pending: &Pending) -> Note {
+        match &pending.status {
+            PendingStatus::Uncertain { .. } => Note::Uncertain {
+                since: pending.since,
+            },
+            PendingStatus::Owed { reason } => Note::Owed {
+                reason: *reason,
+                since: pending.since,
+            },
+            PendingStatus::Waiting { reason, tries, .. } => Note::Waiting {
+                reason: reason.clone(),
+                since: pending.since,
+                tries: *tries,
+            },
         }
     }
 }
@@ -42,9 +149,19 @@ impl Action {
 pub struct Change {
     pub target: Target,
     pub action: Action,
+    /// The list the state records the API accepted; `None` when it never accepted one.
     pub old: Option<Arc<ButtonList>>,
-    /// Empty for a removal (the clearing call's list).
+    /// What the call sends (for a removal: the chat's whole-chat list, or the empty list).
     pub new: Arc<ButtonList>,
+    /// Boxed: most changes have none.
+    pub note: Option<Box<Note>>,
+}
+
+impl Change {
+    /// Whether the target waits for its user (the API refused it before).
+    pub fn waiting(&self) -> bool {
+        matches!(self.note.as_deref(), Some(Note::Waiting { .. }))
+    }
 }
 
 /// One call: its query, its exact body, and the target changes it carries.
@@ -55,15 +172,27 @@ pub struct Request {
     pub changes: Vec<Change>,
 }
 
-/// Counts of targets by fate, and of calls.
+/// Counts of targets by fate, and of calls. Every change counts once: a change retried for a
+/// target that waits counts under `waiting`, every other under its action.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub add: usize,
     pub change: usize,
     pub remove: usize,
     pub unchanged: usize,
-    /// Unchanged targets sent again after their chat's whole-chat change (counted in `unchanged` too).
+    /// Unchanged targets sent again (counted in `unchanged` too): after their chat's
+    /// whole-chat call or another id type's removal, or because the state marks them owed or
+    /// uncertain.
+    #[serde(default)]
     pub resend: usize,
+    /// Targets no longer declared that follow their chat's whole-chat buttons and are sent
+    /// them.
+    #[serde(default)]
+    pub follow: usize,
+    /// Targets the API refused before (their user is not in the chat): retried, or held back
+    /// until their next try (watch).
+    #[serde(default)]
+    pub waiting: usize,
     pub requests: usize,
 }
 
@@ -89,32 +218,87 @@ pub struct Plan {
     pub mass_removal: Option<MassRemoval>,
     /// Calls per second the ETA assumes.
     pub rate_limit: u32,
+    /// Records to write without any call: waiting targets that the config no longer asks to
+    /// change (the refused call is moot, and what the state records is what Feishu shows).
+    pub settle: Vec<Record>,
+    /// The earliest time (Unix seconds) a waiting target held back by the backoff is due.
+    pub next_retry: Option<u64>,
 }
 
-/// What the plan compares against: the applied targets, sorted (a `BTreeMap`'s order).
+/// One recorded target, as the plan reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct Recorded<'a> {
+    pub shown: Option<&'a Arc<ButtonList>>,
+    pub follows: bool,
+    pub pending: Option<&'a Pending>,
+}
+
+impl<'a> Recorded<'a> {
+    fn of(record: &'a TargetRecord) -> Recorded<'a> {
+        Recorded {
+            shown: record.shown.as_ref(),
+            follows: record.follows(),
+            pending: record.pending(),
+        }
+    }
+
+    fn applied(list: &'a Arc<ButtonList>) -> Recorded<'a> {
+        Recorded {
+            shown: Some(list),
+            follows: false,
+            pending: None,
+        }
+    }
+}
+
+/// What the plan compares against: the recorded targets, sorted (a `BTreeMap`'s order).
 pub trait Applied {
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    fn entries(&self) -> Box<dyn Iterator<Item = (&Target, &ButtonList)> + '_>;
+    fn entries(&self) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_>;
 }
 
-impl Applied for BTreeMap<Target, ButtonList> {
+/// An applied state's records.
+impl Applied for BTreeMap<Target, TargetRecord> {
     fn len(&self) -> usize {
         BTreeMap::len(self)
     }
-    fn entries(&self) -> Box<dyn Iterator<Item = (&Target, &ButtonList)> + '_> {
-        Box::new(self.iter())
+    fn entries(&self) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_> {
+        Box::new(self.iter().map(|(t, r)| (t, Recorded::of(r))))
     }
 }
 
+/// Another config's desired targets (`plan --base`): every one applied as declared.
 impl Applied for BTreeMap<Target, Arc<ButtonList>> {
     fn len(&self) -> usize {
         BTreeMap::len(self)
     }
-    fn entries(&self) -> Box<dyn Iterator<Item = (&Target, &ButtonList)> + '_> {
-        Box::new(self.iter().map(|(t, b)| (t, b.as_ref())))
+    fn entries(&self) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_> {
+        Box::new(self.iter().map(|(t, b)| (t, Recorded::applied(b))))
+    }
+}
+
+/// When `watch` tries a waiting target again: `first` after the first refusal, doubling with
+/// every refusal up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitingBackoff {
+    /// Now, in Unix seconds.
+    pub now: u64,
+    pub first: u64,
+    pub max: u64,
+}
+
+impl WaitingBackoff {
+    /// When a target refused `tries` times, the last time at `last_try`, is due again.
+    pub fn due_at(&self, tries: u32, last_try: u64) -> u64 {
+        let doublings = tries.saturating_sub(1).min(32);
+        let wait = self
+            .first
+            .saturating_mul(1u64 << doublings)
+            .min(self.max.max(self.first));
+        last_try.saturating_add(wait)
     }
 }
 
@@ -125,9 +309,13 @@ pub struct PlanOptions {
     pub chats: Vec<String>,
     /// Calls per second, for the ETA.
     pub rate_limit: u32,
+    /// Hold back waiting targets until their next try (watch); `None`: retry them now.
+    pub waiting_backoff: Option<WaitingBackoff>,
+    /// Send every recorded target that nothing is pending for, even if unchanged (resync).
+    pub resend_all: bool,
 }
 
-/// Compares the desired targets with the applied ones and batches the changes into calls.
+/// Compares the desired targets with the recorded ones and batches the changes into calls.
 pub fn plan(
     desired: &BTreeMap<Target, Arc<ButtonList>>,
     chat_names: &BTreeMap<String, String>,
@@ -135,15 +323,19 @@ pub fn plan(
     options: &PlanOptions,
 ) -> Plan {
     let wanted = |t: &Target| options.chats.is_empty() || options.chats.contains(&t.chat_id);
-    let empty: Arc<ButtonList> = Arc::new(Vec::new());
-    // The state holds one list per target; a plan shares one copy of each distinct old list.
-    let mut old_lists: HashMap<&ButtonList, Arc<ButtonList>> = HashMap::new();
-    let mut summary = Summary::default();
+    let mut ctx = Ctx {
+        empty: Arc::new(Vec::new()),
+        options,
+        summary: Summary::default(),
+        requests: Vec::new(),
+        settle: Vec::new(),
+        next_retry: None,
+        managed: 0,
+    };
 
     // Merge-join the two sorted sequences, one chat at a time.
     let mut d = desired.iter().filter(|(t, _)| wanted(t)).peekable();
     let mut a = applied.entries().filter(|(t, _)| wanted(t)).peekable();
-    let mut requests = Vec::new();
     let mut chat: Vec<Pair<'_>> = Vec::new();
     loop {
         let next_chat: &str = match (d.peek(), a.peek()) {
@@ -165,23 +357,18 @@ pub fn plan(
             let desired_entry = if take_d { d.next() } else { None };
             let applied_entry = if take_a { a.next() } else { None };
             match (desired_entry, applied_entry) {
-                (Some((t, new)), old) => chat.push((t, Some(new), old.map(|(_, b)| b))),
+                (Some((t, new)), old) => chat.push((t, Some(new), old.map(|(_, r)| r))),
                 (None, Some((t, old))) => chat.push((t, None, Some(old))),
                 (None, None) => break,
             }
         }
-        plan_chat(
-            next_chat,
-            &chat,
-            &empty,
-            &mut old_lists,
-            &mut summary,
-            &mut requests,
-        );
+        ctx.chat(next_chat, &chat);
     }
-    summary.requests = requests.len();
+    let mut summary = ctx.summary;
+    summary.requests = ctx.requests.len();
 
-    let applied_total = applied.len();
+    // Only targets the config manages count: followers left it already.
+    let applied_total = ctx.managed;
     let desired_total = desired.len();
     let mass_removal = if summary.remove > 0 && desired_total == 0 {
         Some(MassRemoval {
@@ -209,7 +396,8 @@ pub fn plan(
         None
     };
 
-    let chat_names = requests
+    let chat_names = ctx
+        .requests
         .iter()
         .filter_map(|r: &Request| {
             chat_names
@@ -219,166 +407,326 @@ pub fn plan(
         .collect();
     Plan {
         summary,
-        requests,
+        requests: ctx.requests,
         chat_names,
         mass_removal,
         rate_limit: options.rate_limit,
+        settle: ctx.settle,
+        next_retry: ctx.next_retry,
     }
 }
 
-/// One target of a chat: desired list (if declared) and applied list (if recorded).
+/// One target of a chat: desired list (if declared) and record (if recorded).
 type Pair<'a> = (
     &'a Target,
     Option<&'a Arc<ButtonList>>,
-    Option<&'a ButtonList>,
+    Option<Recorded<'a>>,
 );
 
-/// Plans one chat: the whole-chat call first, then per-user calls grouped by id type and list,
-/// clearing calls before the others.
-fn plan_chat<'a>(
-    chat_id: &str,
-    entries: &[Pair<'a>],
-    empty: &Arc<ButtonList>,
-    old_lists: &mut HashMap<&'a ButtonList, Arc<ButtonList>>,
-    summary: &mut Summary,
-    requests: &mut Vec<Request>,
-) {
-    let mut everyone_changes = false;
-    let mut per_user: Vec<Change> = Vec::new();
-    let mut unchanged_users: Vec<(&Target, &Arc<ButtonList>)> = Vec::new();
-    for &(target, new, old) in entries {
-        let change = match (new, old) {
-            (Some(new), None) => {
-                summary.add += 1;
-                Change {
-                    target: target.clone(),
-                    action: Action::Add,
-                    old: None,
-                    new: new.clone(),
-                }
+/// A chat's calls go in phases: its whole-chat call, then the calls for users leaving the
+/// config (they all carry the chat's whole-chat list), then the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Phase {
+    WholeChat,
+    Leaving,
+    Rest,
+}
+
+struct Ctx<'o> {
+    empty: Arc<ButtonList>,
+    options: &'o PlanOptions,
+    summary: Summary,
+    requests: Vec<Request>,
+    settle: Vec<Record>,
+    next_retry: Option<u64>,
+    /// Recorded targets that the config manages (not followers).
+    managed: usize,
+}
+
+/// A recorded user target no call is planned for yet: it may still be sent again.
+struct Quiet<'a> {
+    target: &'a Target,
+    shown: &'a Arc<ButtonList>,
+    follows: bool,
+}
+
+impl Ctx<'_> {
+    /// Plans one chat.
+    fn chat(&mut self, chat_id: &str, entries: &[Pair<'_>]) {
+        let everyone_desired = entries
+            .first()
+            .filter(|(t, ..)| t.audience == Audience::Everyone)
+            .and_then(|(_, d, _)| *d);
+        let follow_list = everyone_desired.unwrap_or(&self.empty).clone();
+        let mut calls: Vec<(Phase, Change)> = Vec::new();
+        let mut quiet: Vec<Quiet<'_>> = Vec::new();
+
+        for &(target, desired, recorded) in entries {
+            if recorded.is_some_and(|r| !r.follows) {
+                self.managed += 1;
             }
-            (Some(new), Some(old)) if new.as_slice() == old.as_slice() => {
-                summary.unchanged += 1;
-                if target.audience != Audience::Everyone {
-                    unchanged_users.push((target, new));
+            let everyone = target.audience == Audience::Everyone;
+            let (goal, goal_follows) = match desired {
+                Some(list) => (list, false),
+                // A whole-chat target that left the config is cleared, a user follows.
+                None if everyone => (&self.empty, false),
+                None => (&follow_list, true),
+            };
+            let Some(r) = recorded else {
+                if desired.is_some() {
+                    self.summary.add += 1;
+                    let phase = if everyone {
+                        Phase::WholeChat
+                    } else {
+                        Phase::Rest
+                    };
+                    calls.push((phase, self.change(target, Action::Add, None, goal, None)));
                 }
                 continue;
-            }
-            (Some(new), Some(old)) => {
-                summary.change += 1;
-                Change {
-                    target: target.clone(),
-                    action: Action::Change,
-                    old: Some(shared(old_lists, old)),
-                    new: new.clone(),
-                }
-            }
-            (None, Some(old)) => {
-                summary.remove += 1;
-                Change {
-                    target: target.clone(),
-                    action: Action::Remove,
-                    old: Some(shared(old_lists, old)),
-                    new: empty.clone(),
-                }
-            }
-            (None, None) => continue,
-        };
-        if target.audience == Audience::Everyone {
-            everyone_changes = true;
-            requests.push(Request {
-                user_id_type: UserIdType::OpenId,
-                body: wire::ChatButtonRequest {
-                    user_ids: None,
-                    chat_id: chat_id.to_owned(),
-                    buttons: wire::Buttons {
-                        buttons: change.new.to_vec(),
+            };
+            let action = match (desired, r.shown) {
+                (None, _) if everyone => Action::Remove,
+                (None, _) if r.follows => Action::Follow,
+                (None, _) => Action::Remove,
+                (Some(_), None) => Action::Add,
+                (Some(_), Some(shown)) if shown.as_slice() == goal.as_slice() => Action::Resend,
+                (Some(_), Some(_)) => Action::Change,
+            };
+            let matches = r.shown.is_some_and(|s| s.as_slice() == goal.as_slice())
+                && r.follows == goal_follows
+                && !(everyone && desired.is_none());
+            let note = match r.pending.map(|p| (p, &p.status)) {
+                Some((
+                    p,
+                    PendingStatus::Waiting {
+                        goal: tried,
+                        goal_follows: tried_follows,
+                        tries,
+                        last_try,
+                        ..
                     },
-                },
-                changes: vec![change],
-            });
-        } else {
-            per_user.push(change);
+                )) => {
+                    if matches || (r.shown.is_none() && desired.is_none()) {
+                        // The refused call no longer matters: the config asks for what Feishu
+                        // shows (or for nothing, where nothing was ever set).
+                        let settled = r
+                            .shown
+                            .map(|s| TargetRecord::new(Some(s.clone()), r.follows, None));
+                        self.settle
+                            .push(Record::put_or_forget(target.clone(), settled.flatten()));
+                        if let Some(shown) = r.shown {
+                            if desired.is_some() {
+                                self.summary.unchanged += 1;
+                            }
+                            if !everyone {
+                                quiet.push(Quiet {
+                                    target,
+                                    shown,
+                                    follows: r.follows,
+                                });
+                            }
+                        }
+                        continue;
+                    }
+                    let same_goal =
+                        tried.as_slice() == goal.as_slice() && *tried_follows == goal_follows;
+                    if let Some(backoff) = &self.options.waiting_backoff
+                        && same_goal
+                    {
+                        let due = backoff.due_at(*tries, *last_try);
+                        if due > backoff.now {
+                            self.summary.waiting += 1;
+                            self.next_retry = Some(self.next_retry.map_or(due, |t| t.min(due)));
+                            continue;
+                        }
+                    }
+                    Some(Note::of(p))
+                }
+                Some((p, _)) => Some(Note::of(p)),
+                None if matches => {
+                    if desired.is_some() {
+                        self.summary.unchanged += 1;
+                    }
+                    if let (false, Some(shown)) = (everyone, r.shown) {
+                        quiet.push(Quiet {
+                            target,
+                            shown,
+                            follows: r.follows,
+                        });
+                    } else if self.options.resend_all
+                        && let Some(shown) = r.shown
+                    {
+                        calls.push((
+                            Phase::WholeChat,
+                            self.change(target, Action::Resend, Some(shown), goal, None),
+                        ));
+                    }
+                    continue;
+                }
+                None => None,
+            };
+            let phase = if everyone {
+                Phase::WholeChat
+            } else if goal_follows {
+                Phase::Leaving
+            } else {
+                Phase::Rest
+            };
+            let change = self.change(target, action, r.shown, goal, note);
+            self.count(&change, false);
+            calls.push((phase, change));
+        }
+
+        // Users whose lists look unchanged are sent again after a call that may have
+        // overwritten them: the chat's whole-chat call, or (during an id-type move) a call
+        // for a user leaving the config under another id type, which may be the same person.
+        let whole_chat = calls.iter().any(|(p, _)| *p == Phase::WholeChat);
+        let leaving_types: BTreeSet<UserIdType> = calls
+            .iter()
+            .filter(|(p, _)| *p == Phase::Leaving)
+            .filter_map(|(_, c)| id_type(&c.target))
+            .collect();
+        for q in quiet {
+            let ty = id_type(q.target).unwrap_or(UserIdType::OpenId);
+            let note = if whole_chat {
+                Some(Note::WholeChat)
+            } else if !q.follows && leaving_types.iter().any(|t| *t != ty) {
+                Some(Note::IdTypeMove)
+            } else if self.options.resend_all {
+                None
+            } else {
+                continue;
+            };
+            let (phase, action) = if q.follows {
+                (Phase::Leaving, Action::Follow)
+            } else {
+                (Phase::Rest, Action::Resend)
+            };
+            let change = self.change(q.target, action, Some(q.shown), q.shown, note);
+            // A quiet declared target was counted unchanged already.
+            self.count(&change, true);
+            calls.push((phase, change));
+        }
+        self.batch(chat_id, calls);
+    }
+
+    fn change(
+        &self,
+        target: &Target,
+        action: Action,
+        old: Option<&Arc<ButtonList>>,
+        new: &Arc<ButtonList>,
+        note: Option<Note>,
+    ) -> Change {
+        Change {
+            target: target.clone(),
+            action,
+            old: old.cloned(),
+            new: new.clone(),
+            note: note.map(Box::new),
         }
     }
-    // A whole-chat call may overwrite what users see: send their own lists again after it.
-    if everyone_changes {
-        for (target, list) in unchanged_users {
-            summary.resend += 1;
-            per_user.push(Change {
-                target: target.clone(),
-                action: Action::Resend,
-                old: Some(list.clone()),
-                new: list.clone(),
-            });
+
+    fn count(&mut self, change: &Change, counted_unchanged: bool) {
+        let s = &mut self.summary;
+        if change.waiting() {
+            s.waiting += 1;
+            return;
         }
-        per_user.sort_by(|a, b| a.target.cmp(&b.target));
-    }
-    // Group by (id type, new list), in the order of each group's first user, so output is
-    // stable. Lists are compared by pointer first (the config shares one copy of each distinct
-    // list) and by content once per distinct pointer, so equal lists always share a group.
-    let mut groups: Vec<(UserIdType, Arc<ButtonList>, Vec<Change>)> = Vec::new();
-    let mut by_ptr: HashMap<(UserIdType, *const ButtonList), usize> = HashMap::new();
-    let mut by_content: HashMap<(UserIdType, ButtonList), usize> = HashMap::new();
-    for change in per_user {
-        let id_type = match &change.target.audience {
-            Audience::User { id_type, .. } => *id_type,
-            Audience::Everyone => UserIdType::OpenId,
-        };
-        let ptr = Arc::as_ptr(&change.new);
-        let g = match by_ptr.get(&(id_type, ptr)) {
-            Some(&g) => g,
-            None => {
-                let g = *by_content
-                    .entry((id_type, change.new.to_vec()))
-                    .or_insert_with(|| {
-                        groups.push((id_type, change.new.clone(), Vec::new()));
-                        groups.len() - 1
-                    });
-                by_ptr.insert((id_type, ptr), g);
-                g
+        match change.action {
+            Action::Add => s.add += 1,
+            Action::Change => s.change += 1,
+            Action::Remove => s.remove += 1,
+            Action::Resend => {
+                s.resend += 1;
+                s.unchanged += usize::from(!counted_unchanged);
             }
-        };
-        groups[g].2.push(change);
+            Action::Follow => s.follow += 1,
+        }
     }
-    // Clearing calls go before setting ones: when a chat's users move to another id type, the
-    // old ids' clears reach the same people as the new ids' lists, and must land first.
-    groups.sort_by_key(|(_, list, _)| !list.is_empty());
-    for (id_type, list, changes) in groups {
-        let mut changes = changes.into_iter();
-        loop {
-            let chunk: Vec<Change> = changes.by_ref().take(api::MAX_USERS_PER_CALL).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            let user_ids = chunk
-                .iter()
-                .filter_map(|c| c.target.user_id().map(str::to_owned))
-                .collect();
-            requests.push(Request {
-                user_id_type: id_type,
-                body: wire::ChatButtonRequest {
-                    user_ids: Some(user_ids),
-                    chat_id: chat_id.to_owned(),
-                    buttons: wire::Buttons {
-                        buttons: list.to_vec(),
+
+    /// Turns a chat's changes into calls: its whole-chat call, then the users leaving the
+    /// config, then the rest, each grouped by (id type, list), 20 users a call.
+    fn batch(&mut self, chat_id: &str, mut calls: Vec<(Phase, Change)>) {
+        calls.sort_by(|(pa, a), (pb, b)| pa.cmp(pb).then_with(|| a.target.cmp(&b.target)));
+        let mut per_user: Vec<(Phase, Change)> = Vec::new();
+        for (phase, change) in calls {
+            if phase == Phase::WholeChat {
+                self.requests.push(Request {
+                    user_id_type: UserIdType::OpenId,
+                    body: wire::ChatButtonRequest {
+                        user_ids: None,
+                        chat_id: chat_id.to_owned(),
+                        buttons: wire::Buttons {
+                            buttons: change.new.to_vec(),
+                        },
                     },
-                },
-                changes: chunk,
-            });
+                    changes: vec![change],
+                });
+            } else {
+                per_user.push((phase, change));
+            }
+        }
+        // Group by (phase, id type, new list), in the order of each group's first user, so
+        // output is stable. Lists are compared by pointer first (the config shares one copy
+        // of each distinct list) and by content once per distinct pointer, so equal lists
+        // always share a group.
+        type Key = (Phase, UserIdType);
+        let mut groups: Vec<(Key, Arc<ButtonList>, Vec<Change>)> = Vec::new();
+        let mut by_ptr: HashMap<(Key, *const ButtonList), usize> = HashMap::new();
+        let mut by_content: HashMap<(Key, ButtonList), usize> = HashMap::new();
+        for (phase, change) in per_user {
+            let key = (phase, id_type(&change.target).unwrap_or(UserIdType::OpenId));
+            let ptr = Arc::as_ptr(&change.new);
+            let g = match by_ptr.get(&(key, ptr)) {
+                Some(&g) => g,
+                None => {
+                    let g = *by_content
+                        .entry((key, change.new.to_vec()))
+                        .or_insert_with(|| {
+                            groups.push((key, change.new.clone(), Vec::new()));
+                            groups.len() - 1
+                        });
+                    by_ptr.insert((key, ptr), g);
+                    g
+                }
+            };
+            groups[g].2.push(change);
+        }
+        // Within a phase, clearing calls first (a stable order a reviewer can predict).
+        groups.sort_by_key(|((phase, _), list, _)| (*phase, !list.is_empty()));
+        for ((_, id_type), list, changes) in groups {
+            let mut changes = changes.into_iter();
+            loop {
+                let chunk: Vec<Change> = changes.by_ref().take(api::MAX_USERS_PER_CALL).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                let user_ids = chunk
+                    .iter()
+                    .filter_map(|c| c.target.user_id().map(str::to_owned))
+                    .collect();
+                self.requests.push(Request {
+                    user_id_type: id_type,
+                    body: wire::ChatButtonRequest {
+                        user_ids: Some(user_ids),
+                        chat_id: chat_id.to_owned(),
+                        buttons: wire::Buttons {
+                            buttons: list.to_vec(),
+                        },
+                    },
+                    changes: chunk,
+                });
+            }
         }
     }
 }
 
-/// The one shared copy of `list`.
-fn shared<'a>(
-    cache: &mut HashMap<&'a ButtonList, Arc<ButtonList>>,
-    list: &'a ButtonList,
-) -> Arc<ButtonList> {
-    cache
-        .entry(list)
-        .or_insert_with(|| Arc::new(list.clone()))
-        .clone()
+fn id_type(target: &Target) -> Option<UserIdType> {
+    match &target.audience {
+        Audience::User { id_type, .. } => Some(*id_type),
+        Audience::Everyone => None,
+    }
 }
 
 impl Plan {
@@ -414,8 +762,21 @@ impl Plan {
                 self.rate_limit.max(1)
             )
         };
+        let mut more = String::new();
+        if s.follow > 0 {
+            more.push_str(&format!(
+                ", {} following the whole-chat buttons",
+                group_digits(s.follow as u64)
+            ));
+        }
+        if s.waiting > 0 {
+            more.push_str(&format!(
+                ", {} waiting for their users to join the chat",
+                group_digits(s.waiting as u64)
+            ));
+        }
         format!(
-            "Plan: {} to add, {} to change, {} to remove, {} unchanged; {calls}{eta}.",
+            "Plan: {} to add, {} to change, {} to remove, {} unchanged{more}; {calls}{eta}.",
             group_digits(s.add as u64),
             group_digits(s.change as u64),
             group_digits(s.remove as u64),

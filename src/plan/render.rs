@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
 
-use super::{Action, Change, Plan, group_digits};
+use super::{Action, Change, Note, Plan, group_digits};
 use crate::feishu::wire::{ActionType, Button, ButtonType};
 use crate::target::ButtonList;
 
@@ -87,19 +87,31 @@ fn list_lines(list: &ButtonList) -> String {
     list.iter().map(|b| button_line(b) + "\n").collect()
 }
 
-/// A chat's changes grouped by (action, old list, new list), in plan order.
+/// A chat's changes grouped by (action, old list, new list, note), in plan order.
 struct Group<'a> {
     action: Action,
     first: &'a Change,
     targets: Vec<&'a str>,
 }
 
+type GroupKey<'a> = (
+    Action,
+    Option<&'a ButtonList>,
+    &'a ButtonList,
+    Option<&'a Note>,
+);
+
 fn chat_groups<'a>(changes: impl Iterator<Item = &'a Change>) -> Vec<Group<'a>> {
     let mut groups: Vec<Group<'a>> = Vec::new();
-    let mut index: std::collections::HashMap<(Action, Option<&ButtonList>, &ButtonList), usize> =
+    let mut index: std::collections::HashMap<GroupKey<'a>, usize> =
         std::collections::HashMap::new();
     for c in changes {
-        let key = (c.action, c.old.as_deref(), c.new.as_ref());
+        let key = (
+            c.action,
+            c.old.as_deref(),
+            c.new.as_ref(),
+            c.note.as_deref(),
+        );
         match index.get(&key) {
             Some(&i) => groups[i].targets.push(c.target.audience_label()),
             None => {
@@ -135,11 +147,34 @@ fn who(targets: &[&str]) -> String {
 }
 
 fn headline(g: &Group) -> String {
-    match g.action {
-        Action::Add => format!("add, {}", who(&g.targets)),
-        Action::Change => format!("change, {}", who(&g.targets)),
-        Action::Remove => format!("REMOVE (buttons cleared), {}", who(&g.targets)),
-        Action::Resend => format!("re-send after the whole-chat change, {}", who(&g.targets)),
+    let who = who(&g.targets);
+    let note = g.first.note.as_deref();
+    let head = match (g.action, note) {
+        (Action::Add, _) => format!("add, {who}"),
+        (Action::Change, _) => format!("change, {who}"),
+        (Action::Remove, _) if g.first.new.is_empty() => {
+            format!("REMOVE (buttons cleared), {who}")
+        }
+        (Action::Remove, _) => {
+            format!("REMOVE (they get the whole-chat buttons and follow them), {who}")
+        }
+        (Action::Resend, Some(Note::WholeChat) | None) => {
+            format!("re-send after the whole-chat change, {who}")
+        }
+        (Action::Resend, Some(Note::IdTypeMove)) => {
+            format!("re-send after a removal under another id type, {who}")
+        }
+        (Action::Resend, Some(_)) => format!("re-send, {who}"),
+        (Action::Follow, _) if g.first.new.is_empty() => {
+            format!("clear (the whole-chat buttons they follow are gone), {who}")
+        }
+        (Action::Follow, _) => format!("follow the whole-chat buttons, {who}"),
+    };
+    match note {
+        Some(n @ (Note::Owed { .. } | Note::Uncertain { .. } | Note::Waiting { .. })) => {
+            format!("{head} [{}]", n.describe())
+        }
+        _ => head,
     }
 }
 
@@ -150,7 +185,7 @@ fn diff_lines(g: &Group) -> Vec<(ChangeTag, String)> {
         _ => g.first.old.as_deref().map(list_lines).unwrap_or_default(),
     };
     let new = match g.action {
-        Action::Remove => String::new(),
+        Action::Remove if g.first.new.is_empty() => String::new(),
         _ => list_lines(&g.first.new),
     };
     if g.action == Action::Resend {
@@ -193,6 +228,7 @@ fn chat_counts(changes: &[&Change]) -> String {
         (Action::Change, "to change"),
         (Action::Remove, "to remove"),
         (Action::Resend, "to re-send"),
+        (Action::Follow, "following the whole-chat buttons"),
     ] {
         let n = count(a);
         if n > 0 {
@@ -232,6 +268,7 @@ pub fn text(plan: &Plan, style: Style) -> String {
                 Action::Change => (style.yellow("~"), style.yellow(&headline(&g))),
                 Action::Remove => (style.red_bold("-"), style.red_bold(&headline(&g))),
                 Action::Resend => (style.dim("="), style.dim(&headline(&g))),
+                Action::Follow => (style.yellow("~"), style.yellow(&headline(&g))),
             };
             let _ = writeln!(out, "  {mark} {head}");
             for (tag, line) in diff_lines(&g) {

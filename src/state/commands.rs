@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{AppliedState, Record, StateError, StateLock, audience_spec};
+use super::{
+    AppliedState, PendingStatus, Record, StateError, StateLock, TargetRecord, audience_spec,
+};
 use crate::feishu::wire::{Button, UserIdType};
 use crate::target::{Audience, ButtonList, Target};
 
@@ -58,7 +60,7 @@ impl Selector {
     }
 
     /// The targets of `state` the selector names, in order.
-    pub fn select<'a>(&'a self, state: &'a AppliedState) -> Vec<(&'a Target, &'a ButtonList)> {
+    pub fn select<'a>(&'a self, state: &'a AppliedState) -> Vec<(&'a Target, &'a TargetRecord)> {
         state
             .chat(&self.chat_id)
             .filter(|(t, _)| self.matches(t))
@@ -96,21 +98,82 @@ pub fn summary(state: &AppliedState, location: &str) -> String {
         state.chat_ids().len(),
         state.distinct_button_lists()
     );
+    let c = state.counts();
+    if c.followers > 0 {
+        let _ = writeln!(
+            out,
+            "followers: {} (no longer in the config; they show their chat's whole-chat buttons)",
+            c.followers
+        );
+    }
+    if c.uncertain + c.owed + c.waiting > 0 {
+        let _ = writeln!(
+            out,
+            "pending: {} uncertain, {} owed, {} waiting (the next apply sends them; see below)",
+            c.uncertain, c.owed, c.waiting
+        );
+    }
     out
 }
 
+/// What a record's condition is, for people: empty when it is simply applied.
+pub fn condition(record: &TargetRecord) -> String {
+    let at = crate::time::rfc3339_seconds;
+    let mut parts = Vec::new();
+    if record.follows() {
+        parts.push("follows the whole-chat buttons".to_owned());
+    }
+    if let Some(p) = record.pending() {
+        parts.push(match &p.status {
+            PendingStatus::Uncertain { sent } => format!(
+                "uncertain since {}: a call setting {} was never answered",
+                at(p.since),
+                texts(sent)
+            ),
+            PendingStatus::Owed { reason } => {
+                format!("owed since {}: {}", at(p.since), reason.describe())
+            }
+            PendingStatus::Waiting {
+                goal,
+                reason,
+                tries,
+                last_try,
+                ..
+            } => format!(
+                "waiting since {} ({tries} {}, the last at {}): {}; wants {}",
+                at(p.since),
+                if *tries == 1 { "try" } else { "tries" },
+                at(*last_try),
+                reason,
+                texts(goal)
+            ),
+        });
+    }
+    parts.join("; ")
+}
+
+/// The shown list's texts, or what stands for none.
+fn shown_texts(record: &TargetRecord) -> String {
+    match record.shown() {
+        Some(list) => texts(list),
+        None => "(nothing applied yet)".to_owned(),
+    }
+}
+
 /// One line per recorded target (of one chat, if `chat` is given): chat id, audience (`everyone`
-/// or `open_id:ou_…`) and the quoted button texts, in columns. Empty when nothing matches.
+/// or `open_id:ou_…`), the quoted button texts, in columns, and after them the target's
+/// condition when it is more than applied (a follower; uncertain, owed or waiting, since when
+/// and why). Empty when nothing matches.
 pub fn list(state: &AppliedState, chat: Option<&str>) -> String {
-    let rows: Vec<(&Target, String, &ButtonList)> = match chat {
+    let rows: Vec<(&Target, String, &TargetRecord)> = match chat {
         Some(c) => state
             .chat(c)
-            .map(|(t, b)| (t, audience_spec(t), b))
+            .map(|(t, r)| (t, audience_spec(t), r))
             .collect(),
         None => state
             .targets
             .iter()
-            .map(|(t, b)| (t, audience_spec(t), b.as_ref()))
+            .map(|(t, r)| (t, audience_spec(t), r))
             .collect(),
     };
     let chat_width = rows
@@ -120,14 +183,19 @@ pub fn list(state: &AppliedState, chat: Option<&str>) -> String {
         .unwrap_or(0);
     let audience_width = rows.iter().map(|(_, a, _)| a.len()).max().unwrap_or(0);
     let mut out = String::with_capacity(rows.len() * (chat_width + audience_width + 40));
-    for (target, audience, buttons) in &rows {
-        let _ = writeln!(
+    for (target, audience, record) in &rows {
+        let condition = condition(record);
+        let _ = write!(
             out,
             "{:chat_width$}  {:audience_width$}  {}",
             target.chat_id,
             audience,
-            texts(buttons)
+            shown_texts(record)
         );
+        if !condition.is_empty() {
+            let _ = write!(out, "  [{condition}]");
+        }
+        out.push('\n');
     }
     out
 }
@@ -178,31 +246,99 @@ pub fn show(
     })
 }
 
-fn show_json(selected: &[(&Target, &ButtonList)]) -> String {
+fn show_json(selected: &[(&Target, &TargetRecord)]) -> String {
     #[derive(Serialize)]
     struct Shown<'a> {
         #[serde(flatten)]
         target: &'a Target,
-        buttons: &'a ButtonList,
+        /// `null` when the API never accepted a list for it.
+        buttons: Option<&'a ButtonList>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        follows: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pending: Option<PendingJson<'a>>,
     }
     let shown: Vec<Shown> = selected
         .iter()
-        .map(|&(target, buttons)| Shown { target, buttons })
+        .map(|&(target, record)| Shown {
+            target,
+            buttons: record.shown(),
+            follows: record.follows(),
+            pending: record.pending().map(PendingJson::of),
+        })
         .collect();
     let mut out = serde_json::to_string_pretty(&shown).unwrap_or_default();
     out.push('\n');
     out
 }
 
-fn show_text(selected: &[(&Target, &ButtonList)]) -> String {
-    let mut out = String::new();
-    for (target, buttons) in selected {
-        let _ = writeln!(out, "{}  {}", target.chat_id, audience_spec(target));
-        if buttons.is_empty() {
-            out.push_str("  (no buttons)\n");
+/// A pending condition in `state show --format json`.
+#[derive(Serialize)]
+pub struct PendingJson<'a> {
+    /// `uncertain`, `owed` or `waiting`.
+    pub status: &'static str,
+    /// RFC 3339.
+    pub since: String,
+    /// Why it is owed (`whole_chat`, `id_type_move`) or waiting (the API's words).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    /// The list the unanswered call (uncertain) or the refused one (waiting) carried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list: Option<&'a ButtonList>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tries: Option<u32>,
+}
+
+impl<'a> PendingJson<'a> {
+    pub fn of(p: &'a super::Pending) -> PendingJson<'a> {
+        let since = crate::time::rfc3339_seconds(p.since);
+        match &p.status {
+            PendingStatus::Uncertain { sent } => PendingJson {
+                status: "uncertain",
+                since,
+                reason: None,
+                list: Some(sent),
+                tries: None,
+            },
+            PendingStatus::Owed { reason } => PendingJson {
+                status: "owed",
+                since,
+                reason: Some(reason.as_str()),
+                list: None,
+                tries: None,
+            },
+            PendingStatus::Waiting {
+                goal,
+                reason,
+                tries,
+                ..
+            } => PendingJson {
+                status: "waiting",
+                since,
+                reason: Some(reason),
+                list: Some(goal),
+                tries: Some(*tries),
+            },
         }
-        for (i, b) in buttons.iter().enumerate() {
-            button_text(&mut out, i + 1, b);
+    }
+}
+
+fn show_text(selected: &[(&Target, &TargetRecord)]) -> String {
+    let mut out = String::new();
+    for (target, record) in selected {
+        let _ = writeln!(out, "{}  {}", target.chat_id, audience_spec(target));
+        let condition = condition(record);
+        if !condition.is_empty() {
+            let _ = writeln!(out, "  [{condition}]");
+        }
+        match record.shown().map(Vec::as_slice) {
+            None => out.push_str("  (nothing applied yet)\n"),
+            Some([]) => out.push_str("  (no buttons)\n"),
+            Some(buttons) => {
+                for (i, b) in buttons.iter().enumerate() {
+                    button_text(&mut out, i + 1, b);
+                }
+            }
         }
     }
     out
@@ -285,7 +421,8 @@ pub fn adopt<'a>(
     let mut records = Vec::new();
     let mut done = Adopted::default();
     for (target, buttons) in targets {
-        if state.targets.get(target).map(|b| b.as_ref()) == Some(buttons) {
+        let recorded = state.targets.get(target);
+        if recorded.is_some_and(|r| r.is_settled() && !r.follows() && r.shown() == Some(buttons)) {
             done.unchanged += 1;
         } else {
             records.push(Record::Set {

@@ -3,7 +3,8 @@
 //!
 //! A line is `CRC32 JSON\n`: eight hex digits of the CRC-32 of the JSON, a space, then
 //! `{"lineage":"…","serial":N,"lists":[…],"ops":[{"set":{"target":…,"list":0}},{"forget":{"target":…}}]}`
-//! or, for a binding, `{"lineage":"…","serial":N,"bind":{"base_url":"…","app_id":"…"}}`.
+//! (a target whose record is more than an applied list is `{"put":{"target":…,"record":{…}}}`,
+//! the record as the snapshot writes it) or, for a binding, `{"lineage":"…","serial":N,"bind":{"base_url":"…","app_id":"…"}}`.
 //! `lists` holds each distinct button list of the batch once (one call's users share one list).
 //!
 //! A crash can only tear the line being appended, which is the last one: a last line that is
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::snapshot::RecordDoc;
 use super::{AppliedState, Binding, Record, StateError};
 use crate::target::{ButtonList, Target};
 
@@ -37,6 +39,7 @@ pub(crate) struct Entry {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum Op {
     Set { target: Target, list: u32 },
+    Put { target: Target, record: RecordDoc },
     Forget { target: Target },
 }
 
@@ -56,27 +59,43 @@ struct EntryOut<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "snake_case")]
 enum OpOut<'a> {
-    Set { target: &'a Target, list: u32 },
-    Forget { target: &'a Target },
+    Set {
+        target: &'a Target,
+        list: u32,
+    },
+    Put {
+        target: &'a Target,
+        record: RecordDoc,
+    },
+    Forget {
+        target: &'a Target,
+    },
 }
 
 /// The line recording `records` as change number `serial` of lineage `lineage`.
-pub(crate) fn batch_line(lineage: &str, serial: u64, records: &[Record]) -> Vec<u8> {
+pub(crate) fn batch_line<'a>(lineage: &str, serial: u64, records: &'a [Record]) -> Vec<u8> {
     let mut index: HashMap<&ButtonList, u32> = HashMap::new();
     let mut lists: Vec<&ButtonList> = Vec::new();
-    let ops = records
-        .iter()
-        .map(|r| match r {
-            Record::Set { target, buttons } => {
-                let list = *index.entry(buttons).or_insert_with(|| {
-                    lists.push(buttons);
-                    lists.len() as u32 - 1
-                });
-                OpOut::Set { target, list }
-            }
+    let mut ops = Vec::with_capacity(records.len());
+    for r in records {
+        let mut intern = |buttons: &'a ButtonList| {
+            *index.entry(buttons).or_insert_with(|| {
+                lists.push(buttons);
+                lists.len() as u32 - 1
+            })
+        };
+        ops.push(match r {
+            Record::Set { target, buttons } => OpOut::Set {
+                target,
+                list: intern(buttons),
+            },
+            Record::Put { target, record } => OpOut::Put {
+                target,
+                record: RecordDoc::of(record, |l| intern(l.as_ref())),
+            },
             Record::Forget { target } => OpOut::Forget { target },
-        })
-        .collect();
+        });
+    }
     line(&EntryOut {
         lineage,
         serial,
@@ -234,7 +253,15 @@ pub(crate) fn replay(
                             ),
                         )
                     })?;
-                    state.targets.insert(target, buttons);
+                    state
+                        .targets
+                        .insert(target, super::TargetRecord::applied(buttons));
+                }
+                Op::Put { target, record } => {
+                    let record = record
+                        .into_record(|i| lists.get(i as usize).cloned())
+                        .map_err(|why| corrupt(line, format!("target {target} {why}")))?;
+                    state.targets.insert(target, record);
                 }
                 Op::Forget { target } => {
                     state.targets.remove(&target);
@@ -282,9 +309,10 @@ mod tests {
             lineage: "lin".into(),
             ..AppliedState::default()
         };
-        state
-            .targets
-            .insert(Target::everyone("oc_1"), Arc::new(list("Old")));
+        state.targets.insert(
+            Target::everyone("oc_1"),
+            crate::state::TargetRecord::applied(Arc::new(list("Old"))),
+        );
         let done = replay(&mut state, scanned.entries, Path::new("j")).expect("replay");
         assert_eq!(done.applied, 1);
         assert_eq!(state.serial, 1);

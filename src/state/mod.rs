@@ -25,7 +25,7 @@ use crate::target::{Audience, ButtonList, Target};
 
 pub use file::FileStore;
 
-/// What was applied and succeeded: every target's last applied button list.
+/// What was applied and what is known about it: every target's record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AppliedState {
     /// A random id made when the state is first written; empty until then. Two states with
@@ -35,10 +35,155 @@ pub struct AppliedState {
     pub serial: u64,
     /// The API endpoint and app the state was applied with; `None` until the first apply binds it.
     pub binding: Option<Binding>,
-    /// Every target that was applied and not forgotten since, with its button list. Equal lists
-    /// share one allocation (all of them after a load, those of one batch after a record): a
-    /// million targets typically hold a few hundred lists, not a million.
-    pub targets: BTreeMap<Target, Arc<ButtonList>>,
+    /// Every target the tool sent something for and has not forgotten since. Equal lists share
+    /// one allocation (all of them after a load, those of one batch after a record): a million
+    /// targets typically hold a few hundred lists, not a million.
+    pub targets: BTreeMap<Target, TargetRecord>,
+}
+
+/// What the state knows about one target: the list Feishu is known to show, and, rarely, that
+/// the target follows its chat's whole-chat buttons or that something about it is pending.
+///
+/// A record with neither a shown list nor anything pending says nothing, and is not kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetRecord {
+    /// The list the API last accepted for the target; `None` when it never accepted one (a
+    /// target that is only pending).
+    pub shown: Option<Arc<ButtonList>>,
+    /// Boxed: almost every target has none, and a million targets stay 16 bytes each.
+    pub extra: Option<Box<Extra>>,
+}
+
+/// The rare part of a [`TargetRecord`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extra {
+    /// The target left the config and now shows its chat's whole-chat buttons (or none, when
+    /// the chat has none): it keeps following them when they change.
+    pub follows: bool,
+    pub pending: Option<Pending>,
+}
+
+/// Why a target must be sent again whatever the config says, or is waiting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub status: PendingStatus,
+    /// When it began, in Unix seconds.
+    pub since: u64,
+}
+
+/// The three conditions a target can be in besides "applied".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PendingStatus {
+    /// A call carrying `sent` went out and its answer never came (the process was killed, the
+    /// connection dropped, no answer settled it): Feishu shows the recorded list or `sent`.
+    /// Written before the call is sent.
+    Uncertain { sent: Arc<ButtonList> },
+    /// What the API accepted may have been overwritten since by another call of the tool, so
+    /// the target is owed a re-send.
+    Owed { reason: OwedReason },
+    /// The API refused the user (listed in `failed_user_reasons`, e.g. not in the chat), so
+    /// `goal` was not applied. Retried (by `watch` with a backoff) until the user can take it.
+    Waiting {
+        goal: Arc<ButtonList>,
+        /// The refused call would have made the target a follower.
+        goal_follows: bool,
+        /// The API's reason, as it gave it.
+        reason: String,
+        /// Refusals so far.
+        tries: u32,
+        /// When the last refusal came, in Unix seconds.
+        last_try: u64,
+    },
+}
+
+/// Why a target is owed a re-send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwedReason {
+    /// Its chat's whole-chat buttons were sent, and the API does not say whether a whole-chat
+    /// call overwrites users' own lists.
+    WholeChat,
+    /// A call for another id type in its chat (an old id's clear, during a move to another
+    /// `user_id_type`) may have reached the same person.
+    IdTypeMove,
+}
+
+impl OwedReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwedReason::WholeChat => "whole_chat",
+            OwedReason::IdTypeMove => "id_type_move",
+        }
+    }
+
+    /// For people: why the target is owed.
+    pub fn describe(self) -> &'static str {
+        match self {
+            OwedReason::WholeChat => "the chat's whole-chat buttons were sent after it",
+            OwedReason::IdTypeMove => {
+                "a call under another id type in the chat may have reached the same person"
+            }
+        }
+    }
+}
+
+impl PendingStatus {
+    /// `uncertain`, `owed` or `waiting`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PendingStatus::Uncertain { .. } => "uncertain",
+            PendingStatus::Owed { .. } => "owed",
+            PendingStatus::Waiting { .. } => "waiting",
+        }
+    }
+}
+
+impl TargetRecord {
+    /// A target showing `list`, as the API accepted it, with nothing pending.
+    pub fn applied(list: Arc<ButtonList>) -> TargetRecord {
+        TargetRecord {
+            shown: Some(list),
+            extra: None,
+        }
+    }
+
+    /// A record from its parts; `None` when it would say nothing (no list, nothing pending).
+    pub fn new(
+        shown: Option<Arc<ButtonList>>,
+        follows: bool,
+        pending: Option<Pending>,
+    ) -> Option<TargetRecord> {
+        if shown.is_none() && pending.is_none() {
+            return None;
+        }
+        let extra = (follows || pending.is_some()).then(|| Box::new(Extra { follows, pending }));
+        Some(TargetRecord { shown, extra })
+    }
+
+    /// The list the API last accepted, if any.
+    pub fn shown(&self) -> Option<&ButtonList> {
+        self.shown.as_deref()
+    }
+
+    /// Whether the target left the config and follows its chat's whole-chat buttons.
+    pub fn follows(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| e.follows)
+    }
+
+    /// What is pending, if anything.
+    pub fn pending(&self) -> Option<&Pending> {
+        self.extra.as_ref().and_then(|e| e.pending.as_ref())
+    }
+
+    /// Applied, with nothing pending: what the state records is what Feishu shows.
+    pub fn is_settled(&self) -> bool {
+        self.pending().is_none()
+    }
+
+    /// The same record with `pending` instead of what it had.
+    pub fn with_pending(&self, pending: Option<Pending>) -> Option<TargetRecord> {
+        TargetRecord::new(self.shown.clone(), self.follows(), pending)
+    }
 }
 
 /// The base URL and app id a state belongs to (never the secret: secrets are not stored).
@@ -66,12 +211,19 @@ impl std::fmt::Display for Binding {
     }
 }
 
-/// One change to record: part of one call's successes, or a hand repair.
+/// One change to record: part of one call's outcome, or a hand repair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
-    /// The target now shows `buttons` (an empty list: it was cleared, and is still tracked).
+    /// The target shows `buttons`, as the API accepted them, and nothing about it is pending
+    /// (an empty list: it was cleared, and is still tracked).
     Set { target: Target, buttons: ButtonList },
-    /// The target is no longer tracked (it was cleared and dropped from the config, or removed by hand).
+    /// The target's whole record is `record` (a follower, or something pending).
+    Put {
+        target: Target,
+        record: TargetRecord,
+    },
+    /// The target is no longer tracked (its whole-chat buttons were cleared, or it was removed
+    /// by hand).
     Forget { target: Target },
 }
 
@@ -79,7 +231,17 @@ impl Record {
     /// The target the record is about.
     pub fn target(&self) -> &Target {
         match self {
-            Record::Set { target, .. } | Record::Forget { target } => target,
+            Record::Set { target, .. } | Record::Put { target, .. } | Record::Forget { target } => {
+                target
+            }
+        }
+    }
+
+    /// `Put` for a record, `Forget` when there is none left to keep.
+    pub fn put_or_forget(target: Target, record: Option<TargetRecord>) -> Record {
+        match record {
+            Some(record) => Record::Put { target, record },
+            None => Record::Forget { target },
         }
     }
 }
@@ -111,7 +273,12 @@ impl AppliedState {
             match record {
                 Record::Set { target, buttons } => {
                     let buttons = lists.intern(buttons);
-                    self.targets.insert(target.clone(), buttons);
+                    self.targets
+                        .insert(target.clone(), TargetRecord::applied(buttons));
+                }
+                Record::Put { target, record } => {
+                    self.targets
+                        .insert(target.clone(), lists.intern_record(record));
                 }
                 Record::Forget { target } => {
                     self.targets.remove(target);
@@ -124,11 +291,15 @@ impl AppliedState {
     pub fn chat<'a>(
         &'a self,
         chat_id: &'a str,
-    ) -> impl Iterator<Item = (&'a Target, &'a ButtonList)> + 'a {
+    ) -> impl Iterator<Item = (&'a Target, &'a TargetRecord)> + 'a {
         self.targets
             .range(Target::everyone(chat_id)..)
             .take_while(move |(t, _)| t.chat_id == chat_id)
-            .map(|(t, b)| (t, b.as_ref()))
+    }
+
+    /// The list the API last accepted for `target`, if it is recorded with one.
+    pub fn shown(&self, target: &Target) -> Option<&ButtonList> {
+        self.targets.get(target).and_then(TargetRecord::shown)
     }
 
     /// The distinct chat ids, sorted.
@@ -142,10 +313,10 @@ impl AppliedState {
         ids
     }
 
-    /// How many distinct button lists the targets use (each is stored once).
+    /// How many distinct button lists the targets show (each is stored once).
     pub fn distinct_button_lists(&self) -> usize {
         let mut by_pointer: HashMap<*const ButtonList, &ButtonList> = HashMap::new();
-        for list in self.targets.values() {
+        for list in self.targets.values().filter_map(|r| r.shown.as_ref()) {
             by_pointer.insert(Arc::as_ptr(list), list);
         }
         by_pointer
@@ -153,6 +324,31 @@ impl AppliedState {
             .collect::<std::collections::HashSet<_>>()
             .len()
     }
+
+    /// Targets by condition: followers, and targets uncertain, owed or waiting.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for record in self.targets.values() {
+            let Some(extra) = &record.extra else { continue };
+            c.followers += usize::from(extra.follows);
+            match extra.pending.as_ref().map(|p| &p.status) {
+                Some(PendingStatus::Uncertain { .. }) => c.uncertain += 1,
+                Some(PendingStatus::Owed { .. }) => c.owed += 1,
+                Some(PendingStatus::Waiting { .. }) => c.waiting += 1,
+                None => {}
+            }
+        }
+        c
+    }
+}
+
+/// How many recorded targets are in each condition (see [`AppliedState::counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub followers: usize,
+    pub uncertain: usize,
+    pub owed: usize,
+    pub waiting: usize,
 }
 
 /// Hands out one shared copy of each distinct button list it is given.
@@ -181,6 +377,22 @@ impl Interner {
         };
         self.last = Some(Arc::clone(&shared));
         shared
+    }
+
+    /// `record` with its lists shared.
+    fn intern_record(&mut self, record: &TargetRecord) -> TargetRecord {
+        let mut out = record.clone();
+        if let Some(shown) = &record.shown {
+            out.shown = Some(self.intern(shown));
+        }
+        if let Some(pending) = out.extra.as_mut().and_then(|e| e.pending.as_mut()) {
+            match &mut pending.status {
+                PendingStatus::Uncertain { sent } => *sent = self.intern(sent),
+                PendingStatus::Waiting { goal, .. } => *goal = self.intern(goal),
+                PendingStatus::Owed { .. } => {}
+            }
+        }
+        out
     }
 }
 

@@ -2,19 +2,21 @@
 //! from. Takes an `AppliedState`; gives deterministic bytes, and back.
 //!
 //! ```text
-//! {"format_version":1,"lineage":"…","serial":42,"binding":{"base_url":"…","app_id":"…"},
+//! {"format_version":2,"lineage":"…","serial":42,"binding":{"base_url":"…","app_id":"…"},
 //! "button_lists":[
 //! [{"action_type":"url_page","text":{"text":"Runbook"},…}],
 //! []
 //! ],
 //! "chats":[
-//! {"chat_id":"oc_…","everyone":1,"open_id":{"ou_…":0,"ou_…":0}},
+//! {"chat_id":"oc_…","everyone":1,"open_id":{"ou_…":0,"ou_…":{"shown":0,"pending":{"status":"owed","since":1764000000,"reason":"whole_chat"}}}},
 //! …
 //! ]}
 //! ```
 //!
 //! Each distinct button list is stored once (`button_lists`, sorted) and targets refer to it by
-//! index; targets are grouped by chat and id type, one chat per line, all sorted, so that the
+//! index: a target that is simply applied is its list's index, the rare one that follows its
+//! chat's whole-chat buttons or has something pending is an object ([`RecordDoc`]). Format 1
+//! (before followers and pending targets) is read as well: every target in it is applied; targets are grouped by chat and id type, one chat per line, all sorted, so that the
 //! same state gives the same bytes and a diff of two snapshots reads chat by chat. The writer is
 //! hand-rolled and the reader expects the sorted order, because both run over a million targets.
 
@@ -22,19 +24,142 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 
-use super::{AppliedState, Binding, StateError};
+use super::{AppliedState, Binding, OwedReason, Pending, PendingStatus, StateError, TargetRecord};
 use crate::feishu::wire::UserIdType;
 use crate::target::{Audience, ButtonList, Target};
 
-/// The snapshot format this build writes and reads.
-pub const FORMAT_VERSION: u64 = 1;
+/// The snapshot format this build writes.
+pub const FORMAT_VERSION: u64 = 2;
+
+/// The oldest snapshot format this build reads (format 1 is format 2 without objects).
+pub const OLDEST_FORMAT_VERSION: u64 = 1;
+
+/// A record that is more than an applied list, as snapshots and journal lines store it, with
+/// its lists as indexes into a table beside it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecordDoc {
+    #[serde(default)]
+    pub shown: Option<u32>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub follows: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingDoc>,
+}
+
+/// [`Pending`] with its lists as indexes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum PendingDoc {
+    Uncertain {
+        since: u64,
+        sent: u32,
+    },
+    Owed {
+        since: u64,
+        reason: OwedReason,
+    },
+    Waiting {
+        since: u64,
+        goal: u32,
+        #[serde(default, skip_serializing_if = "is_false")]
+        goal_follows: bool,
+        reason: String,
+        tries: u32,
+        last_try: u64,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl RecordDoc {
+    /// `record` with each list replaced by `index(list)`.
+    pub(crate) fn of<'r>(
+        record: &'r TargetRecord,
+        mut index: impl FnMut(&'r Arc<ButtonList>) -> u32,
+    ) -> RecordDoc {
+        let pending = record.pending().map(|p| match &p.status {
+            PendingStatus::Uncertain { sent } => PendingDoc::Uncertain {
+                since: p.since,
+                sent: index(sent),
+            },
+            PendingStatus::Owed { reason } => PendingDoc::Owed {
+                since: p.since,
+                reason: *reason,
+            },
+            PendingStatus::Waiting {
+                goal,
+                goal_follows,
+                reason,
+                tries,
+                last_try,
+            } => PendingDoc::Waiting {
+                since: p.since,
+                goal: index(goal),
+                goal_follows: *goal_follows,
+                reason: reason.clone(),
+                tries: *tries,
+                last_try: *last_try,
+            },
+        });
+        RecordDoc {
+            shown: record.shown.as_ref().map(&mut index),
+            follows: record.follows(),
+            pending,
+        }
+    }
+
+    /// The record, with each index resolved by `list`; why not, when an index is out of range
+    /// or the record would say nothing.
+    pub(crate) fn into_record(
+        self,
+        list: impl Fn(u32) -> Option<Arc<ButtonList>>,
+    ) -> Result<TargetRecord, String> {
+        let get = |i: u32| {
+            list(i).ok_or_else(|| format!("refers to button list {i}, which does not exist"))
+        };
+        let shown = self.shown.map(get).transpose()?;
+        let pending = match self.pending {
+            None => None,
+            Some(PendingDoc::Uncertain { since, sent }) => Some(Pending {
+                since,
+                status: PendingStatus::Uncertain { sent: get(sent)? },
+            }),
+            Some(PendingDoc::Owed { since, reason }) => Some(Pending {
+                since,
+                status: PendingStatus::Owed { reason },
+            }),
+            Some(PendingDoc::Waiting {
+                since,
+                goal,
+                goal_follows,
+                reason,
+                tries,
+                last_try,
+            }) => Some(Pending {
+                since,
+                status: PendingStatus::Waiting {
+                    goal: get(goal)?,
+                    goal_follows,
+                    reason,
+                    tries,
+                    last_try,
+                },
+            }),
+        };
+        TargetRecord::new(shown, self.follows, pending)
+            .ok_or_else(|| "has neither a shown list nor anything pending".to_owned())
+    }
+}
 
 /// Encodes `state` as a snapshot: same state, same bytes.
 pub fn encode(state: &AppliedState) -> Vec<u8> {
-    let (lists, index_of_target) = list_table(state);
+    let mut table = ListTable::new(state);
 
     // About 40 bytes per user target: reserve once instead of growing through 40 MB.
     let mut out = Vec::with_capacity(256 + state.targets.len() * 48);
@@ -47,7 +172,7 @@ pub fn encode(state: &AppliedState) -> Vec<u8> {
     out.extend_from_slice(b",\"binding\":");
     push_json(&mut out, &state.binding);
     out.extend_from_slice(b",\n\"button_lists\":[");
-    for (i, list) in lists.iter().enumerate() {
+    for (i, list) in table.sorted.iter().enumerate() {
         out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
         push_json(&mut out, list);
     }
@@ -56,7 +181,7 @@ pub fn encode(state: &AppliedState) -> Vec<u8> {
     let mut chat: Option<&str> = None;
     // The id type whose `"open_id":{` object is open, and whether it has an entry yet.
     let mut open_type: Option<UserIdType> = None;
-    for ((target, _), &index) in state.targets.iter().zip(&index_of_target) {
+    for (target, record) in &state.targets {
         if chat != Some(target.chat_id.as_str()) {
             if chat.is_some() {
                 if open_type.is_some() {
@@ -91,7 +216,10 @@ pub fn encode(state: &AppliedState) -> Vec<u8> {
                 out.push(b':');
             }
         }
-        push_u64(&mut out, u64::from(index));
+        match (&record.shown, &record.extra) {
+            (Some(list), None) => push_u64(&mut out, u64::from(table.index(list))),
+            _ => push_json(&mut out, &RecordDoc::of(record, |l| table.index(l))),
+        }
     }
     if chat.is_some() {
         if open_type.is_some() {
@@ -103,46 +231,69 @@ pub fn encode(state: &AppliedState) -> Vec<u8> {
     out
 }
 
-/// The distinct button lists, sorted, and for each target (in order) the index of its list.
-fn list_table(state: &AppliedState) -> (Vec<&ButtonList>, Vec<u32>) {
-    // Targets share their lists (`Arc`), so tell them apart by pointer first, which is cheap;
-    // the few distinct pointers are then merged by content, since equal lists recorded in
-    // different batches are separate allocations until the next load.
-    let mut by_pointer: HashMap<*const ButtonList, u32> = HashMap::new();
-    let mut distinct: Vec<&ButtonList> = Vec::new();
-    let mut ids: Vec<u32> = Vec::with_capacity(state.targets.len());
-    let mut last: Option<(*const ButtonList, u32)> = None;
-    for list in state.targets.values() {
-        let pointer = Arc::as_ptr(list);
-        let id = match last {
-            Some((p, id)) if p == pointer => id,
-            _ => {
-                let next = distinct.len() as u32;
-                let id = *by_pointer.entry(pointer).or_insert(next);
-                if id == next {
-                    distinct.push(list);
-                }
-                id
+/// The distinct button lists a state refers to, sorted, and the index of each.
+struct ListTable<'a> {
+    sorted: Vec<&'a ButtonList>,
+    /// Targets share their lists (`Arc`), so they are told apart by pointer, which is cheap;
+    /// equal lists recorded in different batches are separate allocations until the next
+    /// load, and get the same index.
+    by_pointer: HashMap<*const ButtonList, u32>,
+    /// The last lookup: neighbouring targets mostly share a list.
+    last: Option<(*const ButtonList, u32)>,
+}
+
+impl<'a> ListTable<'a> {
+    fn new(state: &'a AppliedState) -> ListTable<'a> {
+        let mut distinct: Vec<&'a Arc<ButtonList>> = Vec::new();
+        let mut seen: HashMap<*const ButtonList, ()> = HashMap::new();
+        let mut last: Option<*const ButtonList> = None;
+        let mut visit = |list: &'a Arc<ButtonList>| {
+            let pointer = Arc::as_ptr(list);
+            if last != Some(pointer) && seen.insert(pointer, ()).is_none() {
+                distinct.push(list);
             }
+            last = Some(pointer);
         };
-        last = Some((pointer, id));
-        ids.push(id);
-    }
-    let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
-    order.sort_by(|&a, &b| distinct[a as usize].cmp(distinct[b as usize]));
-    let mut sorted: Vec<&ButtonList> = Vec::new();
-    let mut final_id = vec![0u32; distinct.len()];
-    for &old in &order {
-        let list = distinct[old as usize];
-        if sorted.last() != Some(&list) {
-            sorted.push(list);
+        for record in state.targets.values() {
+            if let Some(shown) = &record.shown {
+                visit(shown);
+            }
+            if let Some(pending) = record.pending() {
+                match &pending.status {
+                    PendingStatus::Uncertain { sent } => visit(sent),
+                    PendingStatus::Waiting { goal, .. } => visit(goal),
+                    PendingStatus::Owed { .. } => {}
+                }
+            }
         }
-        final_id[old as usize] = sorted.len() as u32 - 1;
+        distinct.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        let mut sorted: Vec<&'a ButtonList> = Vec::new();
+        let mut by_pointer = HashMap::with_capacity(distinct.len());
+        for list in distinct {
+            if sorted.last() != Some(&list.as_ref()) {
+                sorted.push(list);
+            }
+            by_pointer.insert(Arc::as_ptr(list), sorted.len() as u32 - 1);
+        }
+        ListTable {
+            sorted,
+            by_pointer,
+            last: None,
+        }
     }
-    for id in &mut ids {
-        *id = final_id[*id as usize];
+
+    fn index(&mut self, list: &Arc<ButtonList>) -> u32 {
+        let pointer = Arc::as_ptr(list);
+        if let Some((p, i)) = self.last
+            && p == pointer
+        {
+            return i;
+        }
+        // Every list of the state was visited in `new`.
+        let i = self.by_pointer.get(&pointer).copied().unwrap_or(0);
+        self.last = Some((pointer, i));
+        i
     }
-    (sorted, ids)
 }
 
 fn push_u64(out: &mut Vec<u8>, mut n: u64) {
@@ -206,14 +357,14 @@ fn parse(bytes: &[u8], path: &Path) -> Result<SnapshotDoc, StateError> {
             if let Ok(VersionOnly {
                 format_version: Some(v),
             }) = serde_json::from_slice(bytes)
-                && v != FORMAT_VERSION
+                && !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&v)
             {
                 return Err(unsupported_version(path, v));
             }
             return Err(corrupt(format!("not a feedbuttons state snapshot: {e}")));
         }
     };
-    if doc.format_version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&doc.format_version) {
         return Err(unsupported_version(path, doc.format_version));
     }
     Ok(doc)
@@ -237,16 +388,25 @@ fn build(doc: SnapshotDoc, path: &Path) -> Result<AppliedState, StateError> {
         })
         .sum();
     let lists: Vec<Arc<ButtonList>> = doc.button_lists.into_iter().map(Arc::new).collect();
-    let list = |i: u32, target: &Target| -> Result<Arc<ButtonList>, StateError> {
-        lists.get(i as usize).cloned().ok_or_else(|| {
-            corrupt(format!(
-                "target {target} refers to button list {i}, but there are only {}",
-                lists.len()
-            ))
-        })
+    let record = |value: ValueDoc, target: &Target| -> Result<TargetRecord, StateError> {
+        match value {
+            ValueDoc::Index(i) => lists
+                .get(i as usize)
+                .cloned()
+                .map(TargetRecord::applied)
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "target {target} refers to button list {i}, but there are only {}",
+                        lists.len()
+                    ))
+                }),
+            ValueDoc::Record(doc) => doc
+                .into_record(|i| lists.get(i as usize).cloned())
+                .map_err(|why| corrupt(format!("target {target} {why}"))),
+        }
     };
 
-    let mut targets: Vec<(Target, Arc<ButtonList>)> = Vec::with_capacity(total);
+    let mut targets: Vec<(Target, TargetRecord)> = Vec::with_capacity(total);
     let mut previous_chat: Option<String> = None;
     for chat in doc.chats {
         if let Some(p) = &previous_chat
@@ -257,10 +417,10 @@ fn build(doc: SnapshotDoc, path: &Path) -> Result<AppliedState, StateError> {
                 chat.chat_id
             )));
         }
-        if let Some(i) = chat.everyone {
+        if let Some(value) = chat.everyone {
             let target = Target::everyone(chat.chat_id.clone());
-            let buttons = list(i, &target)?;
-            targets.push((target, buttons));
+            let r = record(value, &target)?;
+            targets.push((target, r));
         }
         for (id_type, users) in [
             (UserIdType::OpenId, chat.open_id),
@@ -268,7 +428,7 @@ fn build(doc: SnapshotDoc, path: &Path) -> Result<AppliedState, StateError> {
             (UserIdType::UserId, chat.user_id),
         ] {
             let mut previous_user: Option<usize> = None;
-            for (id, i) in users.0 {
+            for (id, value) in users.0 {
                 // The sorted order is what lets the map below be built without sorting, and it
                 // catches a user listed twice, which JSON objects do not.
                 if let Some(p) = previous_user
@@ -283,9 +443,9 @@ fn build(doc: SnapshotDoc, path: &Path) -> Result<AppliedState, StateError> {
                     chat_id: chat.chat_id.clone(),
                     audience: Audience::User { id_type, id },
                 };
-                let buttons = list(i, &target)?;
+                let r = record(value, &target)?;
                 previous_user = Some(targets.len());
-                targets.push((target, buttons));
+                targets.push((target, r));
             }
         }
         previous_chat = Some(chat.chat_id);
@@ -305,8 +465,8 @@ fn unsupported_version(path: &Path, v: u64) -> StateError {
         path: path.to_owned(),
         line: None,
         why: format!(
-            "snapshot format_version {v} is not supported by this feedbuttons (it reads {FORMAT_VERSION}); \
-             use the feedbuttons version that wrote it"
+            "snapshot format_version {v} is not supported by this feedbuttons (it reads \
+             {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}); use the feedbuttons version that wrote it"
         ),
     }
 }
@@ -330,7 +490,7 @@ struct SnapshotDoc {
 struct ChatDoc {
     chat_id: String,
     #[serde(default)]
-    everyone: Option<u32>,
+    everyone: Option<ValueDoc>,
     #[serde(default)]
     open_id: Users,
     #[serde(default)]
@@ -339,10 +499,39 @@ struct ChatDoc {
     user_id: Users,
 }
 
-/// A `{"user id": list index}` object, kept in file order (a map type would re-sort and
-/// silently merge duplicates).
+/// A target's value: its list's index (applied, nothing else to say), or a whole record.
+enum ValueDoc {
+    Index(u32),
+    Record(RecordDoc),
+}
+
+impl<'de> Deserialize<'de> for ValueDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ValueDoc, D::Error> {
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = ValueDoc;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a button list index or a target record")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ValueDoc, E> {
+                u32::try_from(v)
+                    .map(ValueDoc::Index)
+                    .map_err(|_| E::custom(format!("button list index {v} is out of range")))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ValueDoc, A::Error> {
+                RecordDoc::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ValueDoc::Record)
+            }
+        }
+        // `any`: an index is far more common than a record, and needs no buffering.
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+/// A `{"user id": value}` object, kept in file order (a map type would re-sort and silently
+/// merge duplicates).
 #[derive(Default)]
-struct Users(Vec<(String, u32)>);
+struct Users(Vec<(String, ValueDoc)>);
 
 impl<'de> Deserialize<'de> for Users {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Users, D::Error> {
@@ -350,11 +539,11 @@ impl<'de> Deserialize<'de> for Users {
         impl<'de> Visitor<'de> for UsersVisitor {
             type Value = Users;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object of user id to button list index")
+                f.write_str("an object of user id to button list index or record")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Users, A::Error> {
                 let mut users = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some(entry) = map.next_entry::<String, u32>()? {
+                while let Some(entry) = map.next_entry::<String, ValueDoc>()? {
                     users.push(entry);
                 }
                 Ok(Users(users))
@@ -368,6 +557,7 @@ impl<'de> Deserialize<'de> for Users {
 mod tests {
     use super::*;
     use crate::feishu::wire::{ActionType, Button, MultiUrl, Text};
+    use crate::state::{OwedReason, Pending, PendingStatus};
 
     fn button(text: &str) -> Button {
         Button {
@@ -393,20 +583,133 @@ mod tests {
         // An equal list in another allocation (as two recorded batches leave it) is stored once.
         let a2 = Arc::new(vec![button("Runbook"), button("Ack")]);
         let b = Arc::new(vec![button("Dash \"quoted\" \\ \n ü")]);
-        s.targets.insert(Target::everyone("oc_2"), a.clone());
-        s.targets
-            .insert(Target::user("oc_2", UserIdType::OpenId, "ou_b"), a.clone());
-        s.targets
-            .insert(Target::user("oc_2", UserIdType::OpenId, "ou_a"), b.clone());
+        let applied = |l: &Arc<ButtonList>| TargetRecord::applied(l.clone());
+        s.targets.insert(Target::everyone("oc_2"), applied(&a));
+        s.targets.insert(
+            Target::user("oc_2", UserIdType::OpenId, "ou_b"),
+            applied(&a),
+        );
+        s.targets.insert(
+            Target::user("oc_2", UserIdType::OpenId, "ou_a"),
+            applied(&b),
+        );
         s.targets.insert(
             Target::user("oc_2", UserIdType::UserId, "x\"y"),
-            Arc::new(vec![]),
+            applied(&Arc::new(vec![])),
         );
-        s.targets
-            .insert(Target::user("oc_1", UserIdType::UnionId, "on_a"), a2);
-        s.targets
-            .insert(Target::user("oc_1", UserIdType::OpenId, "ou_a"), b);
+        s.targets.insert(
+            Target::user("oc_1", UserIdType::UnionId, "on_a"),
+            applied(&a2),
+        );
+        s.targets.insert(
+            Target::user("oc_1", UserIdType::OpenId, "ou_a"),
+            applied(&b),
+        );
         s
+    }
+
+    /// [`sample`] with a target in each condition: a follower, uncertain, owed and waiting
+    /// (one that was never applied), whose lists are stored in the same table.
+    fn with_conditions() -> AppliedState {
+        let mut s = sample();
+        let only_in_pending = Arc::new(vec![button("Only pending")]);
+        let c = Arc::new(vec![button("Runbook"), button("Ack")]);
+        let put = |s: &mut AppliedState, id: &str, r: Option<TargetRecord>| {
+            s.targets.insert(
+                Target::user("oc_3", UserIdType::OpenId, id),
+                r.expect("a record that says something"),
+            );
+        };
+        put(
+            &mut s,
+            "ou_follower",
+            TargetRecord::new(Some(c.clone()), true, None),
+        );
+        put(
+            &mut s,
+            "ou_uncertain",
+            TargetRecord::new(
+                Some(c.clone()),
+                false,
+                Some(Pending {
+                    status: PendingStatus::Uncertain {
+                        sent: only_in_pending.clone(),
+                    },
+                    since: 1_764_000_000,
+                }),
+            ),
+        );
+        put(
+            &mut s,
+            "ou_owed",
+            TargetRecord::new(
+                Some(c.clone()),
+                false,
+                Some(Pending {
+                    status: PendingStatus::Owed {
+                        reason: OwedReason::WholeChat,
+                    },
+                    since: 1_764_000_001,
+                }),
+            ),
+        );
+        put(
+            &mut s,
+            "ou_waiting",
+            TargetRecord::new(
+                None,
+                false,
+                Some(Pending {
+                    status: PendingStatus::Waiting {
+                        goal: c,
+                        goal_follows: false,
+                        reason: "The user is not in the chat".into(),
+                        tries: 3,
+                        last_try: 1_764_000_100,
+                    },
+                    since: 1_764_000_002,
+                }),
+            ),
+        );
+        s
+    }
+
+    #[test]
+    fn every_condition_roundtrips_and_shares_the_list_table() {
+        let s = with_conditions();
+        let bytes = encode(&s);
+        assert_eq!(decode(&bytes, Path::new("s.json")).expect("decode"), s);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        // Runbook+Ack, Dash, the empty list, and the list only a pending call carried.
+        assert_eq!(v["button_lists"].as_array().map(Vec::len), Some(4));
+        let chat = &v["chats"][2]["open_id"];
+        assert_eq!(chat["ou_follower"]["follows"], true);
+        assert_eq!(chat["ou_uncertain"]["pending"]["status"], "uncertain");
+        assert_eq!(chat["ou_owed"]["pending"]["reason"], "whole_chat");
+        assert_eq!(chat["ou_waiting"]["shown"], serde_json::Value::Null);
+        assert_eq!(chat["ou_waiting"]["pending"]["tries"], 3);
+    }
+
+    #[test]
+    fn a_format_1_snapshot_loads_with_every_target_applied() {
+        let v1 =
+            br#"{"format_version":1,"lineage":"l","serial":3,"binding":null,"button_lists":[[]],
+            "chats":[{"chat_id":"oc_1","everyone":0,"open_id":{"ou_a":0}}]}"#;
+        let s = decode(v1, Path::new("s.json")).expect("a v1 snapshot");
+        assert_eq!(s.targets.len(), 2);
+        assert!(s.targets.values().all(|r| r.is_settled() && !r.follows()));
+        // Saved again, it is format 2.
+        assert!(encode(&s).starts_with(b"{\"format_version\":2,"));
+    }
+
+    #[test]
+    fn a_record_that_says_nothing_is_refused() {
+        let empty = br#"{"format_version":2,"lineage":"l","serial":3,"button_lists":[],
+            "chats":[{"chat_id":"oc_1","open_id":{"ou_a":{"shown":null}}}]}"#;
+        let msg = decode(empty, Path::new("s.json"))
+            .expect_err("nothing to keep")
+            .to_string();
+        assert!(msg.contains("ou_a") && msg.contains("neither"), "{msg}");
     }
 
     #[test]
@@ -444,10 +747,10 @@ mod tests {
             .expect_err("index")
             .to_string();
         assert!(msg.contains("button list 3"), "{msg}");
-        let newer = br#"{"format_version":2,"something":"else"}"#;
+        let newer = br#"{"format_version":3,"something":"else"}"#;
         let msg = decode(newer, Path::new("s.json"))
             .expect_err("v2")
             .to_string();
-        assert!(msg.contains("format_version 2"), "{msg}");
+        assert!(msg.contains("format_version 3"), "{msg}");
     }
 }

@@ -30,6 +30,37 @@ pub struct Status {
     pub last_reconcile: Option<LastReconcile>,
     /// The config's errors and warnings as `feedbuttons validate` prints them (when it has any).
     pub diagnostics: Option<String>,
+    /// Recorded targets that are not simply applied, by condition.
+    pub pending: PendingCounts,
+    /// The targets the API refused (their user is not in the chat), the first
+    /// [`WAITING_SHOWN`] of them: they are retried with a backoff.
+    pub waiting: Vec<WaitingTarget>,
+}
+
+/// How many waiting targets `/status` lists (all are counted).
+pub const WAITING_SHOWN: usize = 100;
+
+/// Counts of recorded targets by condition.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct PendingCounts {
+    pub waiting: usize,
+    pub uncertain: usize,
+    pub owed: usize,
+    pub followers: usize,
+}
+
+/// A target the API refused, for `/status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct WaitingTarget {
+    pub chat_id: String,
+    /// The user id (`open_id:ou_...`).
+    pub target: String,
+    pub reason: String,
+    /// RFC 3339.
+    pub since: String,
+    pub tries: u32,
+    /// When the daemon tries it again (RFC 3339).
+    pub next_try: String,
 }
 
 /// The last reconcile, for `/status` and `/readyz`.

@@ -81,6 +81,10 @@ pub struct Metrics {
     duration_count: u64,
     pub targets_managed: u64,
     pub targets_pending: u64,
+    /// Recorded targets by condition (see `state::PendingStatus`).
+    pub targets_waiting: u64,
+    pub targets_uncertain: u64,
+    pub targets_owed: u64,
     /// `None` until the first reconcile has read the config.
     pub config_valid: Option<bool>,
     /// Seconds since the Unix epoch; 0 until the first success.
@@ -188,6 +192,24 @@ impl Metrics {
             "feedbuttons_targets_pending",
             "Target changes the last plan held that are not applied yet (failed, not sent, or blocked).",
             self.targets_pending as f64,
+        );
+        gauge(
+            &mut s,
+            "feedbuttons_targets_waiting",
+            "Targets the API refused (their user is not in the chat): retried with a backoff.",
+            self.targets_waiting as f64,
+        );
+        gauge(
+            &mut s,
+            "feedbuttons_targets_uncertain",
+            "Targets whose last call went unanswered: the next reconcile sends them again.",
+            self.targets_uncertain as f64,
+        );
+        gauge(
+            &mut s,
+            "feedbuttons_targets_owed",
+            "Targets owed a re-send (another call of the tool may have overwritten them).",
+            self.targets_owed as f64,
         );
         gauge(
             &mut s,

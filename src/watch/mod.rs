@@ -81,6 +81,10 @@ pub struct WatchArgs {
     /// instead of holding it back.
     #[arg(long)]
     pub allow_mass_removal: bool,
+    /// How long to wait before trying a user the API refused (not in the chat) again; the
+    /// wait doubles with every refusal, up to an hour.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = positive_duration)]
+    pub retry_waiting: Duration,
     /// How to write the log on stderr: for people, or one JSON object a line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -292,6 +296,7 @@ pub async fn run_async(args: WatchArgs) -> Result<(), StartError> {
         verified: false,
         rate_limit: args.api.rate_limit,
         allow_mass_removal: args.allow_mass_removal,
+        retry_waiting: args.retry_waiting,
         stop: stop.clone(),
         health: Arc::clone(&health),
     };
@@ -535,9 +540,14 @@ struct Controller {
     verified: bool,
     rate_limit: u32,
     allow_mass_removal: bool,
+    /// The first wait before a refused user is tried again (`--retry-waiting`).
+    retry_waiting: Duration,
     stop: watch::Receiver<bool>,
     health: SharedHealth,
 }
+
+/// The longest wait between two tries of a user the API refused.
+pub const MAX_WAITING_RETRY: Duration = Duration::from_secs(3600);
 
 /// What one reconcile found and did, for its summary line, the status and the metrics.
 #[derive(Default)]
@@ -547,6 +557,8 @@ struct Pass {
     diagnostics: Option<String>,
     summary: Option<plan::Summary>,
     report: Option<ApplyReport>,
+    /// When a waiting target held back by its backoff is due (Unix seconds).
+    next_retry: Option<u64>,
 }
 
 impl Pass {
@@ -597,6 +609,7 @@ async fn reconcile(ctl: &mut Controller, pass: &mut Pass) -> Result<Action, Reco
             "the state lock was lost".to_owned(),
         ));
     };
+    let now = apply::outcome::unix_now();
     let doc = {
         let p = plan::plan(
             &desired.targets,
@@ -605,9 +618,18 @@ async fn reconcile(ctl: &mut Controller, pass: &mut Pass) -> Result<Action, Reco
             &plan::PlanOptions {
                 chats: Vec::new(),
                 rate_limit: ctl.rate_limit,
+                waiting_backoff: Some(plan::WaitingBackoff {
+                    now,
+                    first: ctl.retry_waiting.as_secs().max(1),
+                    max: MAX_WAITING_RETRY.as_secs(),
+                }),
+                resend_all: false,
             },
         );
         pass.summary = Some(p.summary);
+        pass.next_retry = p.next_retry;
+        // Waiting targets the config no longer asks to change need no call.
+        writer.record(&p.settle)?;
         PlanDoc::new(&p)
     };
     drop(desired);
@@ -619,7 +641,7 @@ async fn reconcile(ctl: &mut Controller, pass: &mut Pass) -> Result<Action, Reco
         });
     }
     if doc.requests.is_empty() {
-        return Ok(Action::AwaitChange);
+        return Ok(retry_waiting(pass.next_retry, now));
     }
     if !ctl.verified {
         ctl.client
@@ -645,8 +667,15 @@ async fn reconcile(ctl: &mut Controller, pass: &mut Pass) -> Result<Action, Reco
             pending: pass.planned_changes() - report.targets_applied.min(pass.planned_changes()),
             why: format!("recording in the state failed: {e}"),
         })
-    } else if report.complete() {
-        Ok(Action::AwaitChange)
+    } else if report.complete_but_waiting() {
+        // Users just refused are due after the first backoff at the earliest.
+        let first = now + ctl.retry_waiting.as_secs().max(1);
+        let due = match (report.waiting.is_empty(), pass.next_retry) {
+            (true, due) => due,
+            (false, Some(t)) => Some(t.min(first)),
+            (false, None) => Some(first),
+        };
+        Ok(retry_waiting(due, now))
     } else {
         Err(ReconcileError::Incomplete {
             pending: pass.planned_changes() - report.targets_applied.min(pass.planned_changes()),
@@ -657,6 +686,14 @@ async fn reconcile(ctl: &mut Controller, pass: &mut Pass) -> Result<Action, Reco
     result
 }
 
+/// What to do after a reconcile that left only waiting targets: try them when the first is due.
+fn retry_waiting(due: Option<u64>, now: u64) -> Action {
+    match due {
+        Some(t) => Action::Requeue(Duration::from_secs(t.saturating_sub(now).max(1))),
+        None => Action::AwaitChange,
+    }
+}
+
 /// The first reason a run was incomplete, for the summary line (the rest is in `/status`).
 fn incomplete_reason(report: &ApplyReport) -> String {
     if let Some(f) = &report.fatal {
@@ -665,13 +702,18 @@ fn incomplete_reason(report: &ApplyReport) -> String {
     if report.interrupted {
         return "stopped by a signal".to_owned();
     }
-    match report.failures.first() {
-        Some(f) if report.failures.len() > 1 => format!(
+    let failures = if report.failures.is_empty() {
+        &report.uncertain
+    } else {
+        &report.failures
+    };
+    match failures.first() {
+        Some(f) if failures.len() > 1 => format!(
             "{} {}: {} (and {} more)",
             f.chat_id,
             f.target,
             f.reason,
-            report.failures.len() - 1
+            failures.len() - 1
         ),
         Some(f) => format!("{} {}: {}", f.chat_id, f.target, f.reason),
         None => format!("{} call(s) not sent", report.calls_not_sent),
@@ -709,6 +751,10 @@ impl Controller {
     fn publish(&self, outcome: Outcome, message: &str, pass: &Pass, elapsed: Duration) {
         let now = unix_now();
         let managed = self.lock.as_ref().map(|l| l.state().targets.len() as u64);
+        let conditions = self
+            .lock
+            .as_ref()
+            .map(|l| waiting_targets(l.state(), self.retry_waiting));
         let mut h = lock(&self.health);
         let m = &mut h.metrics;
         m.reconciled(outcome, elapsed.as_secs_f64());
@@ -731,6 +777,10 @@ impl Controller {
         if outcome == Outcome::Success {
             m.last_success_unix = now;
         }
+        let (pending, waiting) = conditions.unwrap_or_default();
+        m.targets_waiting = pending.waiting as u64;
+        m.targets_uncertain = pending.uncertain as u64;
+        m.targets_owed = pending.owed as u64;
         let config_valid = m.config_valid;
         h.status = http::Status {
             ready: outcome == Outcome::Success,
@@ -742,6 +792,8 @@ impl Controller {
                 duration_seconds: elapsed.as_secs_f64(),
             }),
             diagnostics: pass.diagnostics.clone(),
+            pending,
+            waiting,
         };
     }
 
@@ -769,10 +821,34 @@ impl Controller {
             }
             self.verified = true;
         }
+        // A re-send is recorded like any call: a whole-chat one marks the chat's users owed
+        // (it may overwrite them) before their own re-sends put them right.
+        let (marks, call) = apply::outcome::before(writer.state(), &request, unix_secs());
+        if let Err(e) = writer.record(&marks) {
+            tracing::warn!(error = %e, "resync: cannot record in the state; taking the lock again");
+            self.lock = None;
+            resync.retry_later(request, now);
+            return;
+        }
         let result = self
             .client
             .put_chat_button(request.user_id_type, &request.body)
             .await;
+        let records = match &result {
+            Ok(answer) => apply::outcome::accepted(
+                writer.state(),
+                &request,
+                &call,
+                &answer.failed_users,
+                unix_secs(),
+            ),
+            Err(e) if e.may_have_applied() => Vec::new(),
+            Err(_) => apply::outcome::refused(&call),
+        };
+        if let Err(e) = writer.record(&records) {
+            tracing::warn!(error = %e, "resync: cannot record in the state; taking the lock again");
+            self.lock = None;
+        }
         resync.answered(&request, &result, &self.health);
     }
 }
@@ -795,13 +871,26 @@ fn summary_line(
             s.add, s.change, s.remove, s.unchanged
         )
     });
+    let waiting = pass
+        .report
+        .as_ref()
+        .map_or(0, |r| r.waiting.len())
+        .max(pass.summary.map_or(0, |s| s.waiting));
+    let waiting = if waiting == 0 {
+        String::new()
+    } else {
+        format!(
+            "; {} for users who are not in the chat (retried with a backoff)",
+            count(waiting, "target waits", "targets wait")
+        )
+    };
     match (result, &pass.report) {
         (Ok(_), None) => format!(
-            "reconciled in {took}: no changes ({} up to date)",
+            "reconciled in {took}: no changes ({} up to date){waiting}",
             count(pass.summary.map_or(0, |s| s.unchanged), "target", "targets")
         ),
         (Ok(_), Some(r)) => format!(
-            "reconciled in {took}: {}; {} sent, {} recorded",
+            "reconciled in {took}: {}; {} sent, {} recorded{waiting}",
             plan_part.unwrap_or_default(),
             count(r.calls_ok, "call", "calls"),
             count(r.targets_applied, "target", "targets")
@@ -873,6 +962,56 @@ fn human_elapsed(d: Duration) -> String {
     } else {
         plan::human_duration(d.as_secs())
     }
+}
+
+/// Counts of the recorded targets by condition, and the waiting ones (the first
+/// [`http::WAITING_SHOWN`]), with when the daemon tries each again.
+fn waiting_targets(
+    state: &state::AppliedState,
+    first: Duration,
+) -> (http::PendingCounts, Vec<http::WaitingTarget>) {
+    let c = state.counts();
+    let counts = http::PendingCounts {
+        waiting: c.waiting,
+        uncertain: c.uncertain,
+        owed: c.owed,
+        followers: c.followers,
+    };
+    let backoff = plan::WaitingBackoff {
+        now: 0,
+        first: first.as_secs().max(1),
+        max: MAX_WAITING_RETRY.as_secs(),
+    };
+    let mut waiting = Vec::new();
+    if c.waiting > 0 {
+        for (target, record) in &state.targets {
+            if waiting.len() >= http::WAITING_SHOWN {
+                break;
+            }
+            let Some(p) = record.pending() else { continue };
+            if let state::PendingStatus::Waiting {
+                reason,
+                tries,
+                last_try,
+                ..
+            } = &p.status
+            {
+                waiting.push(http::WaitingTarget {
+                    chat_id: target.chat_id.clone(),
+                    target: state::audience_spec(target),
+                    reason: reason.clone(),
+                    since: crate::time::rfc3339_seconds(p.since),
+                    tries: *tries,
+                    next_try: crate::time::rfc3339_seconds(backoff.due_at(*tries, *last_try)),
+                });
+            }
+        }
+    }
+    (counts, waiting)
+}
+
+fn unix_secs() -> u64 {
+    apply::outcome::unix_now()
 }
 
 fn unix_now() -> f64 {

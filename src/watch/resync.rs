@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::feishu::client::{CallError, ChatButtonOutcome};
 use crate::plan::json::{PlanDoc, RequestDoc};
 use crate::plan::{self, PlanOptions};
-use crate::state::AppliedState;
+use crate::state::{AppliedState, TargetRecord};
 use crate::target::{ButtonList, Target};
 
 use super::http::{SharedHealth, lock};
@@ -259,22 +259,28 @@ impl Resync {
     }
 }
 
-/// One chat's calls as a first apply would send them: every applied target of the chat added.
+/// One chat's calls as a first apply would batch them: every applied target of the chat sent
+/// again with what it shows, followers as followers. Targets with something pending are left
+/// to the reconciles, which send what the config says.
 fn requests_for(state: &AppliedState, chat_id: &str, rate_limit: u32) -> Vec<RequestDoc> {
-    let targets: BTreeMap<Target, Arc<ButtonList>> = state
-        .targets
-        .range(Target::everyone(chat_id)..)
-        .take_while(|(t, _)| t.chat_id == chat_id)
-        .map(|(t, b)| (t.clone(), Arc::clone(b)))
+    let settled: BTreeMap<Target, TargetRecord> = state
+        .chat(chat_id)
+        .filter(|(_, r)| r.is_settled() && r.shown.is_some())
+        .map(|(t, r)| (t.clone(), r.clone()))
         .collect();
-    let nothing: BTreeMap<Target, Arc<ButtonList>> = BTreeMap::new();
+    let shown: BTreeMap<Target, Arc<ButtonList>> = settled
+        .iter()
+        .filter(|(_, r)| !r.follows())
+        .filter_map(|(t, r)| r.shown.clone().map(|s| (t.clone(), s)))
+        .collect();
     let p = plan::plan(
-        &targets,
+        &shown,
         &BTreeMap::new(),
-        &nothing,
+        &settled,
         &PlanOptions {
-            chats: Vec::new(),
             rate_limit,
+            resend_all: true,
+            ..Default::default()
         },
     );
     PlanDoc::new(&p).requests

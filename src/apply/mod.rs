@@ -1,7 +1,9 @@
-//! Apply: runs a plan's calls through the API client and records every success in the state as
-//! it completes. Whole-chat calls go before their chat's per-user calls; a chat whose bot is
-//! missing is skipped; a fatal error (credentials, scope) or a stop signal ends the run after the
-//! calls in flight are answered and recorded.
+//! Apply: runs a plan's calls through the API client and records each call's fate in the state
+//! as it comes (see `outcome`). A chat's calls go in phases (whole-chat, users leaving the
+//! config, the rest); a chat whose bot is missing is skipped; a fatal error (credentials, scope)
+//! or a stop signal ends the run after the calls in flight are answered and recorded.
+
+pub mod outcome;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -9,10 +11,10 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use crate::feishu::client::{CallError, ChatButtonOutcome, Client};
-use crate::plan::Action;
 use crate::plan::json::{PlanDoc, RequestDoc};
 use crate::state::{Record, StateLock};
-use crate::target::Target;
+
+use outcome::InFlight;
 
 /// One target that was not applied, and why.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,20 +28,23 @@ pub struct Failure {
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct ApplyReport {
-    /// Calls answered with success (some of their users may still have failed).
+    /// Calls answered with success (some of their users may still have been refused).
     pub calls_ok: usize,
-    /// Calls that failed, or were skipped because their chat or the run could not go on.
+    /// Calls that failed, went unanswered, or were skipped because their chat could not go on.
     pub calls_failed: usize,
     /// Calls never sent because the run stopped (signal or fatal error).
     pub calls_not_sent: usize,
-    /// Targets recorded as applied (set or forgotten).
+    /// Targets the API accepted (set, followed, or cleared and forgotten).
     pub targets_applied: usize,
+    /// Targets whose call failed: they keep what they showed, and the next apply sends them.
     pub failures: Vec<Failure>,
+    /// Targets whose call went unanswered: recorded as uncertain, so that the next apply sends
+    /// them again whatever the config says then.
+    pub uncertain: Vec<Failure>,
+    /// Users the API refused (not in the chat): recorded as waiting, retried by later runs.
+    pub waiting: Vec<Failure>,
     /// Chats that answered "the bot is not in the chat".
     pub bot_not_in: Vec<String>,
-    /// Chats whose whole-chat call applied but whose other calls did not all apply: the
-    /// whole-chat change is not recorded, so the next apply sends it (and the users' lists) again.
-    pub deferred_chats: Vec<String>,
     /// Why the run stopped early, if it did: a fatal API error.
     pub fatal: Option<String>,
     /// The run was asked to stop (SIGINT/SIGTERM).
@@ -50,14 +55,20 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
-    /// Everything was applied.
-    pub fn complete(&self) -> bool {
+    /// Everything was applied, except users the API refused (they wait).
+    pub fn complete_but_waiting(&self) -> bool {
         self.failures.is_empty()
+            && self.uncertain.is_empty()
             && self.calls_failed == 0
             && self.calls_not_sent == 0
             && self.fatal.is_none()
             && self.state_error.is_none()
             && !self.interrupted
+    }
+
+    /// Everything was applied.
+    pub fn complete(&self) -> bool {
+        self.complete_but_waiting() && self.waiting.is_empty()
     }
 }
 
@@ -87,7 +98,7 @@ pub fn concurrency_for(rate_limit: u32) -> usize {
     }
 }
 
-/// Runs `plan`'s requests through `client`, recording successes through `lock`.
+/// Runs `plan`'s requests through `client`, recording each call's fate through `lock`.
 ///
 /// `stop` resolves when the run should stop sending (a signal); calls in flight are still
 /// awaited and recorded.
@@ -111,6 +122,7 @@ pub async fn apply(
     // every remaining call spend a minute finding that out.
     let mut gave_up_in_a_row = 0usize;
     let mut in_flight: JoinSet<(usize, Result<ChatButtonOutcome, CallError>)> = JoinSet::new();
+    let mut calls: HashMap<usize, InFlight> = HashMap::new();
     let mut done = 0usize;
     let mut stopping = false;
     let mut stop = stop;
@@ -130,11 +142,17 @@ pub async fn apply(
                 skip(&mut report, r, "the bot is not in this chat");
                 done += 1;
                 progress.call_done(done, total);
-                if let Some(records) = schedule.call_over(&r.body.chat_id, false) {
-                    record_or_stop(lock, &records, &mut report, &mut stopping);
-                }
+                schedule.call_over(&r.body.chat_id);
                 continue;
             }
+            // The mark goes to disk before the call goes out: if the answer never comes, the
+            // state already says the target is uncertain.
+            let (marks, call) = outcome::before(lock.state(), r, outcome::unix_now());
+            if !record_or_stop(lock, &marks, &mut report, &mut stopping) {
+                schedule.unsend(i);
+                break;
+            }
+            calls.insert(i, call);
             let client = client.clone();
             let user_id_type = r.user_id_type;
             let body = r.body.clone();
@@ -150,7 +168,8 @@ pub async fn apply(
         let Some(joined) = joined else { break };
         let (i, result) = match joined {
             Ok(x) => x,
-            // A panicked call task: nothing is known about that call, so nothing is recorded.
+            // A panicked call task: nothing is known about that call; its targets stay
+            // marked uncertain.
             Err(e) => {
                 report.calls_failed += 1;
                 report
@@ -161,43 +180,40 @@ pub async fn apply(
             }
         };
         let r = &requests[i];
+        let Some(call) = calls.remove(&i) else {
+            continue;
+        };
         let chat = r.body.chat_id.as_str();
         done += 1;
         progress.call_done(done, total);
-        let mut complete = false;
         match result {
-            Ok(outcome) => {
+            Ok(answer) => {
                 gave_up_in_a_row = 0;
                 report.calls_ok += 1;
-                let failed: HashMap<&str, &str> = outcome
-                    .failed_users
-                    .iter()
-                    .map(|f| (f.user_id.as_str(), f.error_message.as_str()))
-                    .collect();
-                let mut records = Vec::with_capacity(r.changes.len());
-                for (target, action) in PlanDoc::request_targets(r) {
-                    if let Some(why) = target.user_id().and_then(|u| failed.get(u)) {
-                        report.failures.push(Failure {
+                let records = outcome::accepted(
+                    lock.state(),
+                    r,
+                    &call,
+                    &answer.failed_users,
+                    outcome::unix_now(),
+                );
+                let refused = failure_reasons(&answer);
+                for (target, ..) in &call.targets {
+                    match target.user_id().and_then(|u| refused.get(u)) {
+                        Some(why) => report.waiting.push(Failure {
                             chat_id: target.chat_id.clone(),
                             target: target.audience_label().to_owned(),
-                            reason: if why.is_empty() {
-                                "reported as failed by the API".to_owned()
-                            } else {
-                                (*why).to_owned()
-                            },
-                        });
-                        continue;
+                            reason: (*why).to_owned(),
+                        }),
+                        None => report.targets_applied += 1,
                     }
-                    records.push(record_for(target, action, r));
                 }
-                complete = records.len() == r.changes.len();
-                if r.body.user_ids.is_none() {
-                    schedule.defer(chat, records);
-                } else {
-                    record_or_stop(lock, &records, &mut report, &mut stopping);
-                }
+                record_or_stop(lock, &records, &mut report, &mut stopping);
             }
-            Err(CallError::Stopped) => report.calls_not_sent += 1,
+            Err(CallError::Stopped) => {
+                report.calls_not_sent += 1;
+                record_or_stop(lock, &outcome::refused(&call), &mut report, &mut stopping);
+            }
             Err(e) => {
                 if matches!(e, CallError::BotNotInChat { .. })
                     && dead_chats.insert(r.body.chat_id.clone())
@@ -208,7 +224,7 @@ pub async fn apply(
                     report.fatal.get_or_insert_with(|| e.to_string());
                     stopping = true;
                 }
-                if matches!(e, CallError::GaveUp { .. }) {
+                if e.is_exhausted() {
                     gave_up_in_a_row += 1;
                     if gave_up_in_a_row >= OUTAGE_CALLS {
                         report.fatal.get_or_insert_with(|| {
@@ -220,57 +236,84 @@ pub async fn apply(
                     }
                 }
                 report.calls_failed += 1;
-                for (target, _) in PlanDoc::request_targets(r) {
-                    report.failures.push(Failure {
+                let unanswered = e.may_have_applied();
+                let list = if unanswered {
+                    &mut report.uncertain
+                } else {
+                    &mut report.failures
+                };
+                for (target, ..) in &call.targets {
+                    list.push(Failure {
                         chat_id: target.chat_id.clone(),
                         target: target.audience_label().to_owned(),
                         reason: e.to_string(),
                     });
                 }
+                if !unanswered {
+                    record_or_stop(lock, &outcome::refused(&call), &mut report, &mut stopping);
+                }
             }
         }
-        if let Some(records) = schedule.call_over(chat, complete) {
-            record_or_stop(lock, &records, &mut report, &mut stopping);
-        }
+        schedule.call_over(chat);
     }
     report.calls_not_sent += schedule.waiting();
-    report.deferred_chats = schedule.deferred_chats();
     progress.finish();
     report.failures.sort();
+    report.uncertain.sort();
+    report.waiting.sort();
     report.bot_not_in.sort();
     report.elapsed = started.elapsed();
     report
 }
 
-/// A chat's phase for a call: 0 its whole-chat call, 1 a clearing call, 2 any other call.
+/// The users an answer lists as failed, and why.
+fn failure_reasons(answer: &ChatButtonOutcome) -> HashMap<&str, &str> {
+    answer
+        .failed_users
+        .iter()
+        .map(|f| {
+            let why = if f.error_message.is_empty() {
+                "reported as failed by the API"
+            } else {
+                f.error_message.as_str()
+            };
+            (f.user_id.as_str(), why)
+        })
+        .collect()
+}
+
+/// A chat's phase for a call: 0 its whole-chat call, 1 a call for users leaving the config,
+/// 2 any other call.
 fn phase(r: &RequestDoc) -> u8 {
-    match (&r.body.user_ids, r.body.buttons.buttons.is_empty()) {
-        (None, _) => 0,
-        (Some(_), true) => 1,
-        (Some(_), false) => 2,
+    if r.body.user_ids.is_none() {
+        0
+    } else if !r.changes.is_empty() && r.changes.iter().all(|c| c.action.follows()) {
+        1
+    } else {
+        2
     }
 }
 
-/// Records one call's successes and counts them; a state that refuses them stops the run.
+/// Records one batch; a state that refuses it stops the run. Whether it was recorded.
 fn record_or_stop(
     lock: &mut dyn StateLock,
     records: &[Record],
     report: &mut ApplyReport,
     stopping: &mut bool,
-) {
+) -> bool {
     match lock.record(records) {
-        Ok(()) => report.targets_applied += records.len(),
+        Ok(()) => true,
         Err(e) => {
-            report.state_error = Some(e.to_string());
+            report.state_error.get_or_insert_with(|| e.to_string());
             *stopping = true;
+            false
         }
     }
 }
 
-/// Which calls may go now, per chat: a chat's calls go in phases ([`phase`]), each starting when
-/// the chat's previous one has been answered. A whole-chat change is recorded only once every
-/// later call of its chat has applied in full: until then the next plan must still see it, so
-/// that it sends the chat's users' lists again.
+/// Which calls may go now, per chat: a chat's calls go in phases ([`phase`]), each starting
+/// when the chat's previous one has been answered, so that its whole-chat call lands before
+/// its users' lists, and an old id type's calls before the new one's.
 struct Schedule<'a> {
     requests: &'a [RequestDoc],
     ready: VecDeque<usize>,
@@ -278,12 +321,6 @@ struct Schedule<'a> {
     held: HashMap<&'a str, VecDeque<usize>>,
     /// The phase a chat is in, and how many of its calls are not answered yet.
     running: HashMap<&'a str, (u8, usize)>,
-    /// Calls of a chat not answered yet, all phases.
-    calls_left: HashMap<&'a str, usize>,
-    /// Whole-chat records waiting for their chat's other calls.
-    deferred: HashMap<&'a str, Vec<Record>>,
-    /// Chats with a call that did not apply in full.
-    incomplete: HashSet<&'a str>,
 }
 
 impl<'a> Schedule<'a> {
@@ -293,13 +330,9 @@ impl<'a> Schedule<'a> {
             ready: VecDeque::new(),
             held: HashMap::new(),
             running: HashMap::new(),
-            calls_left: HashMap::new(),
-            deferred: HashMap::new(),
-            incomplete: HashSet::new(),
         };
         for (i, r) in requests.iter().enumerate() {
             let chat = r.body.chat_id.as_str();
-            *s.calls_left.entry(chat).or_default() += 1;
             let p = phase(r);
             match s.running.get_mut(chat) {
                 None => {
@@ -323,34 +356,23 @@ impl<'a> Schedule<'a> {
         self.ready.pop_front()
     }
 
-    /// Keeps a chat's whole-chat records until the chat's other calls are over.
-    fn defer(&mut self, chat: &'a str, records: Vec<Record>) {
-        self.deferred.insert(chat, records);
+    /// Puts back a call that was taken but not sent.
+    fn unsend(&mut self, i: usize) {
+        self.ready.push_front(i);
     }
 
-    /// A call of `chat` was answered (or skipped); `complete` when all its targets applied.
-    /// Releases the chat's next phase when this was the last call of its phase, and returns the
-    /// chat's deferred whole-chat records once all its calls are over and all applied.
-    fn call_over(&mut self, chat: &str, complete: bool) -> Option<Vec<Record>> {
-        let (&chat, left) = self.calls_left.get_key_value(chat)?;
-        let left = left.saturating_sub(1);
-        self.calls_left.insert(chat, left);
-        if !complete {
-            self.incomplete.insert(chat);
-        }
-        self.release_next_phase(chat);
-        if left > 0 || self.incomplete.contains(chat) {
-            return None;
-        }
-        self.deferred.remove(chat)
-    }
-
-    fn release_next_phase(&mut self, chat: &'a str) {
-        let Some((_, in_phase)) = self.running.get_mut(chat) else {
+    /// A call of `chat` was answered (or skipped): releases the chat's next phase when this
+    /// was the last call of its phase.
+    fn call_over(&mut self, chat: &str) {
+        let Some((&chat, (_, in_phase))) = self.running.get_key_value(chat).map(|(k, v)| (k, *v))
+        else {
             return;
         };
-        *in_phase = in_phase.saturating_sub(1);
-        if *in_phase > 0 {
+        let in_phase = in_phase.saturating_sub(1);
+        if let Some(entry) = self.running.get_mut(chat) {
+            entry.1 = in_phase;
+        }
+        if in_phase > 0 {
             return;
         }
         let Some(queue) = self.held.get_mut(chat) else {
@@ -376,24 +398,6 @@ impl<'a> Schedule<'a> {
     /// Calls that never got to go.
     fn waiting(&self) -> usize {
         self.ready.len() + self.held.values().map(VecDeque::len).sum::<usize>()
-    }
-
-    /// Chats whose whole-chat change was applied but not recorded, sorted.
-    fn deferred_chats(&self) -> Vec<String> {
-        let mut chats: Vec<String> = self.deferred.keys().map(|c| (*c).to_owned()).collect();
-        chats.sort();
-        chats
-    }
-}
-
-/// The state record for one applied target of a successful call.
-fn record_for(target: Target, action: Action, r: &RequestDoc) -> Record {
-    match action {
-        Action::Remove => Record::Forget { target },
-        _ => Record::Set {
-            target,
-            buttons: r.body.buttons.buttons.clone(),
-        },
     }
 }
 
@@ -431,32 +435,26 @@ pub fn summary(report: &ApplyReport, total_calls: usize) -> String {
     if !report.failures.is_empty() {
         let _ = writeln!(
             s,
-            "Not applied ({} targets; they stay pending and the next apply retries them):",
+            "Not applied ({} targets; they keep what they showed and the next apply sends them):",
             report.failures.len()
         );
-        let mut by_reason: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
-        for f in &report.failures {
-            by_reason
-                .entry((&f.chat_id, &f.reason))
-                .or_default()
-                .push(&f.target);
-        }
-        for ((chat, reason), targets) in by_reason {
-            let shown: Vec<&str> = targets.iter().take(10).copied().collect();
-            let more = if targets.len() > 10 {
-                format!(" and {} more", targets.len() - 10)
-            } else {
-                String::new()
-            };
-            let _ = writeln!(s, "  {chat}: {}{more}: {reason}", shown.join(", "));
-        }
+        by_reason(&mut s, &report.failures);
     }
-    if !report.deferred_chats.is_empty() {
+    if !report.uncertain.is_empty() {
         let _ = writeln!(
             s,
-            "The whole-chat buttons of {} were sent, but are recorded only once every call of the chat applies: the next apply sends them, and the chat's users' lists, again.",
-            report.deferred_chats.join(", ")
+            "Unanswered ({} targets; recorded as uncertain, so the next apply sends them again whatever the config says then):",
+            report.uncertain.len()
         );
+        by_reason(&mut s, &report.uncertain);
+    }
+    if !report.waiting.is_empty() {
+        let _ = writeln!(
+            s,
+            "Waiting ({} targets; the API refused these users, and later runs retry them):",
+            report.waiting.len()
+        );
+        by_reason(&mut s, &report.waiting);
     }
     if report.calls_not_sent > 0 {
         let _ = writeln!(
@@ -480,10 +478,34 @@ pub fn summary(report: &ApplyReport, total_calls: usize) -> String {
     s
 }
 
-/// Exit code of an apply run (`cli.md`): 0 complete, 3 partly applied, 1 nothing applied.
+/// Failures grouped per chat and reason, ten targets shown per line.
+fn by_reason(s: &mut String, failures: &[Failure]) {
+    use std::fmt::Write as _;
+    let mut grouped: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    for f in failures {
+        grouped
+            .entry((&f.chat_id, &f.reason))
+            .or_default()
+            .push(&f.target);
+    }
+    for ((chat, reason), targets) in grouped {
+        let shown: Vec<&str> = targets.iter().take(10).copied().collect();
+        let more = if targets.len() > 10 {
+            format!(" and {} more", targets.len() - 10)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(s, "  {chat}: {}{more}: {reason}", shown.join(", "));
+    }
+}
+
+/// Exit code of an apply run (`cli.md`): 0 complete, 4 complete but for users the API refused
+/// (they wait), 3 partly applied, 1 nothing applied.
 pub fn exit_code(report: &ApplyReport) -> u8 {
     if report.complete() {
         0
+    } else if report.complete_but_waiting() {
+        4
     } else if report.targets_applied > 0 {
         3
     } else {
