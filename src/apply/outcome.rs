@@ -137,12 +137,17 @@ fn waiting(
     now: u64,
 ) -> Option<TargetRecord> {
     let (shown, follows) = prior.map_or((None, false), |r| (r.shown.clone(), r.follows()));
-    let (tries, since) = match prior.and_then(TargetRecord::pending) {
+    // What the user shows stays unknown if it was: a refusal does not settle it.
+    let (tries, since, unsure) = match prior.and_then(TargetRecord::pending) {
         Some(Pending {
-            status: PendingStatus::Waiting { tries, .. },
+            status: PendingStatus::Waiting { tries, unsure, .. },
             since,
-        }) => (tries.saturating_add(1), *since),
-        _ => (1, now),
+        }) => (tries.saturating_add(1), *since, *unsure),
+        Some(Pending {
+            status: PendingStatus::Uncertain { .. } | PendingStatus::Owed { .. },
+            ..
+        }) => (1, now, true),
+        None => (1, now, false),
     };
     let reason = if reason.is_empty() {
         "reported as failed by the API".to_owned()
@@ -156,6 +161,7 @@ fn waiting(
             status: PendingStatus::Waiting {
                 goal: sent.clone(),
                 goal_follows: action.follows(),
+                unsure,
                 reason,
                 tries,
                 last_try: now,

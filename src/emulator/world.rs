@@ -374,6 +374,7 @@ impl World {
                     member,
                     source,
                     buttons,
+                    kept: None,
                 })
             }
         }
@@ -381,13 +382,15 @@ impl World {
 
     fn user_view_of(&self, chat_id: &str, chat: &Chat, p: PersonId) -> UserView {
         let member = chat.is_member(p);
-        let (source, buttons) = sees(chat, member, chat.user_buttons.get(&p));
+        let own = chat.user_buttons.get(&p);
+        let (source, buttons) = sees(chat, member, own);
         UserView {
             chat_id: chat_id.to_owned(),
             ids: self.people.persons[p].clone(),
             member,
             source,
             buttons,
+            kept: own.filter(|_| !member).cloned(),
         }
     }
 }
@@ -444,4 +447,8 @@ pub struct UserView {
     pub member: bool,
     pub source: Source,
     pub buttons: Vec<Button>,
+    /// For someone not in the chat: the list of their own that they will see again when they
+    /// rejoin (omitted when there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<Vec<Button>>,
 }

@@ -501,12 +501,13 @@ impl Ctx<'_> {
                     PendingStatus::Waiting {
                         goal: tried,
                         goal_follows: tried_follows,
+                        unsure,
                         tries,
                         last_try,
                         ..
                     },
                 )) => {
-                    if matches || (r.shown.is_none() && desired.is_none()) {
+                    if !unsure && (matches || (r.shown.is_none() && desired.is_none())) {
                         // The refused call no longer matters: the config asks for what Feishu
                         // shows (or for nothing, where nothing was ever set).
                         let settled = r

@@ -89,6 +89,10 @@ pub enum PendingStatus {
         goal_follows: bool,
         /// The API's reason, as it gave it.
         reason: String,
+        /// What Feishu shows for it is not known: an earlier call went unanswered, or a
+        /// whole-chat call may have overwritten it, before the API refused the user. Then the
+        /// target is sent even when the config asks for the recorded list again.
+        unsure: bool,
         /// Refusals so far.
         tries: u32,
         /// When the last refusal came, in Unix seconds.

@@ -67,6 +67,8 @@ pub(crate) enum PendingDoc {
         goal: u32,
         #[serde(default, skip_serializing_if = "is_false")]
         goal_follows: bool,
+        #[serde(default, skip_serializing_if = "is_false")]
+        unsure: bool,
         reason: String,
         tries: u32,
         last_try: u64,
@@ -95,6 +97,7 @@ impl RecordDoc {
             PendingStatus::Waiting {
                 goal,
                 goal_follows,
+                unsure,
                 reason,
                 tries,
                 last_try,
@@ -102,6 +105,7 @@ impl RecordDoc {
                 since: p.since,
                 goal: index(goal),
                 goal_follows: *goal_follows,
+                unsure: *unsure,
                 reason: reason.clone(),
                 tries: *tries,
                 last_try: *last_try,
@@ -138,6 +142,7 @@ impl RecordDoc {
                 since,
                 goal,
                 goal_follows,
+                unsure,
                 reason,
                 tries,
                 last_try,
@@ -146,6 +151,7 @@ impl RecordDoc {
                 status: PendingStatus::Waiting {
                     goal: get(goal)?,
                     goal_follows,
+                    unsure,
                     reason,
                     tries,
                     last_try,
@@ -663,6 +669,7 @@ mod tests {
                     status: PendingStatus::Waiting {
                         goal: c,
                         goal_follows: false,
+                        unsure: true,
                         reason: "The user is not in the chat".into(),
                         tries: 3,
                         last_try: 1_764_000_100,
