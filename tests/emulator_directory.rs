@@ -19,13 +19,15 @@ const BUTTONS: &str = "/open-apis/im/v2/chat_button";
 
 /// A small tenant: Engineering with SRE below it, Sales beside it, and one person straight
 /// under the root. `cli_sre` sees Engineering (so SRE too), `cli_all` sees everyone,
-/// `cli_none` has no directory scope, `cli_ids` may list departments but gets no sensitive field.
+/// `cli_none` has no directory scope, `cli_ids` may list departments but gets no sensitive field,
+/// `cli_lookup` may only look ids up.
 const TENANT: &str = r#"
 apps:
   - {app_id: cli_all, app_secret: s-all}
   - {app_id: cli_sre, app_secret: s-sre, contact_scope: [od-eng]}
   - {app_id: cli_none, app_secret: s-none, scopes: [im:app_feed_card:write]}
   - {app_id: cli_ids, app_secret: s-ids, scopes: [contact:contact.base:readonly]}
+  - {app_id: cli_lookup, app_secret: s-lookup, scopes: [contact:user.id:readonly]}
 departments:
   - {department_id: eng, open_department_id: od-eng, name: Engineering}
   - {department_id: sre, open_department_id: od-sre, name: SRE, parent: od-eng}
@@ -343,6 +345,31 @@ async fn batch_get_id_answers_each_item_asked_with_a_user_id_only_for_who_can_be
     let ids: Vec<Option<String>> = resolved(&a).into_iter().map(|(_, id)| id).collect();
     assert!(ids.iter().all(Option::is_some), "{a:?}");
     assert_eq!(ids[2].as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn user_ids_and_status_need_their_field_scopes() {
+    let emu = Emu::tenant().await;
+    let token = emu.token("cli_lookup", "s-lookup").await;
+    let ask = json!({"emails": ["alice@example.com"], "mobiles": ["+8613800000001"]});
+    let a = emu.batch_get_id(&token, "", &ask).await;
+    assert_eq!(
+        resolved(&a),
+        pairs(&[
+            ("alice@example.com", Some("ou_alice")),
+            ("+8613800000001", Some("ou_alice"))
+        ])
+    );
+    assert!(a.list("user_list")[0].get("status").is_none(), "{a:?}");
+    // Without contact:user.employee_id:readonly nobody resolves to a user_id.
+    let a = emu
+        .batch_get_id(&token, "?user_id_type=user_id", &ask)
+        .await;
+    assert_eq!(a.code(), 0, "{a:?}");
+    assert_eq!(
+        resolved(&a),
+        pairs(&[("alice@example.com", None), ("+8613800000001", None)])
+    );
 }
 
 #[tokio::test]
@@ -850,6 +877,11 @@ async fn people_can_join_resign_and_move_at_runtime() {
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
     }
     let (_, v) = emu.admin(Method::GET, "/_emulator/people", None).await;
+    let frank = &v["people"][5];
+    assert_eq!(
+        (&frank["ids"]["open_id"], &frank["resigned"]),
+        (&json!("ou_frank"), &json!(true))
+    );
     assert_eq!(v["people"].as_array().map(Vec::len), Some(6));
     let (_, v) = emu.admin(Method::GET, "/_emulator/departments", None).await;
     assert_eq!(v["departments"][1]["parent"], "od-eng");

@@ -238,11 +238,6 @@ impl Fields {
             departments: with(FIELD_DEPARTMENTS),
         }
     }
-
-    /// Whether a batch_get_id entry carries `status`.
-    pub fn status(&self) -> bool {
-        self.status
-    }
 }
 
 /// Why a directory change through `/_emulator/` was refused.
@@ -465,7 +460,7 @@ impl World {
 
     /// batch_get_id: one entry per email, then one per mobile, each with `user_id` (of type
     /// `t`) only when that person is known, in the app's contact scope, and not resigned
-    /// unless `include_resigned`.
+    /// unless `include_resigned` (and, for user_ids, when the app may read user_ids).
     pub fn resolve_ids(
         &mut self,
         access: &AppAccess,
@@ -474,7 +469,22 @@ impl World {
         mobiles: &[String],
         include_resigned: bool,
     ) -> Vec<UserContactInfo> {
-        let with_status = Fields::for_app(access).status();
+        let fields = Fields::for_app(access);
+        let with_status = fields.status;
+        // user_ids need their own field scope: without it nobody resolves to one (documented
+        // among the reasons an entry comes back without `user_id`).
+        if t == UserIdType::UserId && !fields.user_id {
+            let unresolved = |asked: &String, email: bool| UserContactInfo {
+                email: email.then(|| asked.clone()),
+                mobile: (!email).then(|| asked.clone()),
+                ..UserContactInfo::default()
+            };
+            return emails
+                .iter()
+                .map(|e| unresolved(e, true))
+                .chain(mobiles.iter().map(|m| unresolved(m, false)))
+                .collect();
+        }
         let mut out = Vec::with_capacity(emails.len() + mobiles.len());
         for email in emails {
             // An enterprise mailbox never resolves (documented): only `email` is searched.
