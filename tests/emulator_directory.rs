@@ -1045,3 +1045,27 @@ people:
     .expect("valid fixtures");
     assert_eq!(ok.chats[0].bots, 3);
 }
+
+#[tokio::test]
+async fn the_readme_fixtures_example_is_valid_and_resolves_its_person() {
+    let readme = std::fs::read_to_string(crate::util::root().join("README.md")).expect("README.md");
+    let block: String = readme
+        .split("```yaml\n# fixtures.yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the fixtures example")
+        .to_owned();
+    Fixtures::parse(&block).unwrap_or_else(|p| panic!("{}", p.join("\n")));
+    let emu = Emu::with(&block, DirectoryRateLimit::default()).await;
+    let token = emu.token("cli_demo", "demo-secret").await;
+    let a = emu
+        .batch_get_id(&token, "", &json!({"emails": ["alice@example.com"]}))
+        .await;
+    assert_eq!(
+        resolved(&a),
+        pairs(&[(
+            "alice@example.com",
+            Some("ou_7d8a6e6df7621556ce0d21922b676706")
+        )])
+    );
+}
