@@ -887,6 +887,31 @@ async fn people_can_join_resign_and_move_at_runtime() {
     assert_eq!(v["departments"][1]["parent"], "od-eng");
 }
 
+#[tokio::test]
+async fn injected_faults_hit_the_directory_calls_too() {
+    let emu = Emu::tenant().await;
+    let token = emu.token("cli_all", "s-all").await;
+    let (status, _) = emu
+        .admin(
+            Method::PUT,
+            "/_emulator/faults",
+            Some(json!({"server_errors_next": 1, "rate_limited_next": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let a = emu.members(&token, "oc_team", "").await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR, "{a:?}");
+    let a = emu.department(&token, "?department_id=0").await;
+    assert_eq!(
+        (a.status, a.code()),
+        (StatusCode::TOO_MANY_REQUESTS, 99991400),
+        "{a:?}"
+    );
+    // An injected 429 reports the directory calls' limit, not the chat-button one.
+    assert_eq!(a.limit.as_deref(), Some("50"));
+    assert_eq!(emu.members(&token, "oc_team", "").await.code(), 0);
+}
+
 // ---------------------------------------------------------------- rate limits
 
 #[tokio::test]

@@ -23,7 +23,6 @@ use crate::feishu::wire::api::{
     CODE_TOKEN_INVALID, CODE_TOKEN_PARAM_INVALID, CODE_WRONG_SECRET, HEADER_RATELIMIT_LIMIT,
     HEADER_RATELIMIT_RESET, RATE_LIMIT_PER_SECOND, TOKEN_PATH,
 };
-
 use crate::feishu::wire::directory::{
     BATCH_GET_ID_PATH, FIND_BY_DEPARTMENT_PATH, chat_id_of_members_path,
 };
