@@ -1062,6 +1062,12 @@ people:
         text.contains("people[2]: no department \"od-missing\""),
         "{text}"
     );
+    // People in good departments are not reported for a department's bad parent.
+    let problems = Fixtures::parse(
+        "departments: [{department_id: a, parent: ghost}, {department_id: b}]\npeople: [{open_id: ou_a, departments: [a, b]}]",
+    )
+    .expect_err("a bad parent");
+    assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(Fixtures::parse("people: [{name: Nobody}]").is_err());
     assert!(Fixtures::parse("apps: [{app_id: a, app_secret: s, contact_scope: some}]").is_err());
     let ok = Fixtures::parse(

@@ -81,8 +81,10 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// The department tree the fixtures describe; on failure, every problem.
-    pub fn from_departments(specs: &[DepartmentSpec]) -> Result<Directory, Vec<String>> {
+    /// The department tree the fixtures describe, and every problem found. Even with problems
+    /// the tree holds every department that has an id (a bad parent reads as the root), so that
+    /// people naming good departments are not reported too.
+    pub fn from_departments(specs: &[DepartmentSpec]) -> (Directory, Vec<String>) {
         let mut problems = Vec::new();
         let mut departments = Vec::new();
         let mut owner: HashMap<String, usize> = HashMap::new();
@@ -153,11 +155,7 @@ impl Directory {
                 ));
             }
         }
-        if problems.is_empty() {
-            Ok(directory)
-        } else {
-            Err(problems)
-        }
+        (directory, problems)
     }
 
     /// A department by either of its ids.
@@ -669,12 +667,12 @@ mod tests {
 
     #[test]
     fn a_department_in_the_scope_brings_those_below_it() {
-        let dir = Directory::from_departments(&[
+        let (dir, problems) = Directory::from_departments(&[
             dept("eng", "0"),
             dept("sre", "od-eng"),
             dept("sales", "0"),
-        ])
-        .expect("valid departments");
+        ]);
+        assert_eq!(problems, Vec::<String>::new());
         let scope = ContactScope::Departments(vec!["eng".to_owned()]);
         let sre = dir.find("od-sre").expect("sre");
         let sales = dir.find("sales").expect("sales");
@@ -685,15 +683,13 @@ mod tests {
 
     #[test]
     fn unknown_parents_duplicate_ids_and_circles_are_refused() {
-        let problems = Directory::from_departments(&[
+        let (_, problems) = Directory::from_departments(&[
             dept("a", "nope"),
             dept("b", "0"),
             dept("b", "0"),
             dept("c", "d"),
             dept("d", "c"),
-        ])
-        .err()
-        .unwrap_or_default();
+        ]);
         let text = problems.join("\n");
         assert!(text.contains("departments[0]: parent \"nope\""), "{text}");
         assert!(text.contains("departments[2]: id \"b\""), "{text}");

@@ -206,10 +206,8 @@ impl World {
     /// The world the fixtures describe; on failure, every conflict between ids.
     pub fn from_fixtures(f: &Fixtures) -> Result<World, Vec<String>> {
         let mut problems = Vec::new();
-        let directory = Directory::from_departments(&f.departments).unwrap_or_else(|more| {
-            problems.extend(more);
-            Directory::default()
-        });
+        let (directory, more) = Directory::from_departments(&f.departments);
+        problems.extend(more);
         let mut world = World {
             open_chats: f.open_chats,
             people: People::default(),
