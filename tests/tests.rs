@@ -6,6 +6,7 @@ mod apply;
 mod ci;
 mod client;
 mod emulator;
+mod emulator_directory;
 mod model;
 mod ordering;
 mod outage;

@@ -1,6 +1,6 @@
 //! The `/_emulator/` API (not Feishu's): what each user of each chat sees, membership changes,
-//! the request log, fault injection and early token expiry. JSON in, JSON out; errors are
-//! `{"error": "..."}` with a 4xx status.
+//! the directory (people and departments) and its changes, the request log, fault injection and
+//! early token expiry. JSON in, JSON out; errors are `{"error": "..."}` with a 4xx status.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 
 use crate::feishu::wire::UserIdType;
 
+use super::directory::PersonError;
 use super::faults::FaultSpec;
-use super::fixtures::{MemberSpec, type_of};
+use super::fixtures::{MemberSpec, PersonSpec, type_of};
 use super::world::MembershipError;
 use super::{Shared, lock};
 
@@ -74,6 +75,7 @@ pub async fn info(State(shared): State<Arc<Shared>>) -> Answer {
     Ok(Json(json!({
         "apps": shared.apps.keys().collect::<Vec<_>>(),
         "rate_limit": shared.rate_limit,
+        "directory_rate_limit": shared.directory_rate_limit,
         "latency_ms": shared.latency.as_millis(),
         "token_ttl_secs": shared.token_ttl.as_secs(),
     })))
@@ -153,17 +155,93 @@ pub async fn remove_member(
 #[serde(deny_unknown_fields)]
 struct BotBody {
     member: bool,
+    /// Other bots in the chat (unchanged when absent).
+    #[serde(default)]
+    other_bots: Option<u32>,
 }
 
-/// `PUT /_emulator/chats/{chat_id}/bot` with `{"member": bool}`.
+/// `PUT /_emulator/chats/{chat_id}/bot` with `{"member": bool, "other_bots": N}`.
 pub async fn put_bot(
     State(shared): State<Arc<Shared>>,
     Path(chat_id): Path<String>,
     body: Bytes,
 ) -> Answer {
     let body: BotBody = parse(&body)?;
-    let view = lock(&shared.world).set_bot_member(&chat_id, body.member);
+    let view = lock(&shared.world).set_bot_member(&chat_id, body.member, body.other_bots);
     to_json(view.ok_or_else(|| unknown_chat(&chat_id))?)
+}
+
+fn person_error(e: PersonError) -> AdminError {
+    let status = match e {
+        PersonError::Invalid(_) => StatusCode::BAD_REQUEST,
+        PersonError::Conflict(_) => StatusCode::CONFLICT,
+        PersonError::Unknown(_) => StatusCode::NOT_FOUND,
+    };
+    AdminError(status, e.to_string())
+}
+
+/// `GET /_emulator/people`: every person of the directory.
+pub async fn people(State(shared): State<Arc<Shared>>) -> Answer {
+    to_json(json!({"people": lock(&shared.world).person_views()}))
+}
+
+/// `POST /_emulator/people`: a person joins the directory (same fields as in the fixtures).
+pub async fn add_person(State(shared): State<Arc<Shared>>, body: Bytes) -> Answer {
+    let spec: PersonSpec = parse(&body)?;
+    let mut world = lock(&shared.world);
+    let p = world.add_person(&spec).map_err(person_error)?;
+    let view = world.person_view(p);
+    drop(world);
+    to_json(view.ok_or_else(|| {
+        AdminError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the person was added but cannot be shown".to_owned(),
+        )
+    })?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResignedBody {
+    resigned: bool,
+}
+
+/// `PUT /_emulator/people/{user_id}/resigned` with `{"resigned": bool}`.
+pub async fn put_resigned(
+    State(shared): State<Arc<Shared>>,
+    Path(user_id): Path<String>,
+    Query(id_type): Query<IdType>,
+    body: Bytes,
+) -> Answer {
+    let t = id_type.resolve(&user_id)?;
+    let body: ResignedBody = parse(&body)?;
+    let view = lock(&shared.world).set_resigned(t, &user_id, body.resigned);
+    to_json(view.map_err(person_error)?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepartmentsBody {
+    departments: Vec<String>,
+}
+
+/// `PUT /_emulator/people/{user_id}/departments` with `{"departments": [...]}`: the person's
+/// direct departments become exactly these.
+pub async fn put_departments(
+    State(shared): State<Arc<Shared>>,
+    Path(user_id): Path<String>,
+    Query(id_type): Query<IdType>,
+    body: Bytes,
+) -> Answer {
+    let t = id_type.resolve(&user_id)?;
+    let body: DepartmentsBody = parse(&body)?;
+    let view = lock(&shared.world).set_departments(t, &user_id, &body.departments);
+    to_json(view.map_err(person_error)?)
+}
+
+/// `GET /_emulator/departments`.
+pub async fn departments(State(shared): State<Arc<Shared>>) -> Answer {
+    to_json(json!({"departments": lock(&shared.world).department_views()}))
 }
 
 #[derive(Deserialize)]

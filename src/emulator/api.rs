@@ -1,5 +1,6 @@
-//! The Feishu API side: `POST /open-apis/auth/v3/tenant_access_token/internal` and
-//! `PUT /open-apis/im/v2/chat_button`, behind the injected faults, each call logged.
+//! The Feishu API side: `POST /open-apis/auth/v3/tenant_access_token/internal`,
+//! `PUT /open-apis/im/v2/chat_button` and the directory look-ups (`lookup.rs`), behind the
+//! injected faults, each call logged.
 //!
 //! Order of checks on a chat-button call, as a gateway in front of the service would do them:
 //! injected faults, then the token, then the app's rate limit, then the request's fields, then
@@ -22,12 +23,15 @@ use crate::feishu::wire::api::{
     CODE_TOKEN_INVALID, CODE_TOKEN_PARAM_INVALID, CODE_WRONG_SECRET, HEADER_RATELIMIT_LIMIT,
     HEADER_RATELIMIT_RESET, RATE_LIMIT_PER_SECOND, TOKEN_PATH,
 };
+use crate::feishu::wire::directory::{
+    BATCH_GET_ID_PATH, FIND_BY_DEPARTMENT_PATH, chat_id_of_members_path,
+};
 
 use super::faults::FaultAction;
 use super::log::{LoggedRequest, body_for_log, redact};
 use super::tokens::{TokenProblem, well_formed};
 use super::world::Refusal;
-use super::{Shared, lock, validate};
+use super::{Shared, lock, lookup, validate};
 
 /// Marks a response whose connection the server closes instead of answering.
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +41,9 @@ pub struct DropConnection;
 enum Endpoint {
     Token,
     ChatButton,
+    BatchGetId,
+    ChatMembers,
+    FindByDepartment,
     /// Any other path or method: answered 404 like the real gateway.
     Unknown,
 }
@@ -46,13 +53,34 @@ impl Endpoint {
         match (method, path) {
             (&Method::POST, TOKEN_PATH) => Endpoint::Token,
             (&Method::PUT, CHAT_BUTTON_PATH) => Endpoint::ChatButton,
+            (&Method::POST, BATCH_GET_ID_PATH) => Endpoint::BatchGetId,
+            (&Method::GET, FIND_BY_DEPARTMENT_PATH) => Endpoint::FindByDepartment,
+            (&Method::GET, p) if chat_id_of_members_path(p).is_some() => Endpoint::ChatMembers,
             _ => Endpoint::Unknown,
+        }
+    }
+
+    /// The cap an injected 429 reports: the configured one, or the documented one when the
+    /// limit is lifted.
+    fn limit(self, shared: &Shared) -> u32 {
+        use crate::feishu::wire::directory;
+        let (configured, documented) = match self {
+            Endpoint::BatchGetId | Endpoint::ChatMembers | Endpoint::FindByDepartment => (
+                shared.directory_rate_limit.per_second,
+                directory::RATE_LIMIT_PER_SECOND,
+            ),
+            _ => (shared.rate_limit, RATE_LIMIT_PER_SECOND),
+        };
+        if configured == 0 {
+            documented
+        } else {
+            configured
         }
     }
 }
 
 /// An answer before it becomes a response, so that it can be logged as well.
-struct Answer {
+pub(super) struct Answer {
     status: StatusCode,
     body: Value,
     headers: Vec<(&'static str, String)>,
@@ -60,7 +88,7 @@ struct Answer {
 }
 
 impl Answer {
-    fn json(status: StatusCode, body: Value) -> Answer {
+    pub(super) fn json(status: StatusCode, body: Value) -> Answer {
         Answer {
             status,
             body,
@@ -69,11 +97,11 @@ impl Answer {
         }
     }
 
-    fn error(status: StatusCode, code: i64, msg: impl Into<String>) -> Answer {
+    pub(super) fn error(status: StatusCode, code: i64, msg: impl Into<String>) -> Answer {
         Answer::json(status, json!({"code": code, "msg": msg.into()}))
     }
 
-    fn rate_limited(limit: u32, reset_secs: u64) -> Answer {
+    pub(super) fn rate_limited(limit: u32, reset_secs: u64) -> Answer {
         let mut a = Answer::error(
             StatusCode::TOO_MANY_REQUESTS,
             CODE_RATE_LIMITED,
@@ -86,7 +114,7 @@ impl Answer {
         a
     }
 
-    fn for_app(mut self, app_id: Option<String>) -> Answer {
+    pub(super) fn for_app(mut self, app_id: Option<String>) -> Answer {
         self.app_id = app_id;
         self
     }
@@ -149,10 +177,7 @@ pub async fn handle(
         tokio::time::sleep(latency).await;
     }
     let now = Instant::now();
-    let limit = match shared.rate_limit {
-        0 => RATE_LIMIT_PER_SECOND,
-        n => n,
-    };
+    let limit = endpoint.limit(&shared);
     let (answer, fault_name) = match fault {
         Some(FaultAction::Drop {
             after_processing: false,
@@ -198,6 +223,12 @@ fn answer(
     match endpoint {
         Endpoint::Token => token(shared, body, now),
         Endpoint::ChatButton => chat_button(shared, uri.query(), headers, body, now),
+        Endpoint::BatchGetId => lookup::batch_get_id(shared, uri.query(), headers, body, now),
+        Endpoint::ChatMembers => match chat_id_of_members_path(uri.path()) {
+            Some(chat_id) => lookup::chat_members(shared, chat_id, uri.query(), headers, now),
+            None => Answer::not_found(),
+        },
+        Endpoint::FindByDepartment => lookup::find_by_department(shared, uri.query(), headers, now),
         Endpoint::Unknown => Answer::not_found(),
     }
 }
@@ -247,6 +278,11 @@ fn summary(e: &LoggedRequest) -> String {
     if let Some(failed) = e.response["data"]["failed_user_reasons"].as_array() {
         line.push_str(&format!(" failed_users={}", failed.len()));
     }
+    for list in ["user_list", "items"] {
+        if let Some(items) = e.response["data"][list].as_array() {
+            line.push_str(&format!(" {list}={}", items.len()));
+        }
+    }
     if let Some(f) = e.fault {
         line.push_str(&format!(" [fault: {f}]"));
     }
@@ -286,11 +322,11 @@ fn token(shared: &Shared, body: &[u8], now: Instant) -> Answer {
     answer.for_app(Some(app_id))
 }
 
-/// A token the chat-button call refuses: the documented code and a message.
-struct TokenRefused(i64, &'static str);
+/// A token a business call refuses: the documented code and a message.
+pub(super) struct TokenRefused(pub(super) i64, pub(super) &'static str);
 
 /// The app the `Authorization` header's token belongs to, or why the token is refused.
-fn authenticate(
+pub(super) fn authenticate(
     shared: &Shared,
     headers: &HeaderMap,
     now: Instant,

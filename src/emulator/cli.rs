@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
-    BUILTIN_APP_ID, BUILTIN_APP_SECRET, Emulator, EmulatorConfig, EmulatorError, Fixtures,
+    BUILTIN_APP_ID, BUILTIN_APP_SECRET, DirectoryRateLimit, Emulator, EmulatorConfig,
+    EmulatorError, Fixtures,
 };
 
 /// Run a local emulator of the Feishu chat-button API.
@@ -16,13 +17,21 @@ pub struct EmulatorArgs {
     /// Address to listen on (port 0 picks a free port and prints it).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8089")]
     pub listen: String,
-    /// YAML (or JSON) file of apps, chats and members; without it the built-in app is used,
-    /// the bot is in every chat and every user is a member.
+    /// YAML (or JSON) file of apps, chats and members, people and departments; without it the
+    /// built-in app is used, the bot is in every chat, every user is a member, and no email or
+    /// mobile resolves.
     #[arg(long, value_name = "FILE")]
     pub fixtures: Option<PathBuf>,
     /// Chat-button calls per second per app (0 = unlimited).
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub rate_limit: u32,
+    /// Directory calls (batch_get_id, chat members, find_by_department) per second per app,
+    /// each API its own budget (0 = unlimited).
+    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::directory::RATE_LIMIT_PER_SECOND)]
+    pub directory_rate_limit: u32,
+    /// The same, per minute; both limits apply (0 = unlimited).
+    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::directory::RATE_LIMIT_PER_MINUTE)]
+    pub directory_rate_limit_per_minute: u32,
     /// Milliseconds added before every Feishu API answer.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub latency_ms: u64,
@@ -44,6 +53,10 @@ impl EmulatorArgs {
             listen,
             fixtures,
             rate_limit: self.rate_limit,
+            directory_rate_limit: DirectoryRateLimit {
+                per_second: self.directory_rate_limit,
+                per_minute: self.directory_rate_limit_per_minute,
+            },
             latency: Duration::from_millis(self.latency_ms),
             token_ttl: Duration::from_secs(self.token_ttl),
             print_requests: !self.quiet,
@@ -124,6 +137,16 @@ fn banner(
         0 => b.push_str("Rate limit: none\n"),
         n => b.push_str(&format!("Rate limit: {n} requests per second per app\n")),
     }
+    let per = |n: u32, unit: &str| match n {
+        0 => format!("no limit per {unit}"),
+        n => format!("{n} per {unit}"),
+    };
+    let d = config.directory_rate_limit;
+    b.push_str(&format!(
+        "Directory look-ups: {} and {} per app and API\n",
+        per(d.per_second, "second"),
+        per(d.per_minute, "minute")
+    ));
     b.push_str(&format!(
         "Tokens live {} s; added latency {} ms\nSee what each user sees: {base_url}/_emulator/chats\nPress Ctrl-C to stop.",
         config.token_ttl.as_secs(),

@@ -1,6 +1,7 @@
-//! A local stand-in for the Feishu chat-button API: the token endpoint and
-//! `PUT /open-apis/im/v2/chat_button` as `specs/feishu-api.md` describes them, plus an inspection
-//! and fault-injection API under `/_emulator/`.
+//! A local stand-in for the Feishu chat-button API: the token endpoint,
+//! `PUT /open-apis/im/v2/chat_button` and the directory look-ups (emails and mobiles to ids, a
+//! chat's members, a department's members) as `specs/feishu-api.md` describes them, plus an
+//! inspection and fault-injection API under `/_emulator/`.
 //!
 //! It sits beside the pipeline, not inside it: apply and daemon tests start it in-process with
 //! [`Emulator::start`], users run it with `feedbuttons emulator` ([`cli::run`]).
@@ -8,9 +9,11 @@
 mod admin;
 mod api;
 pub mod cli;
+mod directory;
 mod faults;
 pub mod fixtures;
 mod log;
+mod lookup;
 mod ratelimit;
 mod server;
 mod tokens;
@@ -28,7 +31,7 @@ use tokio::task::JoinHandle;
 
 pub use cli::{EmulatorArgs, run};
 pub use faults::FaultSpec;
-pub use fixtures::{Fixtures, MemberSpec};
+pub use fixtures::{AppAccess, ContactScope, DepartmentSpec, Fixtures, MemberSpec, PersonSpec};
 
 /// The app id of the built-in app, used when no fixtures name apps.
 pub const BUILTIN_APP_ID: &str = "cli_emulator";
@@ -45,6 +48,8 @@ pub struct EmulatorConfig {
     pub fixtures: Option<Fixtures>,
     /// Chat-button calls per second per app; 0 lifts the limit.
     pub rate_limit: u32,
+    /// Directory calls per app and per API (each API its own budget).
+    pub directory_rate_limit: DirectoryRateLimit,
     /// Added before every Feishu API answer (on top of any injected latency).
     pub latency: Duration,
     /// How long an issued tenant token lives.
@@ -61,10 +66,29 @@ impl Default for EmulatorConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             fixtures: None,
             rate_limit: crate::feishu::wire::api::RATE_LIMIT_PER_SECOND,
+            directory_rate_limit: DirectoryRateLimit::default(),
             latency: Duration::ZERO,
             token_ttl: Duration::from_secs(crate::feishu::wire::api::TOKEN_MAX_LIFETIME_SECS),
             request_log_capacity: 10_000,
             print_requests: false,
+        }
+    }
+}
+
+/// The directory calls' limits: both windows apply, each per app and per API; 0 lifts a window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DirectoryRateLimit {
+    pub per_second: u32,
+    pub per_minute: u32,
+}
+
+impl Default for DirectoryRateLimit {
+    /// The documented 50 a second and 1000 a minute.
+    fn default() -> DirectoryRateLimit {
+        use crate::feishu::wire::directory::{RATE_LIMIT_PER_MINUTE, RATE_LIMIT_PER_SECOND};
+        DirectoryRateLimit {
+            per_second: RATE_LIMIT_PER_SECOND,
+            per_minute: RATE_LIMIT_PER_MINUTE,
         }
     }
 }
@@ -196,37 +220,55 @@ impl Drop for RunningEmulator {
 pub(crate) struct Shared {
     /// App id -> secret.
     pub apps: std::collections::BTreeMap<String, String>,
+    /// App id -> its scopes and contact scope; an app not listed has every scope and sees all.
+    pub access: std::collections::BTreeMap<String, AppAccess>,
     pub rate_limit: u32,
+    pub directory_rate_limit: DirectoryRateLimit,
     pub latency: Duration,
     pub token_ttl: Duration,
     pub print_requests: bool,
     pub world: Mutex<world::World>,
     pub tokens: Mutex<tokens::Tokens>,
     pub limiter: Mutex<ratelimit::RateLimiter>,
+    /// Keyed by API and app.
+    pub directory_limiter: Mutex<ratelimit::Layered>,
     pub faults: Mutex<faults::Faults>,
     pub log: Mutex<log::RequestLog>,
 }
 
 impl Shared {
     fn new(config: &EmulatorConfig) -> Result<Shared, Vec<String>> {
-        let (apps, world) = match &config.fixtures {
-            None => (Default::default(), world::World::open()),
-            Some(f) => (f.apps.clone(), world::World::from_fixtures(f)?),
+        let (apps, access, world) = match &config.fixtures {
+            None => (Default::default(), Default::default(), world::World::open()),
+            Some(f) => (
+                f.apps.clone(),
+                f.access.clone(),
+                world::World::from_fixtures(f)?,
+            ),
         };
         let apps = if apps.is_empty() {
             [(BUILTIN_APP_ID.to_owned(), BUILTIN_APP_SECRET.to_owned())].into()
         } else {
             apps
         };
+        let DirectoryRateLimit {
+            per_second,
+            per_minute,
+        } = config.directory_rate_limit;
         Ok(Shared {
             apps,
+            access,
             rate_limit: config.rate_limit,
+            directory_rate_limit: config.directory_rate_limit,
             latency: config.latency,
             token_ttl: config.token_ttl,
             print_requests: config.print_requests,
             world: Mutex::new(world),
             tokens: Mutex::new(tokens::Tokens::new(config.token_ttl)),
             limiter: Mutex::new(ratelimit::RateLimiter::new(config.rate_limit)),
+            directory_limiter: Mutex::new(ratelimit::Layered::second_and_minute(
+                per_second, per_minute,
+            )),
             faults: Mutex::new(faults::Faults::default()),
             log: Mutex::new(log::RequestLog::new(config.request_log_capacity)),
         })

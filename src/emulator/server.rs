@@ -42,6 +42,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/_emulator/chats/{chat_id}/bot", put(admin::put_bot))
         .route(
+            "/_emulator/people",
+            get(admin::people).post(admin::add_person),
+        )
+        .route(
+            "/_emulator/people/{user_id}/resigned",
+            put(admin::put_resigned),
+        )
+        .route(
+            "/_emulator/people/{user_id}/departments",
+            put(admin::put_departments),
+        )
+        .route("/_emulator/departments", get(admin::departments))
+        .route(
             "/_emulator/requests",
             get(admin::requests).delete(admin::clear_requests),
         )

@@ -1,5 +1,6 @@
 //! The emulated tenant: people (one person may have an open_id, a union_id and a user_id),
-//! chats with their bot and members, and the buttons each chat and each person was last sent.
+//! chats with their bot and members, the buttons each chat and each person was last sent, and
+//! the directory (departments and what is known of each person, see `directory.rs`).
 //!
 //! What a user sees in a chat is their own list if one was ever set for them, else the
 //! whole-chat list, else nothing. A whole-chat request does not erase per-user lists.
@@ -11,23 +12,45 @@ use serde::Serialize;
 
 use crate::feishu::wire::{Button, FailedUserReason, UserIdType};
 
+use super::directory::Directory;
 use super::fixtures::{Fixtures, MemberIds, MemberSpec};
 
 /// `error_message` of a user who is not in the chat (the official example's wording).
 pub const NOT_IN_CHAT: &str = "The user is not in the chat";
 
-type PersonId = usize;
+pub(super) type PersonId = usize;
 
 /// Every person the emulator knows, and an index from each of their ids.
 #[derive(Default)]
-struct People {
-    persons: Vec<MemberIds>,
+pub(super) struct People {
+    pub(super) persons: Vec<MemberIds>,
     index: HashMap<(UserIdType, String), PersonId>,
 }
 
 impl People {
-    fn find(&self, t: UserIdType, id: &str) -> Option<PersonId> {
+    pub(super) fn find(&self, t: UserIdType, id: &str) -> Option<PersonId> {
         self.index.get(&(t, id.to_owned())).copied()
+    }
+
+    /// The person's id of type `t`. Every Feishu user has all three ids; where the fixtures
+    /// gave a person none of this type, one is made up from an id they have (the same every
+    /// run), and remembered, so that it names them in every later call too.
+    pub(super) fn id_of(&mut self, p: PersonId, t: UserIdType) -> String {
+        if let Some(id) = self.persons[p].get(t) {
+            return id.to_owned();
+        }
+        let base = self.persons[p]
+            .iter()
+            .next()
+            .map(|(bt, id)| format!("{bt}:{id}"))
+            .unwrap_or_else(|| format!("person:{p}"));
+        let id = (0u32..)
+            .map(|n| made_up_id(t, &base, n))
+            .find(|id| self.find(t, id).is_none())
+            .unwrap_or_default();
+        self.persons[p].set(t, id.clone());
+        self.index.insert((t, id.clone()), p);
+        id
     }
 
     fn find_or_add(&mut self, t: UserIdType, id: &str) -> PersonId {
@@ -43,7 +66,7 @@ impl People {
     }
 
     /// The person these ids name, joining ids to a known person where they add to it.
-    fn link(&mut self, ids: &MemberIds) -> Result<PersonId, String> {
+    pub(super) fn link(&mut self, ids: &MemberIds) -> Result<PersonId, String> {
         if let Some(problem) = ids.problem() {
             return Err(problem);
         }
@@ -77,6 +100,16 @@ impl People {
     }
 }
 
+/// An id shaped like Feishu's: `ou_`/`on_` and 32 hex digits, or 8 hex digits for a user_id.
+fn made_up_id(t: UserIdType, base: &str, attempt: u32) -> String {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(format!("{t}|{base}|{attempt}")));
+    match t.prefix() {
+        Some(prefix) => format!("{prefix}{}", &digest[..32]),
+        None => digest[..8].to_owned(),
+    }
+}
+
 fn describe(ids: &MemberIds) -> String {
     ids.iter()
         .map(|(t, id)| format!("{t} {id:?}"))
@@ -86,16 +119,18 @@ fn describe(ids: &MemberIds) -> String {
 
 /// Who is in a chat besides the bot.
 #[derive(Clone, Debug)]
-enum Members {
+pub(super) enum Members {
     /// Every user (the open world).
     Everyone,
     Listed(BTreeSet<PersonId>),
 }
 
 #[derive(Clone, Debug)]
-struct Chat {
-    bot_member: bool,
-    members: Members,
+pub(super) struct Chat {
+    pub(super) bot_member: bool,
+    /// Other bots in the chat: never listed as members, but they take places in a page.
+    pub(super) other_bots: u32,
+    pub(super) members: Members,
     /// The last whole-chat list; `None` until one is sent.
     chat_buttons: Option<Vec<Button>>,
     /// The last list sent for each person.
@@ -106,6 +141,7 @@ impl Chat {
     fn new(bot_member: bool, members: Members) -> Chat {
         Chat {
             bot_member,
+            other_bots: 0,
             members,
             chat_buttons: None,
             user_buttons: BTreeMap::new(),
@@ -151,8 +187,9 @@ pub enum MembershipError {
 pub struct World {
     /// Chats not known behave as open (bot in, every user a member) instead of bot-less.
     open_chats: bool,
-    people: People,
-    chats: BTreeMap<String, Chat>,
+    pub(super) people: People,
+    pub(super) chats: BTreeMap<String, Chat>,
+    pub(super) directory: Directory,
 }
 
 impl World {
@@ -162,17 +199,27 @@ impl World {
             open_chats: true,
             people: People::default(),
             chats: BTreeMap::new(),
+            directory: Directory::default(),
         }
     }
 
     /// The world the fixtures describe; on failure, every conflict between ids.
     pub fn from_fixtures(f: &Fixtures) -> Result<World, Vec<String>> {
+        let mut problems = Vec::new();
+        let (directory, more) = Directory::from_departments(&f.departments);
+        problems.extend(more);
         let mut world = World {
             open_chats: f.open_chats,
             people: People::default(),
             chats: BTreeMap::new(),
+            directory,
         };
-        let mut problems = Vec::new();
+        // People first, so that member lists are in the order the directory gives people.
+        for (i, person) in f.people.iter().enumerate() {
+            if let Err(e) = world.add_person(person) {
+                problems.push(format!("people[{i}]: {e}"));
+            }
+        }
         for (i, chat) in f.chats.iter().enumerate() {
             let members = match &chat.members {
                 None => Members::Everyone,
@@ -189,9 +236,9 @@ impl World {
                     Members::Listed(set)
                 }
             };
-            world
-                .chats
-                .insert(chat.chat_id.clone(), Chat::new(chat.bot_member, members));
+            let mut c = Chat::new(chat.bot_member, members);
+            c.other_bots = chat.bots;
+            world.chats.insert(chat.chat_id.clone(), c);
         }
         if problems.is_empty() {
             Ok(world)
@@ -201,7 +248,7 @@ impl World {
     }
 
     /// Creates an unknown chat on first use when unknown chats are open.
-    fn touch(&mut self, chat_id: &str) {
+    pub(super) fn touch(&mut self, chat_id: &str) {
         if self.open_chats && !self.chats.contains_key(chat_id) {
             self.chats
                 .insert(chat_id.to_owned(), Chat::new(true, Members::Everyone));
@@ -299,19 +346,29 @@ impl World {
             .ok_or_else(|| MembershipError::UnknownChat(chat_id.to_owned()))
     }
 
-    /// Puts the bot into a chat or takes it out (creating the chat, with no members when chats
-    /// are not open, when unknown).
-    pub fn set_bot_member(&mut self, chat_id: &str, member: bool) -> Option<ChatView> {
+    /// Puts the bot into a chat or takes it out, and sets how many other bots are in it when
+    /// `other_bots` is given (creating the chat, with no members when chats are not open, when
+    /// unknown).
+    pub fn set_bot_member(
+        &mut self,
+        chat_id: &str,
+        member: bool,
+        other_bots: Option<u32>,
+    ) -> Option<ChatView> {
         self.touch(chat_id);
-        self.chats
+        let chat = self
+            .chats
             .entry(chat_id.to_owned())
-            .or_insert_with(|| Chat::new(member, Members::Listed(BTreeSet::new())))
-            .bot_member = member;
+            .or_insert_with(|| Chat::new(member, Members::Listed(BTreeSet::new())));
+        chat.bot_member = member;
+        if let Some(n) = other_bots {
+            chat.other_bots = n;
+        }
         self.chat_view(chat_id)
     }
 
     /// A chat to show: a known one, or a new open one when unknown chats are open.
-    fn chat_to_show(&self, chat_id: &str) -> Option<Cow<'_, Chat>> {
+    pub(super) fn chat_to_show(&self, chat_id: &str) -> Option<Cow<'_, Chat>> {
         match self.chats.get(chat_id) {
             Some(chat) => Some(Cow::Borrowed(chat)),
             None if self.open_chats => Some(Cow::Owned(Chat::new(true, Members::Everyone))),
@@ -342,6 +399,7 @@ impl World {
         Some(ChatView {
             chat_id: chat_id.to_owned(),
             bot_member: chat.bot_member,
+            other_bots: chat.other_bots,
             members: match &chat.members {
                 Members::Everyone => MembersView::Everyone("everyone"),
                 Members::Listed(set) => {
@@ -425,6 +483,8 @@ pub enum Source {
 pub struct ChatView {
     pub chat_id: String,
     pub bot_member: bool,
+    /// Other bots in the chat (never listed by the members API).
+    pub other_bots: u32,
     pub members: MembersView,
     /// The last whole-chat list, `null` if none was ever sent.
     pub chat_buttons: Option<Vec<Button>>,

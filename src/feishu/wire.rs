@@ -245,3 +245,226 @@ pub mod api {
     /// The longest a tenant token lives.
     pub const TOKEN_MAX_LIFETIME_SECS: u64 = 2 * 60 * 60;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Directory: looking people up (issue 15, "People, not ids")
+//
+// The three read-only calls that turn emails, mobiles, chats and departments into user ids:
+// `POST /open-apis/contact/v3/users/batch_get_id`, `GET /open-apis/im/v1/chats/{chat_id}/members`
+// and `GET /open-apis/contact/v3/users/find_by_department`. Field for field as documented; the
+// rules and their sources are in `specs/feishu-api.md`, section 6.
+
+/// Body of `POST /open-apis/contact/v3/users/batch_get_id`. Each email and each mobile is looked
+/// up on its own: the answer has one entry per item asked, emails first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchGetIdRequest {
+    /// At most 50. Not an enterprise mailbox (those never resolve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emails: Option<Vec<String>>,
+    /// At most 50. Outside mainland China: `+` and the country code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobiles: Option<Vec<String>>,
+    /// Also resolve people who have left (default false: they come back without `user_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_resigned: Option<bool>,
+}
+
+/// `status` of a user, where the app may see it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserStatus {
+    #[serde(default)]
+    pub is_frozen: bool,
+    #[serde(default)]
+    pub is_resigned: bool,
+    #[serde(default)]
+    pub is_activated: bool,
+    #[serde(default)]
+    pub is_exited: bool,
+    #[serde(default)]
+    pub is_unjoin: bool,
+}
+
+/// One entry of `data.user_list`: the email or mobile asked, and `user_id` only when that
+/// person could be resolved (known, in the app's contact scope, not resigned unless asked).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserContactInfo {
+    /// Of the query's `user_id_type`; absent when the person cannot be resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<UserStatus>,
+}
+
+/// `data` of a batch_get_id answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchGetIdData {
+    /// Left out when empty, like every empty list of these APIs; read an absent list as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_list: Vec<UserContactInfo>,
+}
+
+/// One item of a chat's member list. Bots are never listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMember {
+    /// The query's `member_id_type`.
+    pub member_id_type: UserIdType,
+    pub member_id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub tenant_key: String,
+}
+
+/// `data` of `GET /open-apis/im/v1/chats/{chat_id}/members`. A page may hold fewer (even none)
+/// or more items than `page_size`: follow `has_more`, never count.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMembersData {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ChatMember>,
+    /// Present only when `has_more` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_token: Option<String>,
+    #[serde(default)]
+    pub has_more: bool,
+    #[serde(default)]
+    pub member_total: u64,
+}
+
+/// One item of a department's direct members. Each field is there only when the app has the
+/// field's scope (e.g. `email` needs `contact:user.email:readonly`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepartmentUser {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub union_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<UserStatus>,
+    /// Of the query's `department_id_type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department_ids: Option<Vec<String>>,
+}
+
+/// `data` of `GET /open-apis/contact/v3/users/find_by_department`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindByDepartmentData {
+    #[serde(default)]
+    pub has_more: bool,
+    /// Present only when `has_more` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<DepartmentUser>,
+}
+
+/// The `department_id_type` query parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DepartmentIdType {
+    /// A custom id the tenant chose (the API's `department_id`).
+    DepartmentId,
+    /// `od-...`, made by Feishu (the API's default).
+    OpenDepartmentId,
+}
+
+impl DepartmentIdType {
+    pub const ALL: [DepartmentIdType; 2] = [
+        DepartmentIdType::DepartmentId,
+        DepartmentIdType::OpenDepartmentId,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DepartmentIdType::DepartmentId => "department_id",
+            DepartmentIdType::OpenDepartmentId => "open_department_id",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DepartmentIdType> {
+        DepartmentIdType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for DepartmentIdType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Paths, limits, scopes and codes of the directory calls.
+pub mod directory {
+    pub const BATCH_GET_ID_PATH: &str = "/open-apis/contact/v3/users/batch_get_id";
+    pub const FIND_BY_DEPARTMENT_PATH: &str = "/open-apis/contact/v3/users/find_by_department";
+    /// The members path is `CHAT_MEMBERS_PREFIX` + chat id + `CHAT_MEMBERS_SUFFIX`.
+    pub const CHAT_MEMBERS_PREFIX: &str = "/open-apis/im/v1/chats/";
+    pub const CHAT_MEMBERS_SUFFIX: &str = "/members";
+
+    /// `GET` path of a chat's member list.
+    pub fn chat_members_path(chat_id: &str) -> String {
+        format!("{CHAT_MEMBERS_PREFIX}{chat_id}{CHAT_MEMBERS_SUFFIX}")
+    }
+
+    /// The chat id of a member-list path, if `path` is one.
+    pub fn chat_id_of_members_path(path: &str) -> Option<&str> {
+        let id = path
+            .strip_prefix(CHAT_MEMBERS_PREFIX)?
+            .strip_suffix(CHAT_MEMBERS_SUFFIX)?;
+        (!id.is_empty() && !id.contains('/')).then_some(id)
+    }
+
+    /// Most emails, and separately most mobiles, in one batch_get_id call.
+    pub const MAX_EMAILS_PER_CALL: usize = 50;
+    pub const MAX_MOBILES_PER_CALL: usize = 50;
+    pub const CHAT_MEMBERS_DEFAULT_PAGE_SIZE: usize = 20;
+    pub const CHAT_MEMBERS_MAX_PAGE_SIZE: usize = 100;
+    pub const DEPARTMENT_USERS_DEFAULT_PAGE_SIZE: usize = 10;
+    pub const DEPARTMENT_USERS_MAX_PAGE_SIZE: usize = 50;
+    /// Documented for batch_get_id and chat members; find_by_department's is not documented.
+    /// Both windows apply, per app and per API.
+    pub const RATE_LIMIT_PER_SECOND: u32 = 50;
+    pub const RATE_LIMIT_PER_MINUTE: u32 = 1000;
+    /// The root department: asking for it needs an all-staff contact scope.
+    pub const ROOT_DEPARTMENT_ID: &str = "0";
+    /// Mobiles without `+` are mainland China numbers.
+    pub const MAINLAND_CHINA_PREFIX: &str = "+86";
+
+    /// The scope batch_get_id needs.
+    pub const SCOPES_BATCH_GET_ID: &[&str] = &["contact:user.id:readonly"];
+    /// Any one of these lets an app list chat members.
+    pub const SCOPES_CHAT_MEMBERS: &[&str] = &[
+        "im:chat",
+        "im:chat:readonly",
+        "im:chat.group_info:readonly",
+        "im:chat.members:read",
+    ];
+    /// Any one of these lets an app list a department's users.
+    pub const SCOPES_DEPARTMENT_USERS: &[&str] = &[
+        "contact:contact.base:readonly",
+        "contact:department.organize:readonly",
+        "contact:contact:access_as_app",
+        "contact:contact:readonly",
+        "contact:contact:readonly_as_app",
+    ];
+
+    /// The bot (or user) asking is not in the chat.
+    pub const CODE_OPERATOR_NOT_IN_CHAT: i64 = 232011;
+    /// An IM request parameter is wrong (the emulator: an unknown `page_token`).
+    pub const CODE_CHAT_PARAM_INVALID: i64 = 232001;
+    pub const CODE_CHAT_ID_INVALID: i64 = 232006;
+    /// The department is outside the app's contact scope (HTTP 403).
+    pub const CODE_NO_DEPT_AUTHORITY: i64 = 40004;
+    pub const CODE_PAGE_SIZE_INVALID: i64 = 40011;
+    pub const CODE_PAGE_TOKEN_INVALID: i64 = 40012;
+}
