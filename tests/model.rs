@@ -359,6 +359,10 @@ struct World {
     store: Box<dyn StateStore>,
     lock: Option<Box<dyn StateLock>>,
     _dir: Dir,
+    /// What happened, for a failure's message.
+    trace: Vec<String>,
+    /// Emulator log entries already traced.
+    logged: usize,
 }
 
 impl World {
@@ -421,6 +425,24 @@ impl World {
         );
         lock.record(&p.settle).expect("settle");
         let doc = PlanDoc::new(&p);
+        for r in &doc.requests {
+            let texts: Vec<&str> = r
+                .body
+                .buttons
+                .buttons
+                .iter()
+                .map(|b| b.text.text.as_str())
+                .collect();
+            let changes: Vec<String> = r
+                .changes
+                .iter()
+                .map(|c| format!("{}:{}", c.target, c.action.as_str()))
+                .collect();
+            self.trace.push(format!(
+                "   call {} {} {:?} {texts:?} {changes:?}",
+                r.body.chat_id, r.user_id_type, r.body.user_ids
+            ));
+        }
         let (_tx, stop) = tokio::sync::watch::channel(false);
         let mut quiet = apply::Quiet;
         let report = {
@@ -441,6 +463,12 @@ impl World {
                 }
             }
         };
+        if let Some(r) = &report {
+            self.trace.push(format!(
+                "   ok {} failed {} uncertain {:?} waiting {:?}",
+                r.calls_ok, r.calls_failed, r.uncertain, r.waiting
+            ));
+        }
         if report.is_some() {
             self.lock = Some(lock);
         } else {
@@ -448,7 +476,26 @@ impl World {
             // still land; give them the emulator's latency and more.
             drop(lock);
             tokio::time::sleep(Duration::from_millis(40)).await;
+            self.trace.push("   killed".to_owned());
         }
+        let log: Value = reqwest::get(self.emu.url("/_emulator/requests"))
+            .await
+            .expect("GET requests")
+            .json()
+            .await
+            .expect("json");
+        for r in log["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .skip(self.logged)
+        {
+            self.trace.push(format!(
+                "   emulator #{} {} {} {}",
+                r["seq"], r["path"], r["status"], r["body"]
+            ));
+        }
+        self.logged = log["requests"].as_array().map_or(0, Vec::len);
         admin(
             &self.emu,
             reqwest::Method::DELETE,
@@ -481,11 +528,14 @@ async fn run_case(steps: Vec<Step>, first: Cfg) -> Result<(), String> {
         store,
         lock: None,
         _dir: dir,
+        trace: Vec::new(),
+        logged: 0,
     };
     let mut history: Vec<Cfg> = vec![first];
     let mut members: Vec<BTreeSet<usize>> = vec![(0..PEOPLE).collect(); CHATS.len()];
     for (i, step) in steps.into_iter().enumerate() {
         let cfg = history.last().cloned().unwrap_or_default();
+        w.trace.push(format!("{i}: {step:?}"));
         match step {
             Step::Edit(c) => history.push(c),
             Step::Revert(n) => {
@@ -509,10 +559,17 @@ async fn run_case(steps: Vec<Step>, first: Cfg) -> Result<(), String> {
         let cfg = history.last().cloned().unwrap_or_default();
         let state = w.state();
         let seen = seen(&w.emu).await;
-        check_records(&cfg, &state, &seen).map_err(|e| format!("after step {i}: {e}"))?;
+        let traced = |e: String| {
+            format!(
+                "{e}\n--- trace\n{}\n--- state\n{}",
+                w.trace.join("\n"),
+                feedbuttons::state::commands::list(&state, None)
+            )
+        };
+        check_records(&cfg, &state, &seen).map_err(|e| traced(format!("after step {i}: {e}")))?;
         if !plan_for(&cfg, &state).has_changes() {
             shows_config(&cfg, &state, &seen)
-                .map_err(|e| format!("after step {i}, plan says \"No changes\" but {e}"))?;
+                .map_err(|e| traced(format!("after step {i}, plan says \"No changes\" but {e}")))?;
         }
     }
     // The faults stop: everyone is let in, nothing is lost, nothing is killed.
@@ -559,6 +616,12 @@ proptest! {
             .build()
             .expect("runtime");
         let result = rt.block_on(run_case(steps, first));
+        if let (Err(e), Ok(path)) = (&result, std::env::var("FEEDBUTTONS_MODEL_TRACE")) {
+            // The first failure, with its whole trace (shrinking runs many more).
+            if !std::path::Path::new(&path).exists() {
+                let _ = std::fs::write(&path, e);
+            }
+        }
         prop_assert!(result.is_ok(), "{}", result.err().unwrap_or_default());
     }
 }

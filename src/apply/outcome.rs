@@ -36,7 +36,12 @@ pub struct InFlight {
 /// The records to write before `request` goes out, and what to remember about it.
 pub fn before(state: &AppliedState, request: &RequestDoc, now: u64) -> (Vec<Record>, InFlight) {
     let sent = Arc::new(request.body.buttons.buttons.clone());
-    let whole_chat = request.body.user_ids.is_none();
+    // A whole-chat call may overwrite users' lists, and a call for users leaving the config
+    // may reach the same people under another id type: even when it sends what its own
+    // targets show, an unanswered one must leave a mark, so that the next plan sends it again
+    // and the chat's other users after it.
+    let whole_chat = request.body.user_ids.is_none()
+        || (!request.changes.is_empty() && request.changes.iter().all(|c| c.action.follows()));
     let mut records = Vec::new();
     let mut targets = Vec::new();
     let mut marked = Vec::new();
@@ -173,7 +178,7 @@ fn waiting(
 
 /// The chat's other users that the accepted call may have overwritten, marked owed: all of
 /// them after a whole-chat call; after a call for users leaving the config, those under
-/// another id type that the config still declares (followers get the same list anyway).
+/// another id type, except followers that already show the list it sent.
 /// Targets already pending keep their mark: it makes the next plan send them as well.
 fn owed_after(
     state: &AppliedState,
@@ -199,7 +204,12 @@ fn owed_after(
                 && !in_call.contains(t)
                 && match reason {
                     OwedReason::WholeChat => true,
-                    OwedReason::IdTypeMove => !r.follows() && *id_type != request.user_id_type,
+                    // A follower that already shows the list sent is what the person now
+                    // sees either way; any other may have been overwritten.
+                    OwedReason::IdTypeMove => {
+                        *id_type != request.user_id_type
+                            && (!r.follows() || r.shown() != Some(call.sent.as_ref()))
+                    }
                 }
         })
         .filter_map(|(t, r)| {
