@@ -18,18 +18,18 @@ use serde_json::{Value, json};
 
 use crate::util::{self, Dir};
 
-const BUTTONS: &str = "/open-apis/im/v2/chat_button";
-const TOKEN: &str = "/open-apis/auth/v3/tenant_access_token/internal";
+pub(crate) const BUTTONS: &str = "/open-apis/im/v2/chat_button";
+pub(crate) const TOKEN: &str = "/open-apis/auth/v3/tenant_access_token/internal";
 /// Calls per second for the CLI and the emulator, so that hundreds of calls take seconds.
-const FAST: u32 = 100;
-const FAST_ARG: &str = "100";
+pub(crate) const FAST: u32 = 100;
+pub(crate) const FAST_ARG: &str = "100";
 /// No run or wait in this module should come near this.
-const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------- configs
 
 /// The buttons every generated config defines; lists are made of their names.
-const BUTTON_DEFS: &str = "version: 1
+pub(crate) const BUTTON_DEFS: &str = "version: 1
 buttons:
   runbook:
     text: Runbook
@@ -50,7 +50,7 @@ buttons:
 ";
 
 /// Per-user lists the generator hands out, in turn.
-const LISTS: [&[&str]; 4] = [
+pub(crate) const LISTS: [&[&str]; 4] = [
     &["runbook", "ack"],
     &["dash"],
     &["status", "runbook"],
@@ -58,26 +58,26 @@ const LISTS: [&[&str]; 4] = [
 ];
 
 #[derive(Clone, Debug, Default)]
-struct ChatSpec {
-    id: String,
-    everyone: Option<Vec<String>>,
+pub(crate) struct ChatSpec {
+    pub(crate) id: String,
+    pub(crate) everyone: Option<Vec<String>>,
     /// (button names, users).
-    assign: Vec<(Vec<String>, Vec<String>)>,
+    pub(crate) assign: Vec<(Vec<String>, Vec<String>)>,
 }
 
 /// A config directory's contents, built in code and written as one YAML file.
 #[derive(Clone, Debug, Default)]
-struct Config {
-    chats: Vec<ChatSpec>,
+pub(crate) struct Config {
+    pub(crate) chats: Vec<ChatSpec>,
 }
 
-fn strings(v: &[&str]) -> Vec<String> {
+pub(crate) fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
 impl Config {
     /// Starts a chat; `everyone` and `users` add to the last chat started.
-    fn chat(mut self, id: &str) -> Config {
+    pub(crate) fn chat(mut self, id: &str) -> Config {
         self.chats.push(ChatSpec {
             id: id.to_owned(),
             ..ChatSpec::default()
@@ -85,12 +85,12 @@ impl Config {
         self
     }
 
-    fn everyone(mut self, buttons: &[&str]) -> Config {
+    pub(crate) fn everyone(mut self, buttons: &[&str]) -> Config {
         self.chats.last_mut().expect("a chat").everyone = Some(strings(buttons));
         self
     }
 
-    fn users(mut self, buttons: &[&str], users: &[&str]) -> Config {
+    pub(crate) fn users(mut self, buttons: &[&str], users: &[&str]) -> Config {
         self.chats
             .last_mut()
             .expect("a chat")
@@ -102,7 +102,7 @@ impl Config {
     /// `chats` chats `oc_{tag}{c}`, each with a whole-chat list when `everyone`, and `lists`
     /// per-user lists of `users` users each (`ou_{tag}c{c}l{l}u{u}`). `turn` shifts which list
     /// goes where, so that two turns differ in every list.
-    fn generated(
+    pub(crate) fn generated(
         tag: &str,
         chats: usize,
         everyone: bool,
@@ -129,7 +129,7 @@ impl Config {
 
     /// The calls a first apply of this config takes: one per chat's whole-chat list, and one
     /// per 20 users of each list (the generator gives each list of a chat other buttons).
-    fn first_apply_calls(&self) -> usize {
+    pub(crate) fn first_apply_calls(&self) -> usize {
         self.chats
             .iter()
             .map(|c| {
@@ -142,7 +142,7 @@ impl Config {
             .sum()
     }
 
-    fn yaml(&self) -> String {
+    pub(crate) fn yaml(&self) -> String {
         let list = |b: &[String]| format!("[{}]", b.join(", "));
         let mut s = String::from(BUTTON_DEFS);
         s.push_str("chats:\n");
@@ -162,20 +162,20 @@ impl Config {
     }
 
     /// Writes (or replaces) the config in `dir`.
-    fn write(&self, dir: &Path) {
+    pub(crate) fn write(&self, dir: &Path) {
         std::fs::write(dir.join("buttons.yaml"), self.yaml()).expect("write the config");
     }
 }
 
 /// A new config directory holding `config`.
-fn config_dir(config: &Config) -> Dir {
+pub(crate) fn config_dir(config: &Config) -> Dir {
     let dir = Dir::new();
     config.write(dir.path());
     dir
 }
 
 /// The desired state the config in `dir` declares.
-fn desired(dir: &Path) -> BTreeMap<Target, ButtonList> {
+pub(crate) fn desired(dir: &Path) -> BTreeMap<Target, ButtonList> {
     let loaded = feedbuttons::config::load_dir(dir).expect("load the config");
     let desired = loaded.desired.expect("a valid config");
     desired
@@ -185,13 +185,13 @@ fn desired(dir: &Path) -> BTreeMap<Target, ButtonList> {
         .collect()
 }
 
-fn state_path(dir: &Path) -> PathBuf {
+pub(crate) fn state_path(dir: &Path) -> PathBuf {
     feedbuttons::state::default_path(dir)
 }
 
 /// The applied state's targets that the config manages, recorded as applied (with nothing
 /// pending), and their lists.
-fn recorded(dir: &Path) -> BTreeMap<Target, ButtonList> {
+pub(crate) fn recorded(dir: &Path) -> BTreeMap<Target, ButtonList> {
     load_state(dir)
         .targets
         .into_iter()
@@ -201,7 +201,7 @@ fn recorded(dir: &Path) -> BTreeMap<Target, ButtonList> {
 }
 
 /// The recorded followers (users no longer declared) and the lists they show.
-fn followers(dir: &Path) -> BTreeMap<Target, ButtonList> {
+pub(crate) fn followers(dir: &Path) -> BTreeMap<Target, ButtonList> {
     load_state(dir)
         .targets
         .into_iter()
@@ -211,7 +211,7 @@ fn followers(dir: &Path) -> BTreeMap<Target, ButtonList> {
 }
 
 /// The applied state as it is on disk.
-fn load_state(dir: &Path) -> feedbuttons::state::AppliedState {
+pub(crate) fn load_state(dir: &Path) -> feedbuttons::state::AppliedState {
     feedbuttons::state::open(&state_path(dir))
         .expect("open the state")
         .load()
@@ -220,12 +220,12 @@ fn load_state(dir: &Path) -> feedbuttons::state::AppliedState {
 
 // ---------------------------------------------------------------- the emulator
 
-async fn start(config: EmulatorConfig) -> RunningEmulator {
+pub(crate) async fn start(config: EmulatorConfig) -> RunningEmulator {
     Emulator::start(config).await.expect("start the emulator")
 }
 
 /// The open world (bot in every chat, everyone a member) at `FAST` calls a second.
-async fn fast() -> RunningEmulator {
+pub(crate) async fn fast() -> RunningEmulator {
     start(EmulatorConfig {
         rate_limit: FAST,
         ..EmulatorConfig::default()
@@ -233,7 +233,7 @@ async fn fast() -> RunningEmulator {
     .await
 }
 
-async fn with_fixtures(yaml: &str) -> RunningEmulator {
+pub(crate) async fn with_fixtures(yaml: &str) -> RunningEmulator {
     start(EmulatorConfig {
         rate_limit: FAST,
         fixtures: Some(Fixtures::parse(yaml).expect("valid fixtures")),
@@ -244,20 +244,20 @@ async fn with_fixtures(yaml: &str) -> RunningEmulator {
 
 /// The emulator's `/_emulator/` API, cloneable into background tasks.
 #[derive(Clone)]
-struct Admin {
+pub(crate) struct Admin {
     base: String,
     http: reqwest::Client,
 }
 
 impl Admin {
-    fn of(emu: &RunningEmulator) -> Admin {
+    pub(crate) fn of(emu: &RunningEmulator) -> Admin {
         Admin {
             base: emu.base_url(),
             http: reqwest::Client::new(),
         }
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
@@ -268,7 +268,7 @@ impl Admin {
         resp.json().await.expect("a JSON answer")
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+    pub(crate) async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let resp = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -280,19 +280,19 @@ impl Admin {
         resp.json().await.expect("admin answer")
     }
 
-    async fn faults(&self, spec: Value) {
+    pub(crate) async fn faults(&self, spec: Value) {
         self.send(reqwest::Method::PUT, "/_emulator/faults", spec)
             .await;
     }
 
-    async fn expire_tokens(&self) {
+    pub(crate) async fn expire_tokens(&self) {
         self.send(reqwest::Method::POST, "/_emulator/tokens/expire", json!({}))
             .await;
     }
 
     /// The token the emulator hands `app` now: the one a client of that app holds, as long as
     /// it has half an hour left.
-    async fn token(&self, app: (&str, &str)) -> String {
+    pub(crate) async fn token(&self, app: (&str, &str)) -> String {
         let v: Value = self
             .http
             .post(format!("{}{TOKEN}", self.base))
@@ -310,7 +310,7 @@ impl Admin {
     }
 
     /// Every chat-button request the emulator logged, oldest first.
-    async fn calls(&self) -> Vec<Value> {
+    pub(crate) async fn calls(&self) -> Vec<Value> {
         let v = self
             .get(&format!("/_emulator/requests?path={BUTTONS}"))
             .await;
@@ -318,44 +318,44 @@ impl Admin {
         v["requests"].as_array().expect("requests").clone()
     }
 
-    async fn seen(&self) -> Seen {
+    pub(crate) async fn seen(&self) -> Seen {
         Seen::of(&self.get("/_emulator/chats").await)
     }
 }
 
 /// The chat-button calls that were applied (HTTP 200, code 0).
-fn applied_calls(log: &[Value]) -> Vec<&Value> {
+pub(crate) fn applied_calls(log: &[Value]) -> Vec<&Value> {
     log.iter()
         .filter(|r| r["status"] == 200 && r["code"] == 0)
         .collect()
 }
 
 /// The chats the logged calls were for.
-fn chats_called(log: &[Value]) -> BTreeSet<String> {
+pub(crate) fn chats_called(log: &[Value]) -> BTreeSet<String> {
     log.iter()
         .map(|r| r["body"]["chat_id"].as_str().expect("chat_id").to_owned())
         .collect()
 }
 
 /// What the emulator shows: each chat's whole-chat list and what each person in it sees.
-struct Seen {
+pub(crate) struct Seen {
     /// Chat -> its whole-chat list (`null` when never sent).
-    chat_buttons: BTreeMap<String, Value>,
+    pub(crate) chat_buttons: BTreeMap<String, Value>,
     /// (chat, id type, id) -> (source, buttons), for every id of every person listed.
-    users: HashMap<(String, UserIdType, String), (String, Value)>,
+    pub(crate) users: HashMap<(String, UserIdType, String), (String, Value)>,
     /// Chat -> each person listed.
-    people: BTreeMap<String, Vec<Person>>,
+    pub(crate) people: BTreeMap<String, Vec<Person>>,
 }
 
 /// One person of a chat in the emulator's view: their ids, and what they see.
-struct Person {
-    ids: Vec<(UserIdType, String)>,
-    source: String,
-    buttons: Value,
+pub(crate) struct Person {
+    pub(crate) ids: Vec<(UserIdType, String)>,
+    pub(crate) source: String,
+    pub(crate) buttons: Value,
 }
 
 impl Seen {
-    fn of(chats: &Value) -> Seen {
+    pub(crate) fn of(chats: &Value) -> Seen {
         let mut seen = Seen {
             chat_buttons: BTreeMap::new(),
             users: HashMap::new(),
@@ -397,7 +397,7 @@ impl Seen {
     }
 
     /// Each target whose audience does not see exactly its list, described.
-    fn mismatches<'a>(
+    pub(crate) fn mismatches<'a>(
         &self,
         targets: impl IntoIterator<Item = (&'a Target, &'a ButtonList)>,
     ) -> Vec<String> {
@@ -426,7 +426,7 @@ impl Seen {
     }
 }
 
-fn assert_none(what: &str, bad: &[String]) {
+pub(crate) fn assert_none(what: &str, bad: &[String]) {
     assert!(
         bad.is_empty(),
         "{what}: {} mismatches, the first ones:\n{}",
@@ -439,7 +439,7 @@ fn assert_none(what: &str, bad: &[String]) {
 /// list, each chat with a whole-chat target that list; anybody else with a list of their own
 /// (a removed user) sees the chat's declared whole-chat list, or nothing; no other chat shows
 /// a whole-chat list.
-async fn assert_converged(admin: &Admin, dir: &Path) {
+pub(crate) async fn assert_converged(admin: &Admin, dir: &Path) {
     let desired = desired(dir);
     let seen = admin.seen().await;
     let mut bad = seen.mismatches(desired.iter());
@@ -474,7 +474,7 @@ async fn assert_converged(admin: &Admin, dir: &Path) {
 }
 
 /// Everything the state records as applied is what the emulator shows.
-async fn assert_recorded_present(admin: &Admin, dir: &Path) {
+pub(crate) async fn assert_recorded_present(admin: &Admin, dir: &Path) {
     let recorded = recorded(dir);
     let seen = admin.seen().await;
     assert_none(
@@ -486,7 +486,7 @@ async fn assert_recorded_present(admin: &Admin, dir: &Path) {
 // ---------------------------------------------------------------- the binary
 
 /// `feedbuttons ARGS` in `dir`, pointed at `emu` as the built-in app, stdin off a terminal.
-fn feedbuttons(emu: &RunningEmulator, dir: &Path, args: &[&str]) -> Command {
+pub(crate) fn feedbuttons(emu: &RunningEmulator, dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(util::bin());
     c.args(args)
         .current_dir(dir)
@@ -502,17 +502,17 @@ fn feedbuttons(emu: &RunningEmulator, dir: &Path, args: &[&str]) -> Command {
 }
 
 /// `feedbuttons apply . --yes --rate-limit 100 EXTRA...`.
-fn apply_cmd(emu: &RunningEmulator, dir: &Path, extra: &[&str]) -> Command {
+pub(crate) fn apply_cmd(emu: &RunningEmulator, dir: &Path, extra: &[&str]) -> Command {
     let mut args = vec!["apply", ".", "--yes", "--rate-limit", FAST_ARG];
     args.extend_from_slice(extra);
     feedbuttons(emu, dir, &args)
 }
 
 /// How a run ended.
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Outcome {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl std::fmt::Debug for Outcome {
@@ -526,19 +526,19 @@ impl std::fmt::Debug for Outcome {
 }
 
 impl Outcome {
-    fn assert_code(&self, code: i32) -> &Outcome {
+    pub(crate) fn assert_code(&self, code: i32) -> &Outcome {
         assert_eq!(self.code, Some(code), "{self:?}");
         self
     }
 
-    fn assert_stderr(&self, part: &str) -> &Outcome {
+    pub(crate) fn assert_stderr(&self, part: &str) -> &Outcome {
         assert!(self.stderr.contains(part), "no {part:?} in\n{self:?}");
         self
     }
 }
 
 /// Runs to the end on a blocking thread, so that the emulator keeps serving.
-async fn run(mut c: Command) -> Outcome {
+pub(crate) async fn run(mut c: Command) -> Outcome {
     let out = tokio::task::spawn_blocking(move || c.output())
         .await
         .expect("the runner thread")
@@ -550,19 +550,19 @@ async fn run(mut c: Command) -> Outcome {
     }
 }
 
-async fn apply(emu: &RunningEmulator, dir: &Path, extra: &[&str]) -> Outcome {
+pub(crate) async fn apply(emu: &RunningEmulator, dir: &Path, extra: &[&str]) -> Outcome {
     run(apply_cmd(emu, dir, extra)).await
 }
 
 /// A run in the background, its output going to files (nothing to drain while it runs).
-struct Background {
+pub(crate) struct Background {
     child: std::process::Child,
     out: tempfile::TempDir,
     started: Instant,
 }
 
 impl Background {
-    fn spawn(mut c: Command) -> Background {
+    pub(crate) fn spawn(mut c: Command) -> Background {
         let out = tempfile::tempdir().expect("a directory for the output");
         let file = |name: &str| std::fs::File::create(out.path().join(name)).expect("output file");
         let child = c
@@ -577,13 +577,13 @@ impl Background {
         }
     }
 
-    fn read(&self, name: &str) -> String {
+    pub(crate) fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.out.path().join(name)).unwrap_or_default()
     }
 
     /// Waits until the emulator has logged `n` chat-button calls in all. Panics if the run
     /// ends first.
-    async fn wait_for_calls(&mut self, admin: &Admin, n: usize) {
+    pub(crate) async fn wait_for_calls(&mut self, admin: &Admin, n: usize) {
         loop {
             if admin.calls().await.len() >= n {
                 return;
@@ -599,11 +599,11 @@ impl Background {
         }
     }
 
-    fn sigkill(&mut self) {
+    pub(crate) fn sigkill(&mut self) {
         self.child.kill().expect("SIGKILL");
     }
 
-    fn sigterm(&self) {
+    pub(crate) fn sigterm(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -611,7 +611,7 @@ impl Background {
         assert!(status.success(), "kill -TERM failed");
     }
 
-    async fn wait(self) -> Outcome {
+    pub(crate) async fn wait(self) -> Outcome {
         let Background { mut child, out, .. } = self;
         let status = tokio::task::spawn_blocking(move || child.wait())
             .await

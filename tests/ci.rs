@@ -20,7 +20,7 @@ fn workflow_commands() -> Vec<String> {
         .collect()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("list") {
         let p = e.expect("entry").path();

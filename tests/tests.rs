@@ -12,6 +12,7 @@ mod ordering;
 mod outage;
 mod plan;
 mod readme;
+mod records;
 mod state;
 mod state_cmd;
 mod validate;

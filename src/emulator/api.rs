@@ -197,6 +197,9 @@ pub async fn handle(
             Answer::rate_limited(limit, reset_secs),
             Some("rate_limited"),
         ),
+        Some(FaultAction::EchoCredentials) => {
+            (echo_credentials(&headers, &body), Some("echo_credentials"))
+        }
         Some(FaultAction::Drop {
             after_processing: true,
         }) => (
@@ -209,7 +212,59 @@ pub async fn handle(
     if let Some(FaultAction::Drop { .. }) = fault {
         return dropped();
     }
-    answer.into_response()
+    let mut answer = answer;
+    if endpoint == Endpoint::Token
+        && let Some(expire) = lock(&shared.faults).token_expire()
+        && let Some(obj) = answer.body.as_object_mut()
+        && obj.contains_key("expire")
+    {
+        obj.insert("expire".to_owned(), expire);
+    }
+    let padding = match endpoint {
+        Endpoint::Unknown => 0,
+        _ => lock(&shared.faults).padding(endpoint == Endpoint::Token),
+    };
+    let response = answer.into_response();
+    if padding == 0 {
+        return response;
+    }
+    pad(response, padding).await
+}
+
+/// A refusal whose message quotes the request's credentials, as a careless gateway would.
+fn echo_credentials(headers: &HeaderMap, body: &[u8]) -> Answer {
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    Answer::error(
+        StatusCode::BAD_REQUEST,
+        99992402,
+        format!(
+            "field validation failed (echoed by the emulator): Authorization: {authorization}; body: {}",
+            String::from_utf8_lossy(body)
+        ),
+    )
+}
+
+/// `response` with `spaces` spaces after its body, streamed in 64 KiB chunks.
+async fn pad(response: Response, spaces: u64) -> Response {
+    use futures_util::StreamExt as _;
+    const CHUNK: u64 = 64 * 1024;
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    // The answer itself is a few hundred bytes.
+    let head = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let chunk = Bytes::from(vec![b' '; CHUNK as usize]);
+    let padding = (0..spaces.div_ceil(CHUNK)).map(move |i| {
+        let n = CHUNK.min(spaces - i * CHUNK) as usize;
+        chunk.slice(..n)
+    });
+    let stream = futures_util::stream::iter(std::iter::once(head).chain(padding))
+        .map(Ok::<Bytes, std::convert::Infallible>);
+    (parts, Body::from_stream(stream)).into_response()
 }
 
 fn answer(

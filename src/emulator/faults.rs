@@ -37,6 +37,16 @@ pub struct FaultSpec {
     pub seed: Option<u64>,
     /// Also affect the token endpoint (by default only chat-button calls are affected).
     pub token_endpoint: bool,
+    /// The next N affected calls are refused (HTTP 400, code 99992402) with a message that
+    /// quotes the request's credentials back (its `Authorization` header, or the app secret
+    /// on the token endpoint), as some gateways do: a client must never print them.
+    pub echo_credentials_next: u32,
+    /// The token endpoint answers `expire` with this JSON value instead of the lifetime left
+    /// (`"soon"`, `18446744073709551615`...), on every token call while set.
+    pub token_expire: Option<serde_json::Value>,
+    /// Every affected answer is followed by this many spaces (sent as a stream, so the
+    /// emulator holds none of it): a client must not read an unbounded answer into memory.
+    pub answer_padding_bytes: u64,
 }
 
 impl Default for FaultSpec {
@@ -53,6 +63,9 @@ impl Default for FaultSpec {
             rate_limited_for_ms: 0,
             seed: None,
             token_endpoint: false,
+            echo_credentials_next: 0,
+            token_expire: None,
+            answer_padding_bytes: 0,
         }
     }
 }
@@ -88,6 +101,8 @@ pub enum FaultAction {
     ServerError(u16),
     /// Answer HTTP 429 / 99991400, `x-ogw-ratelimit-reset` = this many seconds.
     RateLimited { reset_secs: u64 },
+    /// Refuse the call with a message quoting its credentials.
+    EchoCredentials,
 }
 
 pub struct Faults {
@@ -134,6 +149,19 @@ impl Faults {
         }
     }
 
+    /// The `expire` a token answer carries instead of the real one, if set.
+    pub fn token_expire(&self) -> Option<serde_json::Value> {
+        self.spec.token_expire.clone()
+    }
+
+    /// Spaces to add after an affected answer.
+    pub fn padding(&self, token_call: bool) -> u64 {
+        if token_call && !self.spec.token_endpoint {
+            return 0;
+        }
+        self.spec.answer_padding_bytes
+    }
+
     /// The added latency and the fault, if any, for one call (`token_call`: the token endpoint).
     pub fn decide(&mut self, now: Instant, token_call: bool) -> (Duration, Option<FaultAction>) {
         if token_call && !self.spec.token_endpoint {
@@ -145,7 +173,10 @@ impl Faults {
         let drop_draw: f64 = self.rng.random();
         let error_draw: f64 = self.rng.random();
         let s = &mut self.spec;
-        let action = if s.drops_next > 0 {
+        let action = if s.echo_credentials_next > 0 {
+            s.echo_credentials_next -= 1;
+            Some(FaultAction::EchoCredentials)
+        } else if s.drops_next > 0 {
             s.drops_next -= 1;
             Some(FaultAction::Drop {
                 after_processing: s.drop_after_processing,
