@@ -777,3 +777,135 @@ fn the_deployment_examples_run_valid_watch_command_lines() {
         assert!(manifest.contains(probe), "{probe}");
     }
 }
+
+/// The emulator with `fixtures` (YAML).
+async fn emulator_with(fixtures: &str) -> RunningEmulator {
+    Emulator::start(EmulatorConfig {
+        fixtures: Some(feedbuttons::emulator::Fixtures::parse(fixtures).expect("fixtures")),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("start the emulator")
+}
+
+/// How many chat-button calls named `user`.
+async fn calls_for(emu: &RunningEmulator, user: &str) -> usize {
+    calls(emu)
+        .await
+        .iter()
+        .filter(|c| {
+            c["body"]["user_ids"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|id| id == user))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_is_not_in_the_chat_waits_visibly_is_retried_with_a_backoff_and_blocks_nothing()
+{
+    let emu = emulator_with(
+        "chats:\n  - chat_id: oc_w\n    members: [ou_in]\n  - chat_id: oc_other\n    members: everyone\n",
+    )
+    .await;
+    let team = |other: &str| {
+        format!(
+            "{}  - chat_id: oc_w\n    assign:\n      - users: [ou_in, ou_out]\n        buttons: [{{text: Mine, action: webhook}}]\n",
+            config(&[("oc_other", other)])
+        )
+    };
+    let dir = Dir::new().file("buttons.yaml", &team("One"));
+    let d = Daemon::start(
+        &emu,
+        dir.path(),
+        &["--retry-waiting", "3s", "--log-format", "json"],
+    );
+    d.eventually("ready with a user waiting", || async {
+        (d.readyz().await.0 == 200).then_some(())
+    })
+    .await;
+    let status = get_json(&d.url("/status")).await;
+    assert_eq!(status["pending"]["waiting"], 1, "{status}");
+    assert_eq!(status["waiting"][0]["target"], "open_id:ou_out", "{status}");
+    assert_eq!(
+        status["waiting"][0]["reason"], "The user is not in the chat",
+        "{status}"
+    );
+    assert_eq!(d.metric("feedbuttons_targets_waiting").await, Some(1.0));
+    assert!(
+        d.log()
+            .contains("1 target waits for users who are not in the chat"),
+        "{}",
+        d.log()
+    );
+
+    // Edits elsewhere are applied at once; the refused user is not sent again with each.
+    for text in ["Two", "Three"] {
+        write(&dir.path().join("buttons.yaml"), &team(text));
+        d.eventually("the edit", || async {
+            (chat_text(&emu, "oc_other").await.as_deref() == Some(text)).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(calls_for(&emu, "ou_out").await, 1, "{}", d.log());
+
+    // Once the user joins, the next try (after the backoff) applies the list.
+    reqwest::Client::new()
+        .post(emu.url("/_emulator/chats/oc_w/members"))
+        .json(&serde_json::json!({"members": ["ou_out"]}))
+        .send()
+        .await
+        .expect("add a member");
+    d.eventually("the waiting user applied", || async {
+        let v = get_json(&emu.url("/_emulator/chats/oc_w/users/ou_out")).await;
+        (v["source"] == "user").then_some(())
+    })
+    .await;
+    d.eventually("nothing waits", || async {
+        (d.metric("feedbuttons_targets_waiting").await == Some(0.0)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_the_api_quotes_back_stay_out_of_readyz_status_and_the_log() {
+    let emu = emulator(Duration::ZERO).await;
+    let token: Value = reqwest::Client::new()
+        .post(emu.url("/open-apis/auth/v3/tenant_access_token/internal"))
+        .json(&serde_json::json!({"app_id": BUILTIN_APP_ID, "app_secret": BUILTIN_APP_SECRET}))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let token = token["tenant_access_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    reqwest::Client::new()
+        .put(emu.url("/_emulator/faults"))
+        .json(&serde_json::json!({"echo_credentials_next": 1000}))
+        .send()
+        .await
+        .expect("faults");
+    let dir = Dir::new().file("buttons.yaml", &config(&[("oc_echo", "Hi")]));
+    let d = Daemon::start_with(&emu, dir.path(), &[], &[("FEEDBUTTONS_LOG", "trace")]);
+    let body = d
+        .eventually("a failed reconcile", || async {
+            let (code, body) = d.readyz().await;
+            (code == 503 && body.contains("echoed by the emulator")).then_some(body)
+        })
+        .await;
+    let status = reqwest::get(d.url("/status"))
+        .await
+        .expect("status")
+        .text()
+        .await
+        .expect("text");
+    for shown in [&body, &status, &d.log()] {
+        for secret in [BUILTIN_APP_SECRET, token.as_str()] {
+            assert!(!shown.contains(secret), "{secret} in:\n{shown}");
+        }
+    }
+}
