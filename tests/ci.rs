@@ -545,7 +545,7 @@ fn the_examples_install_the_version_this_is_and_gitlab_does_what_github_does() {
         "the README installs {version}"
     );
 
-    // GitLab validates, plans and applies with the same command lines, and records the state
+    // GitLab plans and applies with the same command lines, and records the state
     // with the same script (GitLab's runs in a subshell, so that its `exit` ends only it).
     let wf = yaml(GITHUB);
     let runs: Vec<&str> = ["plan", "apply"]
