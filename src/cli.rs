@@ -468,6 +468,44 @@ fn check_plan_out(
     Ok(())
 }
 
+/// The base of `plan --base`, loaded like `load_desired`, except that a base without a config
+/// is an empty config (everything is an add): the first pull request, whose base branch has no
+/// such directory yet, or has it without any config file. A base that exists and is invalid
+/// (or is not a directory) stays an error.
+fn load_base(dir: &Path) -> Option<crate::desired::DesiredState> {
+    let empty = |why: &str| {
+        eprintln!(
+            "note: the base config {} {why}: planning against an empty base (everything is an add)",
+            dir.display()
+        );
+        Some(crate::desired::DesiredState::default())
+    };
+    let loaded = match config::load_dir(dir) {
+        Ok(l) if l.sources.files.is_empty() => return empty("holds no config files"),
+        Ok(l) => l,
+        Err(e) => {
+            if matches!(std::fs::symlink_metadata(dir), Err(m) if m.kind() == std::io::ErrorKind::NotFound)
+            {
+                return empty("does not exist");
+            }
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    if !loaded.report.diagnostics.is_empty() {
+        eprint!("{}", loaded.report.render_text(&loaded.sources));
+    }
+    if loaded.desired.is_none() {
+        eprintln!(
+            "error: the base config {} has {} error(s); nothing was planned (run `feedbuttons validate {}`)",
+            dir.display(),
+            loaded.report.errors(),
+            dir.display()
+        );
+    }
+    loaded.desired
+}
+
 /// The state location: `--state`/`FEEDBUTTONS_STATE`, else `DIR/.feedbuttons/state.json`.
 pub fn state_path(dir: &Path, flag: Option<&Path>) -> PathBuf {
     flag.map_or_else(|| state::default_path(dir), Path::to_path_buf)
@@ -484,7 +522,7 @@ fn plan(args: &PlanArgs) -> u8 {
     };
     let (the_plan, state_ref) = match &args.base {
         Some(base_dir) => {
-            let Some(base_desired) = load_desired(base_dir, "the base config") else {
+            let Some(base_desired) = load_base(base_dir) else {
                 return 1;
             };
             let known = |c: &str| {
