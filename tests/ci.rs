@@ -457,7 +457,7 @@ impl Repo {
             .targets
             .iter()
             .map(|(t, list)| {
-                let texts = serde_json::to_value(&**list).expect("json");
+                let texts = serde_json::to_value(list.shown()).expect("json");
                 let texts = texts
                     .as_array()
                     .into_iter()
