@@ -24,7 +24,7 @@ fn setup(tmp: &std::path::Path) {
         .desired
         .expect("valid");
     let store = state::open(&tmp.join("state.json")).expect("open");
-    let mut lock = store.lock("bench").expect("lock");
+    let mut lock = store.writer("bench").expect("lock");
     let records: Vec<Record> = other
         .targets
         .iter()

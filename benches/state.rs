@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use feedbuttons::feishu::wire::{ActionType, Button, ButtonType, MultiUrl, Text, UserIdType};
-use feedbuttons::state::{self, AppliedState, FileStore, Record, StateLock, StateStore};
+use feedbuttons::state::{self, AppliedState, FileStore, Record, StateStore};
 use feedbuttons::target::{ButtonList, Target};
 
 const CHATS: usize = 10_000;

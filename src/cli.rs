@@ -685,7 +685,7 @@ fn apply(args: &ApplyArgs) -> u8 {
             return 1;
         }
     };
-    let mut lock = match store.lock(&state::holder("apply")) {
+    let mut lock = match store.writer(&state::holder("apply")) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}; nothing was applied");
@@ -1007,7 +1007,7 @@ fn state_command(command: StateCommand, path: &Path, dir: &Path) -> u8 {
                 None => Selector::chat(chat_id),
             };
             store
-                .lock(&state::holder("state rm"))
+                .writer(&state::holder("state rm"))
                 .and_then(|mut lock| {
                     let removed = commands::rm(lock.as_mut(), &selector)?;
                     lock.compact()?;
@@ -1031,7 +1031,7 @@ fn state_command(command: StateCommand, path: &Path, dir: &Path) -> u8 {
             };
             desired.retain_chats(&chats);
             store
-                .lock(&state::holder("state adopt"))
+                .writer(&state::holder("state adopt"))
                 .and_then(|mut lock| {
                     let adopted = commands::adopt(lock.as_mut(), desired.targets.iter().map(|(t, b)| (t, b.as_ref())))?;
                     lock.compact()?;

@@ -87,7 +87,7 @@ pub async fn run(dir: Option<&Path>, color: bool) -> Result<(), DemoError> {
     );
 
     let store = state::open(&tmp.0.join("state.json"))?;
-    let mut lock = store.lock(&state::holder("demo"))?;
+    let mut lock = store.writer(&state::holder("demo"))?;
     let options = plan::PlanOptions {
         chats: Vec::new(),
         rate_limit: crate::feishu::wire::api::RATE_LIMIT_PER_SECOND,

@@ -1199,7 +1199,9 @@ async fn a_held_lock_and_a_missing_confirmation_refuse_the_run() {
 
     {
         let store = feedbuttons::state::open(&state_path(dir.path())).expect("open the state");
-        let _held = store.lock("the lock-holding test").expect("take the lock");
+        let _held = store
+            .writer("the lock-holding test")
+            .expect("take the lock");
         apply(&emu, dir.path(), &[])
             .await
             .assert_code(1)

@@ -19,7 +19,7 @@ use feedbuttons::emulator::{
 use feedbuttons::feishu::client::{Client, ClientConfig, RetryPolicy, Secret};
 use feedbuttons::feishu::wire::{ActionType, Button, Text, UserIdType};
 use feedbuttons::plan::{self, PlanOptions, json::PlanDoc};
-use feedbuttons::state::{AppliedState, Binding, StateLock, StateStore};
+use feedbuttons::state::{AppliedState, Binding, StateStore, StateWriter};
 use feedbuttons::target::{Audience, ButtonList, Target};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -357,7 +357,7 @@ fn shows_config(cfg: &Cfg, state: &AppliedState, seen: &Seen) -> Result<(), Stri
 struct World {
     emu: RunningEmulator,
     store: Box<dyn StateStore>,
-    lock: Option<Box<dyn StateLock>>,
+    lock: Option<Box<dyn StateWriter>>,
     _dir: Dir,
     /// What happened, for a failure's message.
     trace: Vec<String>,
@@ -366,9 +366,9 @@ struct World {
 }
 
 impl World {
-    fn lock(&mut self) -> &mut dyn StateLock {
+    fn lock(&mut self) -> &mut dyn StateWriter {
         if self.lock.is_none() {
-            self.lock = Some(self.store.lock("model").expect("lock"));
+            self.lock = Some(self.store.writer("model").expect("lock"));
         }
         self.lock.as_deref_mut().expect("just taken")
     }
@@ -413,7 +413,7 @@ impl World {
         let calls_before = chat_buttons_calls(&self.emu).await;
         let mut lock = match self.lock.take() {
             Some(l) => l,
-            None => self.store.lock("model").expect("lock"),
+            None => self.store.writer("model").expect("lock"),
         };
         lock.bind(&Binding::new(&emu_url, BUILTIN_APP_ID))
             .expect("bind");

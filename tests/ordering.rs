@@ -9,7 +9,7 @@ use feedbuttons::emulator::{
 };
 use feedbuttons::feishu::client::{Client, ClientConfig, Secret};
 use feedbuttons::plan::{self, PlanOptions, json::PlanDoc};
-use feedbuttons::state::StateLock;
+use feedbuttons::state::StateWriter;
 
 use crate::util::Dir;
 
@@ -28,7 +28,7 @@ fn config(body: &str) -> feedbuttons::desired::DesiredState {
 /// Plans `desired` against the state under `lock` and applies it, as `apply --yes` does.
 async fn apply_config(
     emulator: &RunningEmulator,
-    lock: &mut dyn StateLock,
+    lock: &mut dyn StateWriter,
     desired: &feedbuttons::desired::DesiredState,
 ) -> (PlanDoc, ApplyReport) {
     let p = plan::plan(
@@ -95,7 +95,7 @@ async fn moving_a_chat_to_another_id_type_clears_the_old_ids_before_setting_the_
     .await;
     let dir = Dir::new();
     let store = feedbuttons::state::open(&dir.path().join("state.json")).expect("open");
-    let mut lock = store.lock("test").expect("lock");
+    let mut lock = store.writer("test").expect("lock");
     let buttons = "buttons:\n  ack: {text: Ack, action: webhook}\n";
     let union = config(&format!(
         "{buttons}chats:\n  - chat_id: {CHAT}\n    user_id_type: union_id\n    assign:\n      - users: [on_alice, on_bob]\n        buttons: [ack]\n"
@@ -127,7 +127,7 @@ async fn a_whole_chat_change_is_recorded_at_once_and_a_refused_user_alone_waits(
     members(&emulator, serde_json::json!(["ou_a"])).await;
     let dir = Dir::new();
     let store = feedbuttons::state::open(&dir.path().join("state.json")).expect("open");
-    let mut lock = store.lock("test").expect("lock");
+    let mut lock = store.writer("test").expect("lock");
     let cfg = |status: &str| {
         config(&format!(
             "chats:\n  - chat_id: {CHAT}\n    assign:\n      - everyone: true\n        buttons: [{{text: {status}, action: webhook}}]\n      - users: [ou_a, ou_b]\n        buttons: [{{text: Mine, action: webhook}}]\n"

@@ -84,7 +84,7 @@ async fn faults(emulator: &RunningEmulator, spec: serde_json::Value) {
 async fn run(doc: &PlanDoc, client: &Client, concurrency: usize) -> (ApplyReport, usize) {
     let dir = Dir::new();
     let store = feedbuttons::state::open(&dir.path().join("state.json")).expect("open");
-    let mut lock = store.lock("test").expect("lock");
+    let mut lock = store.writer("test").expect("lock");
     let (_tx, stop) = tokio::sync::watch::channel(false);
     let report = apply::apply(
         doc,

@@ -236,7 +236,7 @@ async fn apply_with(client: &Client, dir: &Path) -> feedbuttons::apply::ApplyRep
         .desired
         .expect("valid");
     let store = feedbuttons::state::open(&feedbuttons::state::default_path(dir)).expect("open");
-    let mut lock = store.lock("test").expect("lock");
+    let mut lock = store.writer("test").expect("lock");
     let p = feedbuttons::plan::plan(
         &desired.targets,
         &desired.chat_names,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use feedbuttons::feishu::wire::{ActionType, Button, ButtonType, MultiUrl, Text, UserIdType};
 use feedbuttons::state::commands::{self, Adopted, Selector, ShowFormat};
 use feedbuttons::state::{
-    self, AppliedState, Binding, FileStore, Record, StateError, StateLock, StateStore,
+    self, AppliedState, Binding, FileStore, Record, StateError, StateStore, StateWriter,
 };
 use feedbuttons::target::{ButtonList, Target};
 use proptest::prelude::*;
@@ -53,8 +53,8 @@ fn store(dir: &Dir) -> FileStore {
     FileStore::new(state::default_path(dir.path())).expect("a valid state path")
 }
 
-fn writer(store: &FileStore) -> Box<dyn StateLock> {
-    store.lock(&state::holder("test")).expect("take the lock")
+fn writer(store: &FileStore) -> Box<dyn StateWriter> {
+    store.writer(&state::holder("test")).expect("take the lock")
 }
 
 fn snapshot_json(store: &FileStore) -> serde_json::Value {
@@ -84,7 +84,7 @@ fn change(serial: u64) -> Vec<Record> {
 }
 
 /// Records the history's next change through `w`.
-fn record_next(w: &mut dyn StateLock) {
+fn record_next(w: &mut dyn StateWriter) {
     let serial = w.state().serial + 1;
     if serial == 1 {
         w.bind(&feishu()).expect("bind");
@@ -310,11 +310,14 @@ fn a_second_writer_is_refused_and_told_who_holds_the_lock() {
     let dir = Dir::new();
     let store = store(&dir);
     let first = store
-        .lock(&state::holder("apply"))
+        .writer(&state::holder("apply"))
         .expect("the first writer");
     // Another store value, as another command in this process would open it.
     let again = FileStore::new(store.snapshot_path()).expect("path");
-    let err = again.lock(&state::holder("watch")).err().expect("refused");
+    let err = again
+        .writer(&state::holder("watch"))
+        .err()
+        .expect("refused");
     let StateError::Locked { holder, path } = &err else {
         panic!("expected Locked, got {err:?}");
     };
@@ -335,7 +338,7 @@ fn a_second_writer_is_refused_and_told_who_holds_the_lock() {
     store.load().expect("a reader is not blocked");
     drop(first);
     again
-        .lock(&state::holder("watch"))
+        .writer(&state::holder("watch"))
         .expect("free again once the first writer is done");
 }
 
@@ -371,7 +374,7 @@ fn child_process_helper() {
         return;
     };
     let store = FileStore::new(PathBuf::from(path)).expect("path");
-    let mut w = store.lock(&state::holder("child")).expect("lock");
+    let mut w = store.writer(&state::holder("child")).expect("lock");
     match role.as_str() {
         "holder" => {
             println!("CHILD LOCKED");
@@ -418,7 +421,10 @@ fn a_lock_held_by_another_process_names_it() {
     let mut child = spawn_child("holder", store.snapshot_path());
     let mut lines = child_lines(&mut child);
     read_until(&mut lines, |l| l.contains("CHILD LOCKED"));
-    let err = store.lock(&state::holder("apply")).err().expect("refused");
+    let err = store
+        .writer(&state::holder("apply"))
+        .err()
+        .expect("refused");
     let msg = err.to_string();
     assert!(
         msg.contains(&format!("feedbuttons child (pid {}, host ", child.id())),
@@ -429,7 +435,7 @@ fn a_lock_held_by_another_process_names_it() {
     lines.for_each(drop);
     assert!(child.wait().expect("wait").success());
     store
-        .lock(&state::holder("apply"))
+        .writer(&state::holder("apply"))
         .expect("the lock went with the child");
 }
 
@@ -550,7 +556,7 @@ fn damage_in_the_middle_of_the_journal_is_an_error_not_a_silent_loss() {
     assert!(msg.contains("fails its checksum"), "{msg}");
     assert!(msg.contains("intact lines follow"), "{msg}");
     let msg = store
-        .lock(&state::holder("apply"))
+        .writer(&state::holder("apply"))
         .err()
         .expect("a writer refuses too")
         .to_string();

@@ -89,7 +89,7 @@ fn a_plan_with_another_apps_credentials_refuses_the_state() {
     let state = p.join(".feedbuttons/state.json");
     {
         let store = feedbuttons::state::open(&state).expect("open");
-        let mut lock = store.lock("test").expect("lock");
+        let mut lock = store.writer("test").expect("lock");
         lock.bind(&feedbuttons::state::Binding::new(
             "https://open.feishu.cn",
             "cli_one",
@@ -121,7 +121,7 @@ fn a_state_applied_with_another_base_url_is_the_same_apps_unless_a_base_url_is_g
     let p = dir.path();
     {
         let store = feedbuttons::state::open(&p.join(".feedbuttons/state.json")).expect("open");
-        let mut lock = store.lock("test").expect("lock");
+        let mut lock = store.writer("test").expect("lock");
         lock.bind(&feedbuttons::state::Binding::new(
             "https://open.larksuite.com",
             "cli_one",

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::feishu::client::{CallError, ChatButtonOutcome, Client};
 use crate::plan::json::{PlanDoc, RequestDoc};
-use crate::state::{Record, StateLock};
+use crate::state::{Record, StateWriter};
 
 use outcome::InFlight;
 
@@ -105,7 +105,7 @@ pub fn concurrency_for(rate_limit: u32) -> usize {
 pub async fn apply(
     plan: &PlanDoc,
     client: &Client,
-    lock: &mut dyn StateLock,
+    lock: &mut dyn StateWriter,
     concurrency: usize,
     progress: &mut dyn Progress,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -296,7 +296,7 @@ fn phase(r: &RequestDoc) -> u8 {
 
 /// Records one batch; a state that refuses it stops the run. Whether it was recorded.
 fn record_or_stop(
-    lock: &mut dyn StateLock,
+    lock: &mut dyn StateWriter,
     records: &[Record],
     report: &mut ApplyReport,
     stopping: &mut bool,

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{
-    AppliedState, PendingStatus, Record, StateError, StateLock, TargetRecord, audience_spec,
+    AppliedState, PendingStatus, Record, StateError, StateWriter, TargetRecord, audience_spec,
 };
 use crate::feishu::wire::{Button, UserIdType};
 use crate::target::{Audience, ButtonList, Target};
@@ -379,7 +379,7 @@ fn button_text(out: &mut String, n: usize, b: &Button) {
 /// Forgets the targets `selector` names, as one recorded change, and returns them. The buttons
 /// stay wherever they are in Feishu: the state simply stops tracking them. [`StateError::NotFound`]
 /// if none match.
-pub fn rm(lock: &mut dyn StateLock, selector: &Selector) -> Result<Vec<Target>, StateError> {
+pub fn rm(lock: &mut dyn StateWriter, selector: &Selector) -> Result<Vec<Target>, StateError> {
     let targets: Vec<Target> = selector
         .select(lock.state())
         .into_iter()
@@ -414,7 +414,7 @@ pub struct Adopted {
 /// The CLI passes the desired state, e.g.
 /// `adopt(lock.as_mut(), desired.targets.iter().map(|(t, b)| (t, b.as_ref())))`.
 pub fn adopt<'a>(
-    lock: &mut dyn StateLock,
+    lock: &mut dyn StateWriter,
     targets: impl IntoIterator<Item = (&'a Target, &'a ButtonList)>,
 ) -> Result<Adopted, StateError> {
     let state = lock.state();

@@ -18,7 +18,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::journal::{self, Replayed};
-use super::{AppliedState, Binding, Record, StateError, StateLock, StateStore, snapshot};
+use super::{AppliedState, Binding, Record, StateError, StateStore, StateWriter, snapshot};
 
 /// Journals are folded into the snapshot once they pass this size or a quarter of the
 /// snapshot, whichever is larger: replaying them stays cheap next to reading the snapshot.
@@ -82,7 +82,7 @@ impl FileStore {
     }
 
     /// Takes the lock and loads the state under it, as the concrete writer type.
-    pub fn writer(&self, holder: &str) -> Result<FileLock, StateError> {
+    pub fn open_writer(&self, holder: &str) -> Result<FileWriter, StateError> {
         let dir = self.dir();
         if !dir.exists() {
             fs::create_dir_all(&dir).map_err(io_err(&dir, "create the state directory"))?;
@@ -122,7 +122,7 @@ impl FileStore {
             .map_err(io_err(&self.lock, "write the lock holder"))?;
 
         let loaded = self.load_once()?;
-        let mut writer = FileLock {
+        let mut writer = FileWriter {
             store: self.clone(),
             lock_file,
             journal: None,
@@ -228,8 +228,8 @@ impl StateStore for FileStore {
         }
     }
 
-    fn lock(&self, holder: &str) -> Result<Box<dyn StateLock>, StateError> {
-        Ok(Box::new(self.writer(holder)?))
+    fn writer(&self, holder: &str) -> Result<Box<dyn StateWriter>, StateError> {
+        Ok(Box::new(self.open_writer(holder)?))
     }
 }
 
@@ -245,7 +245,7 @@ struct Loaded {
 
 /// The one writer of a file store, holding its lock until dropped.
 #[derive(Debug)]
-pub struct FileLock {
+pub struct FileWriter {
     store: FileStore,
     lock_file: File,
     /// Opened for appending at the first record.
@@ -258,7 +258,7 @@ pub struct FileLock {
     poisoned: bool,
 }
 
-impl FileLock {
+impl FileWriter {
     fn check_poisoned(&self) -> Result<(), StateError> {
         if self.poisoned {
             return Err(StateError::Poisoned {
@@ -398,7 +398,7 @@ impl FileLock {
     }
 }
 
-impl StateLock for FileLock {
+impl StateWriter for FileWriter {
     fn location(&self) -> String {
         self.store.location()
     }
@@ -454,7 +454,7 @@ impl StateLock for FileLock {
     }
 }
 
-impl Drop for FileLock {
+impl Drop for FileWriter {
     fn drop(&mut self) {
         // Unname the holder before the lock goes (closing the file releases it), so that whoever
         // fails to take the lock next is not told about a writer that has finished.

@@ -2,7 +2,7 @@
 //! calls (and hand repairs); gives back the `AppliedState` that plans are diffed against.
 //!
 //! The store sits behind two small traits so that a PostgreSQL store can follow the file store:
-//! [`StateStore`] reads and locks, and the [`StateLock`] it hands out is the one writer, which
+//! [`StateStore`] reads and locks, and the [`StateWriter`] it hands out is the one writer, which
 //! records each call's successes durably before the next call goes out.
 //!
 //! - `file`: the file store (snapshot + journal + lock file beside each other).
@@ -413,12 +413,12 @@ pub trait StateStore: Send + Sync {
     /// Takes the one writer's lock and loads the state under it. While the lock is held, anyone
     /// else who tries gets [`StateError::Locked`] naming `holder` (see [`holder`]). The lock is
     /// released when the returned writer is dropped, or when its process dies.
-    fn lock(&self, holder: &str) -> Result<Box<dyn StateLock>, StateError>;
+    fn writer(&self, holder: &str) -> Result<Box<dyn StateWriter>, StateError>;
 }
 
 /// The one writer of a state, holding its lock. Every method that changes the state makes the
 /// change durable before it returns; after an error the change may be missing, never half-made.
-pub trait StateLock: Send {
+pub trait StateWriter: Send {
     /// Where the state lives, for messages (as [`StateStore::location`]).
     fn location(&self) -> String;
 

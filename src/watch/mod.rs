@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use crate::apply::{self, ApplyReport};
 use crate::feishu::client::{CallError, Client};
 use crate::plan::json::PlanDoc;
-use crate::state::{self, Binding, StateError, StateLock, StateStore};
+use crate::state::{self, Binding, StateError, StateStore, StateWriter};
 use crate::{config, plan};
 
 use events::{Change, DirWatcher};
@@ -244,7 +244,7 @@ pub async fn run_async(args: WatchArgs) -> Result<(), StartError> {
     }
     let path = crate::cli::state_path(&args.dir, args.state.as_deref());
     let store = state::open(&path)?;
-    let lock_held = store.lock(&state::holder("watch"))?;
+    let lock_held = store.writer(&state::holder("watch"))?;
     let binding = Binding::new(&args.api.base_url, &app_id);
     lock_held.state().check_binding(&binding)?;
     let client = crate::cli::make_client(&args.api, app_id, secret).map_err(StartError::Client)?;
@@ -533,7 +533,7 @@ struct Controller {
     dir: PathBuf,
     store: Box<dyn StateStore>,
     /// `None` after a write to the state failed: the writer is dropped and taken again.
-    lock: Option<Box<dyn StateLock>>,
+    lock: Option<Box<dyn StateWriter>>,
     binding: Binding,
     client: Client,
     /// The credentials were checked and the state bound to this endpoint and app.
@@ -573,7 +573,7 @@ impl Pass {
 /// what happened.
 async fn reconcile(ctl: &mut Controller, pass: &mut Pass) -> Result<Action, ReconcileError> {
     if ctl.lock.is_none() {
-        let l = ctl.store.lock(&state::holder("watch"))?;
+        let l = ctl.store.writer(&state::holder("watch"))?;
         l.state().check_binding(&ctl.binding)?;
         ctl.lock = Some(l);
     }
