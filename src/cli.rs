@@ -847,7 +847,8 @@ pub(crate) fn make_client(
             max_attempts: CALL_ATTEMPTS,
             ..RetryPolicy::default()
         },
-        timeout: std::time::Duration::from_secs(30),
+        timeout: crate::feishu::client::DEFAULT_TIMEOUT,
+        shared_budget: None,
     })
     .map_err(|e| e.to_string())
 }

@@ -109,6 +109,7 @@ pub async fn run(dir: Option<&Path>, color: bool) -> Result<(), DemoError> {
         rate_limit: options.rate_limit,
         retry: RetryPolicy::default(),
         timeout: std::time::Duration::from_secs(10),
+        shared_budget: None,
     })
     .map_err(|e| DemoError::Api(e.to_string()))?;
     client

@@ -318,7 +318,7 @@ fn a_second_writer_is_refused_and_told_who_holds_the_lock() {
         .writer(&state::holder("watch"))
         .err()
         .expect("refused");
-    let StateError::Locked { holder, path } = &err else {
+    let StateError::Locked { holder, location } = &err else {
         panic!("expected Locked, got {err:?}");
     };
     assert!(
@@ -329,7 +329,7 @@ fn a_second_writer_is_refused_and_told_who_holds_the_lock() {
         "{holder}"
     );
     assert!(holder.contains(" since 20"), "{holder}");
-    assert!(path.ends_with("state.lock"), "{path:?}");
+    assert!(location.ends_with("state.lock"), "{location:?}");
     assert!(
         err.to_string().contains("locked by feedbuttons apply"),
         "{err}"
@@ -695,11 +695,13 @@ fn readers_see_a_whole_state_while_a_writer_records_and_compacts() {
 }
 
 #[test]
-fn postgres_is_not_supported_yet() {
-    let err = state::open(Path::new("postgres://ci@db/feedbuttons"))
-        .err()
-        .expect("refused");
-    assert!(matches!(err, StateError::Unsupported { .. }), "{err:?}");
+fn a_postgres_url_opens_a_postgres_store_and_a_path_a_file() {
+    let pg = state::open(Path::new("postgres://ci@db/feedbuttons")).expect("a PostgreSQL store");
+    assert!(
+        pg.location().starts_with("postgres://ci@db/feedbuttons"),
+        "{}",
+        pg.location()
+    );
     let store = state::open(&state::default_path(Path::new("conf"))).expect("a file store");
     assert_eq!(
         store.location(),

@@ -32,6 +32,7 @@ use super::wire::{
     TenantTokenResponse, UserIdType,
 };
 
+pub use super::ratelimit::{Budget, SharedBudget};
 pub use super::retry::{MAX_RESET_WAIT, RetryPolicy};
 pub use super::secret::Secret;
 pub use super::token::REFRESH_MARGIN;
@@ -39,8 +40,10 @@ pub use super::token::REFRESH_MARGIN;
 /// The documented `Content-Type` of both endpoints.
 pub const JSON_UTF8: &str = "application/json; charset=utf-8";
 
-/// How long one HTTP attempt may take, connection included.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one HTTP attempt may take, connection included. The API answers in well under a
+/// second; the bound matters because a writer taking a shared state over waits this long for
+/// the calls of the one before it (see `state::postgres::ATTEMPT_TIMEOUT`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `code` of [`CallError::Api`] when there was no API answer to take a code from: the body
 /// was not the API's JSON (a wrong base URL, a proxy's error page), or the request could not be
@@ -67,6 +70,9 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// Per HTTP attempt; zero = none.
     pub timeout: Duration,
+    /// A calls-per-second budget shared with the app's other callers (a PostgreSQL state's);
+    /// `None`: this process paces itself alone.
+    pub shared_budget: Option<SharedBudget>,
 }
 
 impl ClientConfig {
@@ -83,6 +89,7 @@ impl ClientConfig {
             rate_limit: RATE_LIMIT_PER_SECOND,
             retry: RetryPolicy::default(),
             timeout: DEFAULT_TIMEOUT,
+            shared_budget: None,
         }
     }
 }
@@ -293,7 +300,7 @@ impl Client {
                 app_id: config.app_id,
                 app_secret: config.app_secret,
                 rate_limit: config.rate_limit,
-                limiter: Limiter::new(config.rate_limit),
+                limiter: Limiter::shared(config.rate_limit, config.shared_budget),
                 retry: config.retry,
                 tokens: TokenCache::default(),
                 counters: Counters::default(),

@@ -2,7 +2,7 @@
 //! plans through it (tokens, rate limit, retries, errors).
 
 pub mod client;
-mod ratelimit;
+pub mod ratelimit;
 mod retry;
 mod secret;
 mod token;

@@ -22,6 +22,27 @@ pub struct Limiter {
     /// Between two calls; zero when unlimited.
     interval: Duration,
     state: Mutex<State>,
+    /// A budget shared with the app's other callers, if any: it sets the pace instead.
+    shared: Option<SharedBudget>,
+}
+
+/// A calls-per-second budget shared with other processes: the API's limit is the app's,
+/// whoever calls with it.
+pub trait Budget: Send + Sync {
+    /// Reserves the app's next slot: how long to wait before the call may go.
+    fn reserve(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Duration, String>> + Send + '_>>;
+}
+
+/// A shared [`Budget`], for the client's configuration.
+#[derive(Clone)]
+pub struct SharedBudget(pub std::sync::Arc<dyn Budget>);
+
+impl std::fmt::Debug for SharedBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedBudget")
+    }
 }
 
 struct State {
@@ -44,6 +65,16 @@ impl Limiter {
                 next: Instant::now(),
                 paused_until: None,
             }),
+            shared: None,
+        }
+    }
+
+    /// A limiter that takes its slots from `shared`, and falls back to its own pace when the
+    /// shared budget cannot be reached.
+    pub fn shared(per_second: u32, shared: Option<SharedBudget>) -> Limiter {
+        Limiter {
+            shared,
+            ..Limiter::new(per_second)
         }
     }
 
@@ -55,6 +86,22 @@ impl Limiter {
 
     /// Waits for this caller's slot.
     pub async fn acquire(&self) {
+        if let Some(shared) = &self.shared {
+            // A pause after a 429 holds for every call of this process.
+            let paused = lock(&self.state).paused_until;
+            if let Some(p) = paused {
+                tokio::time::sleep_until(p).await;
+            }
+            match shared.0.reserve().await {
+                Ok(wait) => {
+                    tokio::time::sleep(wait).await;
+                    return;
+                }
+                Err(why) => {
+                    tracing::warn!(%why, "the shared rate budget cannot be reached; pacing this process alone");
+                }
+            }
+        }
         loop {
             let slot = {
                 let mut state = lock(&self.state);

@@ -108,7 +108,7 @@ impl FileStore {
                     named => named.to_owned(),
                 };
                 return Err(StateError::Locked {
-                    path: self.lock.clone(),
+                    location: self.lock.display().to_string(),
                     holder,
                 });
             }

@@ -259,7 +259,7 @@ pub(crate) fn replay(
                 }
                 Op::Put { target, record } => {
                     let record = record
-                        .into_record(|i| lists.get(i as usize).cloned())
+                        .into_record(|i| lists.get(*i as usize).cloned())
                         .map_err(|why| corrupt(line, format!("target {target} {why}")))?;
                     state.targets.insert(target, record);
                 }

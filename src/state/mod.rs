@@ -13,6 +13,7 @@
 pub mod commands;
 pub mod file;
 mod journal;
+pub mod postgres;
 pub mod snapshot;
 
 use std::collections::{BTreeMap, HashMap};
@@ -401,7 +402,7 @@ impl Interner {
 }
 
 /// Reads and locks one applied state. Object-safe: the CLI holds a `Box<dyn StateStore>` chosen
-/// by [`open`], so that a PostgreSQL store can implement it later.
+/// by [`open`]: a file store or a PostgreSQL one.
 pub trait StateStore: Send + Sync {
     /// Where the state lives, for messages: a path, or a URL without its password.
     fn location(&self) -> String;
@@ -414,7 +415,28 @@ pub trait StateStore: Send + Sync {
     /// else who tries gets [`StateError::Locked`] naming `holder` (see [`holder`]). The lock is
     /// released when the returned writer is dropped, or when its process dies.
     fn writer(&self, holder: &str) -> Result<Box<dyn StateWriter>, StateError>;
+
+    /// [`StateStore::writer`], waiting up to `wait` for another writer to finish
+    /// (`--lock-timeout`) instead of failing at once.
+    fn writer_waiting(
+        &self,
+        holder: &str,
+        wait: std::time::Duration,
+    ) -> Result<Box<dyn StateWriter>, StateError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.writer(holder) {
+                Err(StateError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(LOCK_POLL.min(deadline - std::time::Instant::now()));
+                }
+                other => return other,
+            }
+        }
+    }
 }
+
+/// How often a writer waiting for the lock tries again.
+pub const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The one writer of a state, holding its lock. Every method that changes the state makes the
 /// change durable before it returns; after an error the change may be missing, never half-made.
@@ -436,6 +458,26 @@ pub trait StateWriter: Send {
     /// Folds everything recorded so far into a fresh snapshot. Done automatically when the
     /// journal grows large; call it once at the end of a run too.
     fn compact(&mut self) -> Result<(), StateError>;
+
+    /// Turns true when this writer has lost the lock (its connection to a shared store broke, or
+    /// another writer took over): it can record nothing more, and must send nothing more.
+    /// `None` for a store whose lock cannot be lost while the process lives (a file).
+    fn lost(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
+
+    /// Told how many calls are on their way, before a call goes out and after one ends: a
+    /// shared store records that this writer may have calls in flight, so that a writer taking
+    /// over later waits for them.
+    fn calls_in_flight(&mut self, _n: usize) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    /// When this writer may send its first call: a writer that took the lock over from one that
+    /// may still have had calls in flight waits until none of them can still land.
+    fn sends_from(&self) -> Option<std::time::Instant> {
+        None
+    }
 }
 
 /// Everything that can go wrong with an applied state. Each error names where the state lives.
@@ -460,10 +502,9 @@ pub enum StateError {
     },
     /// Another writer holds the lock.
     #[error(
-        "{}: the state is locked by {holder}; wait for it to finish (the lock goes when that process exits)",
-        path.display()
+        "{location}: the state is locked by {holder}; wait for it to finish (the lock goes when that process exits), or wait for it with --lock-timeout"
     )]
-    Locked { path: PathBuf, holder: String },
+    Locked { location: String, holder: String },
     /// The state was applied with another base URL or app id than the one asked for.
     #[error(
         "{location} was applied with {recorded}, but this run uses {wanted}; refusing to mix them \
@@ -474,9 +515,19 @@ pub enum StateError {
         recorded: Binding,
         wanted: Binding,
     },
-    /// The state location names a kind of store this build does not support yet.
-    #[error("{url}: this kind of state store is not supported yet (use a file path)")]
-    Unsupported { url: String },
+    /// The database could not be reached, or refused a query.
+    #[error("{location}: cannot {action}: {why}")]
+    Database {
+        location: String,
+        action: &'static str,
+        why: String,
+    },
+    /// This writer lost the lock (its connection broke, or another writer took over): it
+    /// records and sends nothing more. What it recorded before stands.
+    #[error(
+        "{location}: {why}; this writer stopped (what it recorded stands; the next run goes on)"
+    )]
+    Lost { location: String, why: String },
     /// The path cannot hold a state, for instance because it collides with a companion file.
     #[error("{}: {why}", path.display())]
     InvalidPath { path: PathBuf, why: String },
@@ -498,12 +549,35 @@ pub fn default_path(dir: &Path) -> PathBuf {
 }
 
 /// Opens the store named by `spec` (the `--state` value or FEEDBUTTONS_STATE): a file path, or
-/// (later) a `postgres://` URL. Nothing is read or created until the store is used.
+/// a `postgres://` URL (its state named `default`). Nothing is read or created until the store
+/// is used.
 pub fn open(spec: &Path) -> Result<Box<dyn StateStore>, StateError> {
-    if let Some(s) = spec.to_str()
-        && (s.starts_with("postgres://") || s.starts_with("postgresql://"))
-    {
-        return Err(StateError::Unsupported { url: redact_url(s) });
+    open_named(spec, None)
+}
+
+/// Whether `spec` names a PostgreSQL state rather than a file.
+pub fn is_postgres(spec: &Path) -> bool {
+    spec.to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
+/// [`open`], with the name of the state inside a shared store (`--state-name`; only a
+/// PostgreSQL store holds several).
+pub fn open_named(spec: &Path, name: Option<&str>) -> Result<Box<dyn StateStore>, StateError> {
+    if is_postgres(spec) {
+        let url = spec.to_str().unwrap_or_default();
+        return Ok(Box::new(postgres::PgStore::new(
+            url,
+            name.unwrap_or(postgres::DEFAULT_NAME),
+        )?));
+    }
+    if let Some(name) = name {
+        return Err(StateError::InvalidPath {
+            path: spec.to_path_buf(),
+            why: format!(
+                "--state-name {name:?} names a state inside a PostgreSQL store; a state file holds one state (name the file instead)"
+            ),
+        });
     }
     Ok(Box::new(FileStore::new(spec)?))
 }
@@ -518,7 +592,7 @@ pub fn holder(command: &str) -> String {
 }
 
 /// The machine's name, for lock holders; best effort, since std has no portable call for it.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
@@ -528,7 +602,7 @@ fn host_name() -> String {
 }
 
 /// A URL fit for messages: its password replaced, since messages end up in CI logs.
-fn redact_url(s: &str) -> String {
+pub fn redact_url(s: &str) -> String {
     match url::Url::parse(s) {
         Ok(mut u) if u.password().is_some() => {
             // Only fails for URLs that cannot have a password, which this one has.
@@ -553,16 +627,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn postgres_urls_are_refused_without_their_password() {
-        let err = open(Path::new(
+    fn postgres_urls_name_their_store_without_the_password() {
+        let store = open(Path::new(
             "postgres://bot:hunter2@db.example.com/feedbuttons",
         ))
-        .err()
-        .expect("postgres is not supported yet");
-        let msg = err.to_string();
-        assert!(msg.contains("not supported yet"), "{msg}");
-        assert!(msg.contains("db.example.com"), "{msg}");
-        assert!(!msg.contains("hunter2"), "{msg}");
+        .expect("a PostgreSQL store");
+        let location = store.location();
+        assert!(location.contains("db.example.com"), "{location}");
+        assert!(location.contains("\"default\""), "{location}");
+        assert!(!location.contains("hunter2"), "{location}");
     }
 
     #[test]

@@ -38,25 +38,25 @@ pub const FORMAT_VERSION: u64 = 2;
 pub const OLDEST_FORMAT_VERSION: u64 = 1;
 
 /// A record that is more than an applied list, as snapshots and journal lines store it, with
-/// its lists as indexes into a table beside it.
+/// its lists as references `L` into a table beside it (indexes in files, ids in PostgreSQL).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RecordDoc {
-    #[serde(default)]
-    pub shown: Option<u32>,
+pub(crate) struct RecordDoc<L = u32> {
+    #[serde(default = "Option::default")]
+    pub shown: Option<L>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub follows: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending: Option<PendingDoc>,
+    #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingDoc<L>>,
 }
 
-/// [`Pending`] with its lists as indexes.
+/// [`Pending`] with its lists as references.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
-pub(crate) enum PendingDoc {
+pub(crate) enum PendingDoc<L = u32> {
     Uncertain {
         since: u64,
-        sent: u32,
+        sent: L,
     },
     Owed {
         since: u64,
@@ -64,7 +64,7 @@ pub(crate) enum PendingDoc {
     },
     Waiting {
         since: u64,
-        goal: u32,
+        goal: L,
         #[serde(default, skip_serializing_if = "is_false")]
         goal_follows: bool,
         #[serde(default, skip_serializing_if = "is_false")]
@@ -79,12 +79,12 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-impl RecordDoc {
+impl<L> RecordDoc<L> {
     /// `record` with each list replaced by `index(list)`.
     pub(crate) fn of<'r>(
         record: &'r TargetRecord,
-        mut index: impl FnMut(&'r Arc<ButtonList>) -> u32,
-    ) -> RecordDoc {
+        mut index: impl FnMut(&'r Arc<ButtonList>) -> L,
+    ) -> RecordDoc<L> {
         let pending = record.pending().map(|p| match &p.status {
             PendingStatus::Uncertain { sent } => PendingDoc::Uncertain {
                 since: p.since,
@@ -122,10 +122,13 @@ impl RecordDoc {
     /// or the record would say nothing.
     pub(crate) fn into_record(
         self,
-        list: impl Fn(u32) -> Option<Arc<ButtonList>>,
-    ) -> Result<TargetRecord, String> {
-        let get = |i: u32| {
-            list(i).ok_or_else(|| format!("refers to button list {i}, which does not exist"))
+        list: impl Fn(&L) -> Option<Arc<ButtonList>>,
+    ) -> Result<TargetRecord, String>
+    where
+        L: std::fmt::Display,
+    {
+        let get = |i: L| {
+            list(&i).ok_or_else(|| format!("refers to button list {i}, which does not exist"))
         };
         let shown = self.shown.map(get).transpose()?;
         let pending = match self.pending {
@@ -407,7 +410,7 @@ fn build(doc: SnapshotDoc, path: &Path) -> Result<AppliedState, StateError> {
                     ))
                 }),
             ValueDoc::Record(doc) => doc
-                .into_record(|i| lists.get(i as usize).cloned())
+                .into_record(|i| lists.get(*i as usize).cloned())
                 .map_err(|why| corrupt(format!("target {target} {why}"))),
         }
     };
