@@ -390,3 +390,52 @@ async fn two_budgets_for_one_app_share_its_rate() {
         "{tother:?}"
     );
 }
+
+#[test]
+fn a_state_migrates_from_a_file_to_postgres_and_back_with_its_lineage_serial_and_plan() {
+    let Some(pg) = pgserver::start() else { return };
+    let url = pg.url("postgres");
+    let dir = crate::util::Dir::new();
+    // The previous release's state, with its journal.
+    crate::ci::copy_dir(
+        &crate::util::root().join("tests/fixtures/state-v1/state"),
+        dir.path(),
+    );
+    let file = state::FileStore::new(dir.path().join("state.json")).expect("a file store");
+    let before = file.load().expect("load the file");
+    let config =
+        feedbuttons::config::load_dir(&crate::util::root().join("tests/fixtures/state-v1/config"))
+            .expect("load")
+            .desired
+            .expect("valid");
+    let plan_of = |applied: &state::AppliedState| {
+        let p = feedbuttons::plan::plan(
+            &config.targets,
+            &config.chat_names,
+            &applied.targets,
+            &feedbuttons::plan::PlanOptions::default(),
+        );
+        feedbuttons::plan::json::PlanDoc::new(&p).to_json()
+    };
+
+    let pg_store = store(&url, "migrated");
+    let done = state::migrate(&file, &pg_store, "migrate").expect("file -> postgres");
+    assert_eq!(
+        (done.lineage.as_str(), done.serial, done.targets),
+        (before.lineage.as_str(), before.serial, before.targets.len())
+    );
+    let in_pg = pg_store.load().expect("load from postgres");
+    assert_eq!(in_pg, before);
+    assert_eq!(plan_of(&in_pg), plan_of(&before));
+    // Into a state that already holds one: refused, nothing touched.
+    let err = state::migrate(&file, &pg_store, "migrate")
+        .err()
+        .expect("not into a state that holds one");
+    assert!(err.to_string().contains("already holds a state"), "{err}");
+
+    let back = state::FileStore::new(dir.path().join("back/state.json")).expect("a file store");
+    state::migrate(&pg_store, &back, "migrate").expect("postgres -> file");
+    let round_trip = back.load().expect("load the file");
+    assert_eq!(round_trip, before);
+    assert_eq!(plan_of(&round_trip), plan_of(&before));
+}

@@ -126,10 +126,26 @@ pub async fn apply(
     let mut done = 0usize;
     let mut stopping = false;
     let mut stop = stop;
+    // A shared store's writer can lose its lock; then nothing more may be sent.
+    let mut lost = lock.lost();
+    // A writer that took over from one with calls in flight waits until none can still land.
+    if let Some(from) = lock.sends_from() {
+        let wait = tokio::time::sleep_until(from.into());
+        tokio::select! {
+            () = wait => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
     loop {
         if !stopping && *stop.borrow() {
             stopping = true;
             report.interrupted = true;
+        }
+        if !stopping && lost.as_ref().is_some_and(|l| *l.borrow()) {
+            stopping = true;
+            report.state_error.get_or_insert_with(|| {
+                "this run lost the state's lock (another writer took over, or the database went away); it stopped sending".to_owned()
+            });
         }
         if stopping {
             // Calls still waiting for a slot or a retry end unsent; those on the wire finish.
@@ -148,6 +164,13 @@ pub async fn apply(
             // The mark goes to disk before the call goes out: if the answer never comes, the
             // state already says the target is uncertain.
             let (marks, call) = outcome::before(lock.state(), r, outcome::unix_now());
+            let busy = lock.calls_in_flight(in_flight.len() + 1);
+            if let Err(e) = busy {
+                report.state_error.get_or_insert_with(|| e.to_string());
+                stopping = true;
+                schedule.unsend(i);
+                break;
+            }
             if !record_or_stop(lock, &marks, &mut report, &mut stopping) {
                 schedule.unsend(i);
                 break;
@@ -161,9 +184,20 @@ pub async fn apply(
         if in_flight.is_empty() {
             break;
         }
+        let lost_changed = async {
+            match lost.as_mut() {
+                Some(l) => {
+                    if l.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         let joined = tokio::select! {
             j = in_flight.join_next() => j,
             _ = stop.changed(), if !stopping => continue,
+            () = lost_changed, if !stopping => continue,
         };
         let Some(joined) = joined else { break };
         let (i, result) = match joined {
@@ -255,6 +289,10 @@ pub async fn apply(
             }
         }
         schedule.call_over(chat);
+        if let Err(e) = lock.calls_in_flight(in_flight.len()) {
+            report.state_error.get_or_insert_with(|| e.to_string());
+            stopping = true;
+        }
     }
     report.calls_not_sent += schedule.waiting();
     progress.finish();

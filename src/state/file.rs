@@ -444,6 +444,17 @@ impl StateWriter for FileWriter {
         self.commit(serial, Some(&line), apply)
     }
 
+    fn replace(&mut self, state: &AppliedState) -> Result<(), StateError> {
+        self.check_poisoned()?;
+        self.state = state.clone();
+        if let Err(e) = self.compact_now() {
+            // Memory is ahead of the disk now, with no cheap way back.
+            self.poisoned = true;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn compact(&mut self) -> Result<(), StateError> {
         self.check_poisoned()?;
         // Nothing was ever written, or nothing since the snapshot: no files to touch.

@@ -435,6 +435,52 @@ pub trait StateStore: Send + Sync {
     }
 }
 
+/// What `state migrate` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Migrated {
+    pub lineage: String,
+    pub serial: u64,
+    pub targets: usize,
+}
+
+/// Copies the state of `from` into `to`, lineage, serial and binding kept, holding both
+/// writers' locks so that neither changes meanwhile. `to` must hold no state yet; `from` is left
+/// as it was.
+pub fn migrate(
+    from: &dyn StateStore,
+    to: &dyn StateStore,
+    holder: &str,
+) -> Result<Migrated, StateError> {
+    let source = from.writer(holder)?;
+    let mut target = to.writer(holder)?;
+    let existing = target.state();
+    if existing.serial > 0 || !existing.targets.is_empty() {
+        return Err(StateError::InvalidPath {
+            path: PathBuf::from(to.location()),
+            why: format!(
+                "it already holds a state (lineage {}, serial {}, {} targets); migrate into an empty one",
+                existing.lineage,
+                existing.serial,
+                existing.targets.len()
+            ),
+        });
+    }
+    let state = source.state().clone();
+    if state.lineage.is_empty() {
+        return Err(StateError::NotFound {
+            location: from.location(),
+            selector: "a state (nothing was ever recorded there)".to_owned(),
+        });
+    }
+    target.replace(&state)?;
+    target.compact()?;
+    Ok(Migrated {
+        lineage: state.lineage,
+        serial: state.serial,
+        targets: state.targets.len(),
+    })
+}
+
 /// How often a writer waiting for the lock tries again.
 pub const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -458,6 +504,10 @@ pub trait StateWriter: Send {
     /// Folds everything recorded so far into a fresh snapshot. Done automatically when the
     /// journal grows large; call it once at the end of a run too.
     fn compact(&mut self) -> Result<(), StateError>;
+
+    /// Replaces the whole state with `state`, lineage, serial and binding included (`state
+    /// migrate`), durably.
+    fn replace(&mut self, state: &AppliedState) -> Result<(), StateError>;
 
     /// Turns true when this writer has lost the lock (its connection to a shared store broke, or
     /// another writer took over): it can record nothing more, and must send nothing more.

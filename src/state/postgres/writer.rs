@@ -218,18 +218,6 @@ impl PgWriter {
             Err(_) => Err(self.lost_error()),
         }
     }
-
-    /// Replaces the whole state with `state` (lineage, serial and all): `state migrate`.
-    pub fn replace(&mut self, state: &AppliedState) -> Result<(), StateError> {
-        let boxed = Box::new(state.clone());
-        self.ask("replace the state", |reply| Request::Replace {
-            state: boxed,
-            reply,
-        })?;
-        self.state = state.clone();
-        self.list_ids = referenced_ids(&self.state).into_iter().collect();
-        Ok(())
-    }
 }
 
 /// The ids of every list `state` refers to.
@@ -311,6 +299,17 @@ impl StateWriter for PgWriter {
             reply,
         })?;
         self.list_ids = kept;
+        Ok(())
+    }
+
+    fn replace(&mut self, state: &AppliedState) -> Result<(), StateError> {
+        let boxed = Box::new(state.clone());
+        self.ask("replace the state", |reply| Request::Replace {
+            state: boxed,
+            reply,
+        })?;
+        self.state = state.clone();
+        self.list_ids = referenced_ids(&self.state);
         Ok(())
     }
 
