@@ -22,7 +22,13 @@ pub struct PgServer {
 /// Starts a server, or says why not: `None` (the test returns early) unless the environment
 /// requires PostgreSQL, then it panics with the reason.
 pub fn start() -> Option<PgServer> {
-    match try_start() {
+    start_with(false)
+}
+
+/// [`start`]; `durable`: with fsync and synchronous commits on, as a production server runs
+/// (the tests run without, for speed; the benchmarks with).
+pub fn start_with(durable: bool) -> Option<PgServer> {
+    match try_start(durable) {
         Ok(s) => Some(s),
         Err(why) => {
             if std::env::var_os("FEEDBUTTONS_REQUIRE_POSTGRES").is_some_and(|v| !v.is_empty()) {
@@ -70,7 +76,7 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-fn try_start() -> Result<PgServer, String> {
+fn try_start(durable: bool) -> Result<PgServer, String> {
     let bin =
         bin_dir().ok_or("initdb and pg_ctl are neither on PATH nor under /usr/lib/postgresql")?;
     let as_postgres = is_root();
@@ -106,8 +112,13 @@ fn try_start() -> Result<PgServer, String> {
             "UTF8",
         ],
     )?;
+    let speed = if durable {
+        ""
+    } else {
+        " -c fsync=off -c synchronous_commit=off"
+    };
     let options = format!(
-        "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200",
+        "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200{speed}",
         server.port,
         server.dir.path().display()
     );

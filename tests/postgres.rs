@@ -428,8 +428,8 @@ fn a_state_migrates_from_a_file_to_postgres_and_back_with_its_lineage_serial_and
     assert_eq!(in_pg, before);
     assert_eq!(plan_of(&in_pg), plan_of(&before));
     // Into a state that already holds one: refused, nothing touched.
-    let err = state::migrate(&file, &pg_store, "migrate")
-        .expect_err("not into a state that holds one");
+    let err =
+        state::migrate(&file, &pg_store, "migrate").expect_err("not into a state that holds one");
     assert!(err.to_string().contains("already holds a state"), "{err}");
 
     let back = state::FileStore::new(dir.path().join("back/state.json")).expect("a file store");
