@@ -13,6 +13,7 @@ mod outage;
 mod plan;
 mod readme;
 mod records;
+mod redteam;
 mod state;
 mod state_cmd;
 mod validate;

@@ -1,0 +1,126 @@
+//! Red-team findings for exact records: each test is one way a user with bad luck ends up with a
+//! state that disagrees with Feishu (or another broken promise), asserting what they would
+//! expect. They fail until the bug is fixed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use feedbuttons::emulator::RunningEmulator;
+use serde_json::json;
+
+use crate::apply::{Admin, Background, apply, apply_cmd, feedbuttons, run, with_fixtures};
+use crate::util::Dir;
+
+const CALLS: &str = "/_emulator/requests?path=/open-apis/im/v2/chat_button";
+
+/// One chat `oc_r` with one user `ou_r1` whose buttons are one webhook button `text`.
+fn one_user(text: &str) -> String {
+    format!(
+        "version: 1\nchats:\n  - chat_id: oc_r\n    assign:\n      - users: [ou_r1]\n        buttons: [{{text: {text}, action: webhook}}]\n"
+    )
+}
+
+fn write(dir: &Path, yaml: &str) {
+    std::fs::write(dir.join("buttons.yaml"), yaml).expect("write the config");
+}
+
+/// The texts of the buttons `user` has of their own in `chat` (shown, or kept while out of
+/// the chat); `None` when they have no list of their own.
+async fn own_texts(admin: &Admin, chat: &str, user: &str) -> Option<Vec<String>> {
+    let v = admin
+        .get(&format!("/_emulator/chats/{chat}/users/{user}"))
+        .await;
+    let list = if v["source"] == "user" {
+        v["buttons"].clone()
+    } else if !v["kept"].is_null() {
+        v["kept"].clone()
+    } else {
+        return None;
+    };
+    Some(
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b["text"]["text"].as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+/// How many chat-button requests the emulator has logged.
+async fn logged_calls(admin: &Admin) -> usize {
+    admin.get(CALLS).await["requests"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+async fn wait_for_logged(admin: &Admin, n: usize) {
+    let started = Instant::now();
+    while logged_calls(admin).await < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no {n} calls logged"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn plan_text(emu: &RunningEmulator, dir: &Path) -> String {
+    run(feedbuttons(emu, dir, &["plan", "."])).await.stdout
+}
+
+// ---------------------------------------------------------------- 1. a lost answer, then a refusal
+
+/// The first attempt of a call applies but its answer is lost; the retry is refused (here the
+/// bot was taken out of the chat in between; a gateway's 4xx or an echoed-credentials refusal
+/// do the same). The first attempt's effect is not undone by the refusal, so the target must
+/// stay uncertain. Instead it goes back to its old record: Feishu shows "New", the state says
+/// "Old", and once the config is reverted `plan` says "No changes".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_refused_after_a_lost_answer_leaves_the_target_uncertain() {
+    let emu = with_fixtures("chats:\n  - chat_id: oc_r\n    members: [ou_r1]\n").await;
+    let admin = Admin::of(&emu);
+    let dir = Dir::new();
+    write(dir.path(), &one_user("Old"));
+    apply(&emu, dir.path(), &[]).await.assert_code(0);
+
+    write(dir.path(), &one_user("New"));
+    admin
+        .faults(json!({"drops_next": 1, "drop_after_processing": true}))
+        .await;
+    let before = logged_calls(&admin).await;
+    let run_ = Background::spawn(apply_cmd(&emu, dir.path(), &[]));
+    // The first attempt applied and lost its answer; the bot leaves before the retry.
+    wait_for_logged(&admin, before + 1).await;
+    admin
+        .send(
+            reqwest::Method::PUT,
+            "/_emulator/chats/oc_r/bot",
+            json!({"member": false}),
+        )
+        .await;
+    let out = run_.wait().await;
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert_eq!(
+        own_texts(&admin, "oc_r", "ou_r1").await,
+        Some(vec!["New".to_owned()]),
+        "the first attempt applied"
+    );
+
+    // The bot is back and the config reverted: Feishu shows "New", so a plan must send "Old".
+    admin
+        .send(
+            reqwest::Method::PUT,
+            "/_emulator/chats/oc_r/bot",
+            json!({"member": true}),
+        )
+        .await;
+    write(dir.path(), &one_user("Old"));
+    let plan = plan_text(&emu, dir.path()).await;
+    assert!(
+        !plan.contains("No changes"),
+        "Feishu shows \"New\" but the plan says:\n{plan}\nstate:\n{}",
+        run(feedbuttons(&emu, dir.path(), &["state", "list"]))
+            .await
+            .stdout
+    );
+}
