@@ -124,3 +124,44 @@ async fn a_retry_refused_after_a_lost_answer_leaves_the_target_uncertain() {
             .stdout
     );
 }
+
+// ---------------------------------------------------------------- 2. a hand-edited serial at its limit
+
+/// A state whose `serial` was hand-edited to the largest number JSON carries loads (plan and
+/// `state list` accept it), but the next record computes `serial + 1`: a debug build panics
+/// before the first call, a release build wraps to 0, writes journal lines numbered 0, 1,
+/// 2..., and a load before the end-of-run compaction skips every one of them as "already in
+/// the snapshot" (a run killed mid-way loses its uncertain marks). Either refuse such a state
+/// at load with a clear message, or record the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_at_the_largest_serial_is_refused_or_recorded_never_a_crash() {
+    let emu = with_fixtures("chats:\n  - chat_id: oc_r\n    members: [ou_r1]\n").await;
+    let admin = Admin::of(&emu);
+    let dir = Dir::new();
+    write(dir.path(), &one_user("Old"));
+    apply(&emu, dir.path(), &[]).await.assert_code(0);
+    let snapshot = dir.path().join(".feedbuttons/state.json");
+    let text = std::fs::read_to_string(&snapshot).expect("read the snapshot");
+    let mut doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    doc["serial"] = json!(u64::MAX);
+    std::fs::write(&snapshot, doc.to_string()).expect("write the snapshot");
+
+    write(dir.path(), &one_user("New"));
+    let before = logged_calls(&admin).await;
+    let out = apply(&emu, dir.path(), &[]).await;
+    match out.code {
+        // Refused before anything was sent.
+        Some(1) => assert_eq!(logged_calls(&admin).await, before, "{out:?}"),
+        Some(0) => {
+            assert_eq!(
+                own_texts(&admin, "oc_r", "ou_r1").await,
+                Some(vec!["New".to_owned()])
+            );
+            let listing = run(feedbuttons(&emu, dir.path(), &["state", "list"]))
+                .await
+                .stdout;
+            assert!(listing.contains("\"New\""), "{listing}");
+        }
+        _ => panic!("apply crashed on a state at the largest serial: {out:?}"),
+    }
+}
