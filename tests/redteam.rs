@@ -239,3 +239,51 @@ async fn a_token_quoted_in_a_refused_users_reason_is_never_printed_or_stored() {
         assert!(!text.contains(TOKEN), "the token is in {what}:\n{text}");
     }
 }
+
+// ---------------------------------------------------------------- 4. a lost answer, then the user leaves
+
+/// The same lost answer as in 1., but the retry is accepted with the user refused (they left
+/// the chat between the two attempts). The first attempt applied "New", which they keep while
+/// out of the chat; the record says "Old", waiting, and not unsure. Reverted to "Old", the
+/// waiting record is settled without a call, and `plan` says "No changes" while Feishu holds
+/// "New" for them (they see it again when they rejoin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_refused_after_a_lost_answer_is_not_settled_as_the_old_list() {
+    let emu = with_fixtures("chats:\n  - chat_id: oc_r\n    members: [ou_r1, ou_r2]\n").await;
+    let admin = Admin::of(&emu);
+    let dir = Dir::new();
+    write(dir.path(), &one_user("Old"));
+    apply(&emu, dir.path(), &[]).await.assert_code(0);
+
+    write(dir.path(), &one_user("New"));
+    admin
+        .faults(json!({"drops_next": 1, "drop_after_processing": true}))
+        .await;
+    let before = logged_calls(&admin).await;
+    let run_ = Background::spawn(apply_cmd(&emu, dir.path(), &[]));
+    wait_for_logged(&admin, before + 1).await;
+    admin
+        .send(
+            reqwest::Method::DELETE,
+            "/_emulator/chats/oc_r/members/ou_r1",
+            json!({}),
+        )
+        .await;
+    let out = run_.wait().await;
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert_eq!(
+        own_texts(&admin, "oc_r", "ou_r1").await,
+        Some(vec!["New".to_owned()]),
+        "the first attempt applied; the user keeps it while out of the chat"
+    );
+
+    write(dir.path(), &one_user("Old"));
+    let plan = plan_text(&emu, dir.path()).await;
+    assert!(
+        !plan.contains("No changes"),
+        "Feishu holds \"New\" for ou_r1 but the plan says:\n{plan}\nstate:\n{}",
+        run(feedbuttons(&emu, dir.path(), &["state", "list"]))
+            .await
+            .stdout
+    );
+}
