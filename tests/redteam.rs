@@ -227,11 +227,14 @@ async fn a_token_quoted_in_a_refused_users_reason_is_never_printed_or_stored() {
     let planned = run(cmd(&["plan", "."])).await;
     let mut stored = String::new();
     for f in ["state.json", "state.journal"] {
-        stored += &std::fs::read_to_string(dir.path().join(".feedbuttons").join(f))
-            .unwrap_or_default();
+        stored +=
+            &std::fs::read_to_string(dir.path().join(".feedbuttons").join(f)).unwrap_or_default();
     }
     for (what, text) in [
-        ("apply's output", format!("{}{}", applied.stdout, applied.stderr)),
+        (
+            "apply's output",
+            format!("{}{}", applied.stdout, applied.stderr),
+        ),
         ("state list", listed.stdout),
         ("plan", planned.stdout),
         ("the state files", stored),
