@@ -15,6 +15,7 @@ mod plan;
 mod postgres;
 mod readme;
 mod records;
+mod redteam;
 mod state;
 mod state_cmd;
 mod validate;
