@@ -531,7 +531,7 @@ async fn retries_run_out_and_the_call_gives_up() {
         .await
         .expect_err("always 503");
     // A 5xx may come after the API applied the call: no answer settled it.
-    let CallError::Unanswered { attempts, last } = &err else {
+    let CallError::Unanswered { attempts, last, .. } = &err else {
         panic!("not given up unanswered: {err:?}");
     };
     assert!(err.may_have_applied() && err.is_exhausted());
@@ -558,7 +558,7 @@ async fn a_call_that_times_out_is_retried_then_given_up() {
         .await
         .expect_err("too slow");
     assert!(
-        matches!(&err, CallError::Unanswered { attempts: 2, last } if last.contains("timed out")),
+        matches!(&err, CallError::Unanswered { attempts: 2, last, .. } if last.contains("timed out")),
         "{err}"
     );
 }

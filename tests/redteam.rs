@@ -174,62 +174,36 @@ async fn a_state_at_the_largest_serial_is_refused_or_recorded_never_a_crash() {
 /// printed in the summary, written into `state.json`, and shown by `state list` and `plan`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_quoted_in_a_refused_users_reason_is_never_printed_or_stored() {
-    use axum::routing::{post, put};
-
-    const TOKEN: &str = "t-g1234567890quotedtokenvalue";
-    let app = axum::Router::new()
-        .route(
-            "/open-apis/auth/v3/tenant_access_token/internal",
-            post(|| async {
-                axum::Json(json!({"code": 0, "msg": "ok", "tenant_access_token": TOKEN, "expire": 7200}))
-            }),
-        )
-        .route(
-            "/open-apis/im/v2/chat_button",
-            put(|headers: axum::http::HeaderMap| async move {
-                let auth = headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                axum::Json(json!({"code": 0, "msg": "success", "data": {"failed_user_reasons": [
-                    {"error_code": 0, "error_message": format!("The user is not in the chat (request Authorization: {auth})"), "user_id": "ou_r1"}
-                ]}}))
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-
+    let emu = crate::apply::fast().await;
+    let admin = Admin::of(&emu);
+    let token = admin
+        .token((
+            feedbuttons::emulator::BUILTIN_APP_ID,
+            feedbuttons::emulator::BUILTIN_APP_SECRET,
+        ))
+        .await;
+    admin
+        .faults(json!({"echo_credentials_to_users_next": 1}))
+        .await;
     let dir = Dir::new();
     write(dir.path(), &one_user("Old"));
-    let cmd = |args: &[&str]| {
-        let mut c = std::process::Command::new(crate::util::bin());
-        c.args(args)
-            .current_dir(dir.path())
-            .stdin(std::process::Stdio::null())
-            .env("NO_COLOR", "1")
-            .env("FEISHU_BASE_URL", &base)
-            .env("FEISHU_APP_ID", "cli_gateway")
-            .env("FEISHU_APP_SECRET", "gateway-secret")
-            .env_remove("FEEDBUTTONS_STATE")
-            .env_remove("FEEDBUTTONS_LOG")
-            .env_remove("RUST_LOG");
-        c
-    };
-    let applied = run(cmd(&["apply", ".", "--yes"])).await;
+    let applied = apply(&emu, dir.path(), &[]).await;
     assert_eq!(applied.code, Some(4), "{applied:?}");
-    let listed = run(cmd(&["state", "list"])).await;
-    let planned = run(cmd(&["plan", "."])).await;
+    assert!(
+        applied.stderr.contains("echoed by the emulator"),
+        "{applied:?}"
+    );
+    let listed = run(feedbuttons(&emu, dir.path(), &["state", "list"])).await;
+    let planned = run(feedbuttons(&emu, dir.path(), &["plan", "."])).await;
     let mut stored = String::new();
     for f in ["state.json", "state.journal"] {
         stored +=
             &std::fs::read_to_string(dir.path().join(".feedbuttons").join(f)).unwrap_or_default();
     }
+    assert!(
+        listed.stdout.contains("echoed by the emulator"),
+        "{listed:?}"
+    );
     for (what, text) in [
         (
             "apply's output",
@@ -239,7 +213,7 @@ async fn a_token_quoted_in_a_refused_users_reason_is_never_printed_or_stored() {
         ("plan", planned.stdout),
         ("the state files", stored),
     ] {
-        assert!(!text.contains(TOKEN), "the token is in {what}:\n{text}");
+        assert!(!text.contains(&token), "the token is in {what}:\n{text}");
     }
 }
 

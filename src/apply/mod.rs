@@ -224,13 +224,8 @@ pub async fn apply(
             Ok(answer) => {
                 gave_up_in_a_row = 0;
                 report.calls_ok += 1;
-                let records = outcome::accepted(
-                    lock.state(),
-                    r,
-                    &call,
-                    &answer.failed_users,
-                    outcome::unix_now(),
-                );
+                let records =
+                    outcome::accepted(lock.state(), r, &call, &answer, outcome::unix_now());
                 let refused = failure_reasons(&answer);
                 for (target, ..) in &call.targets {
                     match target.user_id().and_then(|u| refused.get(u)) {
@@ -249,7 +244,7 @@ pub async fn apply(
                 record_or_stop(lock, &outcome::refused(&call), &mut report, &mut stopping);
             }
             Err(e) => {
-                if matches!(e, CallError::BotNotInChat { .. })
+                if matches!(e.final_error(), CallError::BotNotInChat { .. })
                     && dead_chats.insert(r.body.chat_id.clone())
                 {
                     report.bot_not_in.push(r.body.chat_id.clone());

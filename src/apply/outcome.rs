@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::feishu::wire::FailedUserReason;
+use crate::feishu::client::ChatButtonOutcome;
 use crate::plan::Action;
 use crate::plan::json::{PlanDoc, RequestDoc};
 use crate::state::{AppliedState, OwedReason, Pending, PendingStatus, Record, TargetRecord};
@@ -92,10 +92,14 @@ pub fn accepted(
     state: &AppliedState,
     request: &RequestDoc,
     call: &InFlight,
-    failed: &[FailedUserReason],
+    answer: &ChatButtonOutcome,
     now: u64,
 ) -> Vec<Record> {
-    let failed: HashMap<&str, &str> = failed
+    // An earlier attempt that went unanswered may have applied, even to the users this
+    // answer refuses.
+    let unanswered_before = answer.unanswered_before;
+    let failed: HashMap<&str, &str> = answer
+        .failed_users
         .iter()
         .map(|f| (f.user_id.as_str(), f.error_message.as_str()))
         .collect();
@@ -104,7 +108,14 @@ pub fn accepted(
         if let Some(why) = target.user_id().and_then(|u| failed.get(u)) {
             records.push(Record::put_or_forget(
                 target.clone(),
-                waiting(prior.as_ref(), &call.sent, *action, why, now),
+                waiting(
+                    prior.as_ref(),
+                    &call.sent,
+                    *action,
+                    why,
+                    now,
+                    unanswered_before,
+                ),
             ));
         } else if target.audience == Audience::Everyone && *action == Action::Remove {
             records.push(Record::Forget {
@@ -127,7 +138,7 @@ pub fn accepted(
         .iter()
         .filter(|(t, ..)| t.user_id().is_some_and(|u| failed.contains_key(u)))
         .count();
-    if refused < call.targets.len() {
+    if refused < call.targets.len() || unanswered_before {
         records.extend(owed_after(state, request, call, now));
     }
     records
@@ -140,6 +151,7 @@ fn waiting(
     action: Action,
     reason: &str,
     now: u64,
+    unanswered_before: bool,
 ) -> Option<TargetRecord> {
     let (shown, follows) = prior.map_or((None, false), |r| (r.shown.clone(), r.follows()));
     // What the user shows stays unknown if it was: a refusal does not settle it.
@@ -154,6 +166,7 @@ fn waiting(
         }) => (1, now, true),
         None => (1, now, false),
     };
+    let unsure = unsure || unanswered_before;
     let reason = if reason.is_empty() {
         "reported as failed by the API".to_owned()
     } else {

@@ -200,6 +200,10 @@ pub async fn handle(
         Some(FaultAction::EchoCredentials) => {
             (echo_credentials(&headers, &body), Some("echo_credentials"))
         }
+        Some(FaultAction::EchoCredentialsToUsers) => (
+            echo_credentials_to_users(&headers, &body),
+            Some("echo_credentials_to_users"),
+        ),
         Some(FaultAction::Drop {
             after_processing: true,
         }) => (
@@ -244,6 +248,34 @@ fn echo_credentials(headers: &HeaderMap, body: &[u8]) -> Answer {
             "field validation failed (echoed by the emulator): Authorization: {authorization}; body: {}",
             String::from_utf8_lossy(body)
         ),
+    )
+}
+
+/// A call accepted with every user it names refused, each with a message quoting the request's
+/// credentials.
+fn echo_credentials_to_users(headers: &HeaderMap, body: &[u8]) -> Answer {
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let users: Vec<String> = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("user_ids").cloned())
+        .and_then(|ids| serde_json::from_value(ids).ok())
+        .unwrap_or_default();
+    let failed: Vec<Value> = users
+        .iter()
+        .map(|u| {
+            json!({
+                "error_code": 0,
+                "error_message": format!("The user is not in the chat (echoed by the emulator: Authorization: {authorization})"),
+                "user_id": u,
+            })
+        })
+        .collect();
+    Answer::json(
+        StatusCode::OK,
+        json!({"code": 0, "msg": "success", "data": {"failed_user_reasons": failed}}),
     )
 }
 

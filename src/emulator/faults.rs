@@ -41,6 +41,10 @@ pub struct FaultSpec {
     /// quotes the request's credentials back (its `Authorization` header, or the app secret
     /// on the token endpoint), as some gateways do: a client must never print them.
     pub echo_credentials_next: u32,
+    /// The next N affected chat-button calls are not applied, and every user they name is
+    /// refused in `failed_user_reasons` with a message quoting the request's `Authorization`
+    /// header.
+    pub echo_credentials_to_users_next: u32,
     /// The token endpoint answers `expire` with this JSON value instead of the lifetime left
     /// (`"soon"`, `18446744073709551615`...), on every token call while set.
     pub token_expire: Option<serde_json::Value>,
@@ -64,6 +68,7 @@ impl Default for FaultSpec {
             seed: None,
             token_endpoint: false,
             echo_credentials_next: 0,
+            echo_credentials_to_users_next: 0,
             token_expire: None,
             answer_padding_bytes: 0,
         }
@@ -103,6 +108,8 @@ pub enum FaultAction {
     RateLimited { reset_secs: u64 },
     /// Refuse the call with a message quoting its credentials.
     EchoCredentials,
+    /// Refuse every user the call names with a message quoting its credentials.
+    EchoCredentialsToUsers,
 }
 
 pub struct Faults {
@@ -176,6 +183,9 @@ impl Faults {
         let action = if s.echo_credentials_next > 0 {
             s.echo_credentials_next -= 1;
             Some(FaultAction::EchoCredentials)
+        } else if s.echo_credentials_to_users_next > 0 && !token_call {
+            s.echo_credentials_to_users_next -= 1;
+            Some(FaultAction::EchoCredentialsToUsers)
         } else if s.drops_next > 0 {
             s.drops_next -= 1;
             Some(FaultAction::Drop {

@@ -135,11 +135,17 @@ pub enum CallError {
     #[error("gave up after {attempts} attempt(s); the last failure: {last}")]
     GaveUp { attempts: u32, last: String },
     /// An attempt reached the API and no answer said what became of it (a timeout, a dropped
-    /// connection, a 5xx), and no later attempt settled it: it may have applied.
+    /// connection, a 5xx), and no later attempt applied: it may have applied. A later attempt
+    /// refused with an error (`then`) says nothing about the earlier one.
     #[error(
         "no answer after {attempts} attempt(s), so it may or may not have applied; the last failure: {last}"
     )]
-    Unanswered { attempts: u32, last: String },
+    Unanswered {
+        attempts: u32,
+        last: String,
+        /// The error a later attempt was refused with, if one was.
+        then: Option<Box<CallError>>,
+    },
     /// Any other non-zero code ([`CODE_NOT_API_JSON`] when the answer had none).
     #[error("the API answered HTTP {status} with code {code}: {msg}")]
     Api { code: i64, msg: String, status: u16 },
@@ -152,9 +158,17 @@ impl CallError {
     /// Whether the whole run must stop: every later call would fail the same way.
     pub fn is_fatal(&self) -> bool {
         matches!(
-            self,
+            self.final_error(),
             CallError::Credentials { .. } | CallError::MissingScope { .. }
         )
+    }
+
+    /// The error the last attempt got: for an unanswered call refused later, that refusal.
+    pub fn final_error(&self) -> &CallError {
+        match self {
+            CallError::Unanswered { then: Some(e), .. } => e,
+            e => e,
+        }
     }
 
     /// Whether the call may have taken effect although no answer said so: its targets are
@@ -192,6 +206,9 @@ pub struct ChatButtonOutcome {
     pub failed_users: Vec<FailedUserReason>,
     /// Tries it took: 1, plus one per retry, plus one if a refused token was replaced.
     pub attempts: u32,
+    /// An earlier attempt reached the API and got no answer: it may have applied to the users
+    /// this answer refuses.
+    pub unanswered_before: bool,
 }
 
 /// Counters for the summary, since the client was made.
@@ -378,16 +395,22 @@ impl Client {
             Ok(failed_users) => Ok(ChatButtonOutcome {
                 failed_users,
                 attempts,
+                unanswered_before: unanswered,
             }),
-            // An attempt that reached the API is settled only by an answer to a later one.
-            Err(
-                f @ (Failure::Final(CallError::Stopped)
-                | Failure::RateLimited { .. }
-                | Failure::Transient { .. }
-                | Failure::Unanswered { .. }),
-            ) if unanswered => Err(CallError::Unanswered {
+            // An attempt that reached the API is settled only by a later one that applied: an
+            // error on a later attempt (the bot removed meanwhile, a gateway's refusal) says
+            // nothing about what the earlier one did.
+            Err(Failure::Final(e)) if unanswered && !matches!(e, CallError::Stopped) => {
+                Err(CallError::Unanswered {
+                    attempts,
+                    last: e.to_string(),
+                    then: Some(Box::new(e)),
+                })
+            }
+            Err(f) if unanswered => Err(CallError::Unanswered {
                 attempts,
                 last: f.to_string(),
+                then: None,
             }),
             Err(f) => Err(f.into_error(attempts)),
         }
@@ -811,7 +834,11 @@ fn classify_chat_button(answer: &Answer, chat_id: &str, secrets: &[&str]) -> Ver
     let error = match code {
         // An absent list (`"data": {}`) means nobody failed.
         CODE_OK => {
-            return Verdict::Applied(parsed.data.unwrap_or_default().failed_user_reasons);
+            let mut failed = parsed.data.unwrap_or_default().failed_user_reasons;
+            for f in &mut failed {
+                f.error_message = scrub(&f.error_message, secrets);
+            }
+            return Verdict::Applied(failed);
         }
         CODE_NO_TOKEN | CODE_TOKEN_INVALID | CODE_TOKEN_FORMAT | CODE_TOKEN_EXPIRED => {
             return Verdict::TokenRefused { code, msg, status };

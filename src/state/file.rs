@@ -268,6 +268,19 @@ impl FileWriter {
         Ok(())
     }
 
+    /// The next change's serial; a state at the largest serial (only a hand edit gets it
+    /// there) takes no more changes.
+    fn next_serial(&self) -> Result<u64, StateError> {
+        self.state
+            .serial
+            .checked_add(1)
+            .ok_or_else(|| StateError::Corrupt {
+                path: self.store.snapshot.clone(),
+                line: None,
+                why: "the serial is at its largest value, so no change can follow it; restore the state from a backup".to_owned(),
+            })
+    }
+
     fn compaction_due(&self) -> bool {
         self.journal_len > self.compaction_threshold()
     }
@@ -421,7 +434,7 @@ impl StateWriter for FileWriter {
             None => {}
         }
         self.ensure_created()?;
-        let serial = self.state.serial + 1;
+        let serial = self.next_serial()?;
         let line = journal::bind_line(&self.state.lineage, serial, binding);
         self.commit(serial, Some(&line), |s| s.binding = Some(binding.clone()))
     }
@@ -432,7 +445,7 @@ impl StateWriter for FileWriter {
             return Ok(());
         }
         self.ensure_created()?;
-        let serial = self.state.serial + 1;
+        let serial = self.next_serial()?;
         let apply = |s: &mut AppliedState| s.apply(records);
         // Hardly any record takes fewer bytes in a journal line: a batch that is clearly too
         // large to journal goes straight to a snapshot without encoding the line first.

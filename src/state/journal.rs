@@ -228,7 +228,7 @@ pub(crate) fn replay(
             done.already_in_snapshot += 1;
             continue;
         }
-        if entry.serial != state.serial + 1 {
+        if Some(entry.serial) != state.serial.checked_add(1) {
             return Err(corrupt(
                 line,
                 format!(

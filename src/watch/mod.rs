@@ -835,13 +835,9 @@ impl Controller {
             .put_chat_button(request.user_id_type, &request.body)
             .await;
         let records = match &result {
-            Ok(answer) => apply::outcome::accepted(
-                writer.state(),
-                &request,
-                &call,
-                &answer.failed_users,
-                unix_secs(),
-            ),
+            Ok(answer) => {
+                apply::outcome::accepted(writer.state(), &request, &call, answer, unix_secs())
+            }
             Err(e) if e.may_have_applied() => Vec::new(),
             Err(_) => apply::outcome::refused(&call),
         };

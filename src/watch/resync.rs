@@ -6,7 +6,9 @@
 //! whole-chat call first, then its users in batches of 20 per button list), and spaces its
 //! calls evenly over the period, never closer than two rate-limit intervals: on its own it
 //! uses at most half of `--rate-limit`, and the client's limiter keeps the total under the
-//! limit when a reconcile runs beside it. Re-sending what the state holds records nothing.
+//! limit when a reconcile runs beside it. A re-send is recorded like any call (see
+//! `apply::outcome`): a whole-chat one marks the chat's users owed until their own re-sends
+//! land, and users the API refuses are recorded as waiting.
 //!
 //! The controller runs these calls between reconciles, never during one, so a re-send never
 //! races a change to the same target. After a reconcile recorded changes, the chat in progress
@@ -169,7 +171,7 @@ impl Resync {
                     tracing::warn!(
                         chat_id = %request.body.chat_id,
                         failed_users = outcome.failed_users.len(),
-                        "resync: the API did not apply some users' buttons (they stay as recorded; a reconcile does not retry them, since nothing changed)"
+                        "resync: the API refused some users (not in the chat): they are recorded as waiting, and reconciles retry them with a backoff"
                     );
                 }
                 CallOutcome::Ok
@@ -177,7 +179,7 @@ impl Resync {
             Err(e) => {
                 pass.calls_failed += 1;
                 tracing::warn!(chat_id = %request.body.chat_id, error = %e, "resync: a call failed");
-                if matches!(e, CallError::BotNotInChat { .. }) {
+                if matches!(e.final_error(), CallError::BotNotInChat { .. }) {
                     not_sent = pass.queue.len();
                     pass.queue.clear();
                 } else if e.is_fatal() {
