@@ -6,7 +6,7 @@
 //! applies converge to the emulator showing the config, and `plan` says "No changes" only when
 //! it does.
 //!
-//! `FEEDBUTTONS_MODEL_CASES` sets the number of random cases (default 24).
+//! `FEEDBUTTONS_MODEL_CASES` sets the number of random cases (default 64).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -602,7 +602,7 @@ fn cases() -> u32 {
     std::env::var("FEEDBUTTONS_MODEL_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(24)
+        .unwrap_or(64)
 }
 
 proptest! {
