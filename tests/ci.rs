@@ -17,8 +17,8 @@ use feedbuttons::emulator::{
 
 use crate::util::{self, Dir};
 
-const GITHUB: &str = "examples/ci/github-actions/feedbuttons.yml";
-const GITLAB: &str = "examples/ci/gitlab/.gitlab-ci.yml";
+const GITHUB: &str = "examples/ci/github-actions/feedbuttons-file-state.yml";
+const GITLAB: &str = "examples/ci/gitlab/file-state.gitlab-ci.yml";
 /// The subject of the commit that records the applied state.
 const RECORD: &str = "feedbuttons: record the applied state [skip ci]";
 const STATE: &str = "buttons/.feedbuttons/state.json";
