@@ -17,6 +17,7 @@ const CODES: &[&str] = &[
     "duplicate-user-set",
     "everyone-with-users",
     "file-not-utf8",
+    "file-too-large",
     "file-unreadable",
     "invalid-chat-id",
     "invalid-user-id",
@@ -36,6 +37,8 @@ const CODES: &[&str] = &[
     "version-unsupported",
     "wrong-type",
     "yaml-syntax",
+    "yaml-too-deep",
+    "yaml-too-many-aliases",
 ];
 
 fn invalid_root() -> PathBuf {
@@ -333,6 +336,28 @@ fn yamlish() -> impl Strategy<Value = String> {
     prop::collection::vec(token, 0..40).prop_map(|t| t.concat())
 }
 
+/// Fails when a message shows the parser's API or a Debug form instead of plain words.
+fn no_parser_internals(loaded: &feedbuttons::config::Loaded) -> Result<(), TestCaseError> {
+    for d in &loaded.report.diagnostics {
+        let texts = std::iter::once(&d.message)
+            .chain(d.help.iter())
+            .chain(d.labels.iter().map(|l| &l.message));
+        for t in texts {
+            for internal in [
+                "from_str",
+                "budget breached",
+                " { ",
+                "Error",
+                "serde",
+                " at line ",
+            ] {
+                prop_assert!(!t.contains(internal), "{:?}: {}", d.code, t);
+            }
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -341,6 +366,7 @@ proptest! {
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let loaded = feedbuttons::config::load_texts(vec![(PathBuf::from("a.yaml"), text)]);
         prop_assert_eq!(loaded.desired.is_some(), !loaded.report.has_errors());
+        no_parser_internals(&loaded)?;
         let _ = loaded.report.render_text(&loaded.sources);
     }
 
@@ -348,6 +374,7 @@ proptest! {
     fn arbitrary_yaml_gives_diagnostics_or_a_config_never_a_panic(a in yamlish(), b in yamlish()) {
         let loaded = feedbuttons::config::load_texts(vec![(PathBuf::from("a.yaml"), a), (PathBuf::from("b.yaml"), b)]);
         prop_assert_eq!(loaded.desired.is_some(), !loaded.report.has_errors());
+        no_parser_internals(&loaded)?;
         for d in &loaded.report.diagnostics {
             for l in &d.labels {
                 prop_assert!(l.pos.line >= 1, "{:?}", d);

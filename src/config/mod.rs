@@ -4,6 +4,7 @@
 pub mod diag;
 pub mod raw;
 pub mod schema;
+pub mod syntax;
 pub mod validate;
 pub mod yaml;
 
@@ -252,58 +253,20 @@ pub fn parse_with_limit(
     max_nodes: usize,
     report: &mut Report,
 ) -> Option<Node> {
+    let limits = syntax::Limits::for_nodes(max_nodes);
     let options = serde_saphyr::options! {
-        budget: serde_saphyr::budget! {
-            max_nodes: max_nodes,
-            max_events: 2 * max_nodes + 1_000,
-            max_total_scalar_bytes: 1 << 30,
-        },
+        budget: Some(limits.budget()),
         with_snippet: false,
+        // `1e999` and `.nan` reach the decoder as numbers, which it refuses in its own words
+        // ("must be a string, found a number: put it in quotes").
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
     };
     match serde_saphyr::from_str_with_options::<Node>(text, options) {
         Ok(node) => Some(node),
         Err(e) => {
-            let pos = e
-                .location()
-                .filter(|l| l.line() > 0)
-                .map_or(Pos::START, |l| Pos {
-                    line: u32::try_from(l.line()).unwrap_or(u32::MAX),
-                    column: u32::try_from(l.column()).unwrap_or(u32::MAX),
-                    len: 0,
-                });
-            let message = plain_message(&e);
-            let d = if matches!(e.without_snippet(), serde_saphyr::Error::Budget { .. }) {
-                Diagnostic::error(
-                    "file-too-large",
-                    format!("the file has more than {max_nodes} YAML nodes (values, lists and mappings)"),
-                )
-                .label(file, pos, "the limit was reached here")
-                .help("split it into several files: every file in the directory is part of the config")
-            } else if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
-                let key = key.split(',').next().unwrap_or(key);
-                Diagnostic::error(
-                    "duplicate-key",
-                    format!("`{key}` is written twice in one mapping"),
-                )
-                .label(file, pos, "written again here")
-                .help("YAML keeps one value per key: remove one of them")
-            } else {
-                Diagnostic::error("yaml-syntax", format!("invalid YAML: {message}"))
-                    .label(file, pos, "here")
-            };
-            report.push(d);
+            report.push(syntax::diagnostic(file, text, &e, &limits));
             None
         }
-    }
-}
-
-/// The parser's message without its own location suffix (we print the location ourselves).
-fn plain_message(e: &serde_saphyr::Error) -> String {
-    let s = e.without_snippet().to_string();
-    let s = s.lines().next().unwrap_or_default().trim().to_owned();
-    match s.rfind(" at line ") {
-        Some(i) => s[..i].to_owned(),
-        None => s,
     }
 }
 
