@@ -16,6 +16,7 @@ const CODES: &[&str] = &[
     "duplicate-key",
     "duplicate-user-set",
     "everyone-with-users",
+    "file-not-regular",
     "file-not-utf8",
     "file-too-large",
     "file-unreadable",
@@ -287,6 +288,91 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(p);
         }
     }
+}
+
+/// Runs the binary like [`util::run`], failing the test instead of hanging past `secs`.
+fn run_within(cwd: &Path, args: &[&str], secs: u64) -> std::process::Output {
+    let mut child = std::process::Command::new(util::bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run feedbuttons");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().expect("poll feedbuttons").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("feedbuttons {args:?} did not finish within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect the output")
+}
+
+/// The parsed `validate --format json` output for `dir`.
+fn validate_json(cwd: &Path, dir: &str) -> serde_json::Value {
+    let out = run_within(cwd, &["validate", dir, "--format", "json"], 30);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{}\n{}",
+            util::stdout(&out),
+            util::stderr(&out)
+        )
+    })
+}
+
+#[cfg(unix)]
+#[test]
+fn a_socket_or_a_link_to_a_fifo_named_yaml_is_an_error() {
+    let dir = Dir::new().file("a.yaml", "version: 1\n");
+    let _socket = std::os::unix::net::UnixListener::bind(dir.path().join("s.yaml")).expect("bind");
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("pipe"))
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    std::os::unix::fs::symlink("pipe", dir.path().join("p.yml")).expect("symlink");
+    let v = validate_json(dir.path(), ".");
+    let messages: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .expect("diagnostics")
+        .iter()
+        .filter(|d| d["code"] == "file-not-regular")
+        .filter_map(|d| d["message"].as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "`p.yml` is a symbolic link to `pipe`, which is a named pipe (FIFO), not a regular file",
+            "`s.yaml` is a socket, not a regular file",
+        ],
+        "{v:#}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_reported_at_its_first_bad_byte() {
+    let dir = Dir::new().file("a.yaml", "");
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        b"version: 1\nbuttons:\n  a:\n    text: caf\xe9\n",
+    )
+    .expect("write");
+    let v = validate_json(dir.path(), ".");
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "file-not-utf8");
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(4), Some(14)),
+        "{d:#}"
+    );
+    assert_eq!(
+        d["message"],
+        "the file is not UTF-8 (byte 0xE9 cannot start or continue a character)"
+    );
 }
 
 /// YAML-shaped text built from the tokens a config uses, to reach deep into the decoder.

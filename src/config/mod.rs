@@ -62,42 +62,25 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
     let mut sources = Sources::default();
     for rel in &rel_paths {
         let full = dir.join(rel);
-        let text = match std::fs::read(&full) {
+        let shown = shown_dir.join(rel);
+        let file = sources.files.len();
+        let text = match read_config_file(&full) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    report.push(
-                        Diagnostic::error(
-                            "file-not-utf8",
-                            format!(
-                                "the file is not UTF-8 (invalid byte at offset {})",
-                                e.utf8_error().valid_up_to()
-                            ),
-                        )
-                        .label(sources.files.len(), Pos::START, "")
-                        .help("save the file as UTF-8"),
-                    );
-                    None
+                    let bytes = e.into_bytes();
+                    report.push(not_utf8(file, &bytes));
+                    // Kept, with the bad bytes replaced, so that the error shows its line.
+                    Some(String::from_utf8_lossy(&bytes).into_owned())
                 }
             },
-            Err(e) => {
-                let dangling =
-                    std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink());
-                let help = if dangling {
-                    "it is a symbolic link whose target is missing: restore the target or remove the link"
-                } else {
-                    "make the file readable, or remove it from the config directory"
-                };
-                report.push(
-                    Diagnostic::error("file-unreadable", format!("cannot read the file: {e}"))
-                        .label(sources.files.len(), Pos::START, "")
-                        .help(help),
-                );
+            Err(problem) => {
+                report.push(problem.diagnostic(file, &shown));
                 None
             }
         };
         sources.files.push(SourceFile {
-            path: shown_dir.join(rel),
+            path: shown,
             text: text.unwrap_or_default(),
         });
     }
@@ -153,6 +136,144 @@ fn finish(sources: Sources, mut report: Report) -> Loaded {
     }
 }
 
+/// Why a config file's bytes could not be read.
+enum ReadProblem {
+    /// It is a FIFO, a socket or a device, itself or at the end of a symbolic link.
+    NotRegular {
+        what: &'static str,
+        link_target: Option<PathBuf>,
+    },
+    Io {
+        error: std::io::Error,
+        dangling_link: bool,
+    },
+}
+
+impl ReadProblem {
+    fn diagnostic(&self, file: FileId, shown: &Path) -> Diagnostic {
+        match self {
+            ReadProblem::NotRegular { what, link_target } => {
+                let message = match link_target {
+                    Some(target) => format!(
+                        "`{}` is a symbolic link to `{}`, which is {what}, not a regular file",
+                        shown.display(),
+                        target.display()
+                    ),
+                    None => format!("`{}` is {what}, not a regular file", shown.display()),
+                };
+                Diagnostic::error("file-not-regular", message)
+                    .label(file, Pos::START, "")
+                    .help("a config file must be a regular file: replace it with one, or rename it so that it does not end in `.yaml` or `.yml`")
+            }
+            ReadProblem::Io {
+                error,
+                dangling_link,
+            } => {
+                let help = if *dangling_link {
+                    "it is a symbolic link whose target is missing: restore the target or remove the link"
+                } else {
+                    "make the file readable, or remove it from the config directory"
+                };
+                Diagnostic::error("file-unreadable", format!("cannot read the file: {error}"))
+                    .label(file, Pos::START, "")
+                    .help(help)
+            }
+        }
+    }
+}
+
+/// Reads one config file, refusing anything but a regular file. Reading a FIFO would wait for a
+/// writer forever, and a device may never end or may act on being opened, so the type is
+/// checked before opening; the file is opened non-blocking and checked again, in case it was
+/// replaced in between.
+fn read_config_file(path: &Path) -> Result<Vec<u8>, ReadProblem> {
+    use std::io::Read;
+
+    let io = |error: std::io::Error| ReadProblem::Io {
+        dangling_link: std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()),
+        error,
+    };
+    let not_regular = |meta: &std::fs::Metadata| ReadProblem::NotRegular {
+        what: describe_file_type(meta),
+        link_target: std::fs::symlink_metadata(path)
+            .is_ok_and(|m| m.file_type().is_symlink())
+            .then(|| std::fs::read_link(path).ok())
+            .flatten(),
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let mut file = options.open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
+}
+
+/// What a file that is not a regular file is, in a person's words.
+fn describe_file_type(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+    }
+    if meta.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    }
+}
+
+/// The error for a file that is not UTF-8, at the line and column of its first invalid byte.
+fn not_utf8(file: FileId, bytes: &[u8]) -> Diagnostic {
+    let valid = std::str::from_utf8(bytes)
+        .err()
+        .map_or(bytes.len(), |e| e.valid_up_to());
+    let prefix = String::from_utf8_lossy(&bytes[..valid]);
+    let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
+    let pos = Pos {
+        line: u32::try_from(prefix.matches('\n').count() + 1).unwrap_or(u32::MAX),
+        column: u32::try_from(prefix[line_start..].chars().count() + 1).unwrap_or(u32::MAX),
+        len: 1,
+    };
+    let byte = bytes.get(valid).copied().unwrap_or_default();
+    // A UTF-16 file starts with a byte order mark; saying so saves guessing the encoding.
+    let help = if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        "the file looks like UTF-16: save it as UTF-8"
+    } else {
+        "save the file as UTF-8"
+    };
+    Diagnostic::error(
+        "file-not-utf8",
+        format!("the file is not UTF-8 (byte 0x{byte:02X} cannot start or continue a character)"),
+    )
+    .label(file, pos, "not UTF-8")
+    .help(help)
+}
+
 /// Walks `dir/rel`, following symbolic links (a git-sync checkout is one), skipping hidden names.
 fn collect_files(
     root: &Path,
@@ -190,11 +311,11 @@ fn collect_files(
         let child = rel.join(&name);
         match std::fs::metadata(root.join(&child)) {
             Ok(meta) if meta.is_dir() => collect_files(root, &child, out, seen_dirs)?,
-            Ok(meta) if meta.is_file() && is_config => out.push(child),
+            // A config file that cannot be read (a dangling link, no permission, a FIFO or a
+            // device) is kept, so that reading it reports the error: skipping it would drop
+            // its targets, and the next plan would remove them.
+            Ok(_) if is_config => out.push(child),
             Ok(_) => {}
-            // A config file that cannot be looked at (a dangling link, no permission) is kept,
-            // so that reading it reports the error: skipping it would drop its targets, and
-            // the next plan would remove them.
             Err(_) if is_config => out.push(child),
             Err(_) => {}
         }
