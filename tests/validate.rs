@@ -324,6 +324,110 @@ fn validate_json(cwd: &Path, dir: &str) -> serde_json::Value {
     })
 }
 
+#[test]
+fn a_bad_indent_in_a_shared_file_is_the_one_error_and_names_wait_on_it() {
+    // The cascade: a tab in the shared file's indentation, whose buttons and user sets
+    // two teams use. It was reported a line too early with no help, followed by an `undefined`
+    // error for each use and an `unused` warning for the set only the shared file uses.
+    let v = validate_json(&invalid_root(), "yaml-syntax-indentation-cascade");
+    assert_eq!(v["errors"], 1, "{v:#}");
+    assert_eq!(v["warnings"], 0, "{v:#}");
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "yaml-syntax");
+    assert_eq!(d["file"], "yaml-syntax-indentation-cascade/shared.yaml");
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(9), Some(1)),
+        "{d:#}"
+    );
+    assert!(
+        d["help"].as_str().is_some_and(|h| h.contains("spaces")),
+        "{d:#}"
+    );
+    let waiting: Vec<(String, String)> = d["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .skip(1)
+        .map(|l| {
+            (
+                l["file"].as_str().unwrap_or_default().to_owned(),
+                l["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(waiting.len(), 2, "{waiting:?}");
+    assert_eq!(
+        waiting[0].0,
+        "yaml-syntax-indentation-cascade/payments.yaml"
+    );
+    assert_eq!(waiting[1].0, "yaml-syntax-indentation-cascade/sre.yaml");
+    assert!(
+        waiting[1]
+            .1
+            .starts_with("`sre-oncall`, `runbook`, `dashboards`, `sre-leads` wait on this error"),
+        "{waiting:?}"
+    );
+}
+
+#[test]
+fn a_name_that_the_unparsed_file_does_not_hold_is_still_undefined() {
+    let dir = Dir::new()
+        .file(
+            "shared.yaml",
+            "version: 1\nbuttons:\n  runbook:\n    text: Runbook\n\turl: https://a.example.com\n",
+        )
+        .file(
+            "team.yaml",
+            "version: 1\nchats:\n  - chat_id: oc_a\n    assign:\n      - users: [ou_a]\n        buttons: [runbook, runbok]\n",
+        );
+    let v = validate_json(dir.path(), ".");
+    assert_eq!(v["errors"], 2, "{v:#}");
+    let undefined: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .expect("diagnostics")
+        .iter()
+        .filter(|d| d["code"] == "undefined-button")
+        .filter_map(|d| d["message"].as_str())
+        .collect();
+    assert_eq!(undefined, ["button `runbok` is not defined"], "{v:#}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_named_yaml_is_an_error_not_a_hang_and_its_names_wait_on_it() {
+    let dir = Dir::new().file(
+        "team.yaml",
+        "version: 1\nuser_sets:\n  spare: [ou_b]\nchats:\n  - chat_id: oc_a\n    assign:\n      - users: [ou_a]\n        buttons: [runbook]\n",
+    );
+    let fifo = dir.path().join("shared.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let v = validate_json(dir.path(), ".");
+    // Nothing of the FIFO is known, so `runbook` waits on it and `spare` may be used there.
+    assert_eq!(
+        (v["errors"].as_u64(), v["warnings"].as_u64()),
+        (Some(1), Some(0)),
+        "{v:#}"
+    );
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "file-not-regular");
+    assert_eq!(d["file"], "shared.yaml");
+    assert_eq!(
+        d["message"],
+        "`shared.yaml` is a named pipe (FIFO), not a regular file"
+    );
+    assert_eq!(d["labels"][1]["file"], "team.yaml");
+    assert_eq!(d["labels"][1]["line"], 8);
+    assert_eq!(
+        d["labels"][1]["message"],
+        "`runbook` waits on this error: no other file defines it"
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn a_socket_or_a_link_to_a_fifo_named_yaml_is_an_error() {

@@ -60,6 +60,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
     };
     let mut report = Report::default();
     let mut sources = Sources::default();
+    let mut text_known = Vec::with_capacity(rel_paths.len());
     for rel in &rel_paths {
         let full = dir.join(rel);
         let shown = shown_dir.join(rel);
@@ -79,6 +80,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
                 None
             }
         };
+        text_known.push(text.is_some());
         sources.files.push(SourceFile {
             path: shown,
             text: text.unwrap_or_default(),
@@ -93,7 +95,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
             .help("point feedbuttons at the directory that holds your config files"),
         );
     }
-    Ok(finish(sources, report))
+    Ok(finish(sources, report, &text_known))
 }
 
 /// Loads and validates config files given as text (for tests and tools that hold files in memory).
@@ -104,11 +106,13 @@ pub fn load_texts(files: Vec<(PathBuf, String)>) -> Loaded {
             .map(|(path, text)| SourceFile { path, text })
             .collect(),
     };
-    finish(sources, Report::default())
+    let text_known = vec![true; sources.files.len()];
+    finish(sources, Report::default(), &text_known)
 }
 
 /// Parses, decodes and validates the files whose reading raised no diagnostic yet.
-fn finish(sources: Sources, mut report: Report) -> Loaded {
+/// `text_known[i]` is false for a file whose content could not be read at all.
+fn finish(sources: Sources, mut report: Report, text_known: &[bool]) -> Loaded {
     let readable: Vec<bool> = (0..sources.files.len())
         .map(|i| {
             !report
@@ -119,13 +123,31 @@ fn finish(sources: Sources, mut report: Report) -> Loaded {
         .collect();
     let decoded = parse_and_decode(&sources, &readable);
     let mut raws = Vec::with_capacity(decoded.len());
+    let mut parsed = vec![false; sources.files.len()];
     for (file, raw, file_report) in decoded {
         report.diagnostics.extend(file_report.diagnostics);
         if let Some(raw) = raw {
+            parsed[file] = true;
             raws.push((file, raw));
         }
     }
-    let desired = validate::validate(&raws, &mut report);
+    // Files that declare nothing because they could not be read or parsed: what they would
+    // have defined is unknown, so validation must not call their names undefined.
+    let unparsed: Vec<validate::Unparsed> = sources
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !parsed[*i])
+        .map(|(i, f)| validate::Unparsed {
+            file: i,
+            text: text_known
+                .get(i)
+                .copied()
+                .unwrap_or(true)
+                .then_some(f.text.as_str()),
+        })
+        .collect();
+    let desired = validate::validate(&raws, &unparsed, &mut report);
     drop(raws);
     report.sort();
     let desired = (!report.has_errors()).then_some(desired);

@@ -4,18 +4,43 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use super::diag::{Diagnostic, FileId, Report};
+use super::diag::{Diagnostic, FileId, Label, Report, Severity};
 use super::raw::{At, RawButton, RawButtonRef, RawFile, RawUrl, suggest};
 use super::yaml::Pos;
 use crate::desired::DesiredState;
 use crate::feishu::wire::{self, ActionType, ButtonType, MultiUrl, Text, UserIdType, api};
 use crate::target::{ButtonList, Target};
 
+/// A file that declares nothing because it could not be read or parsed.
+pub struct Unparsed<'a> {
+    pub file: FileId,
+    /// Its text, when it could be read (a syntax error); `None` when nothing of it is known.
+    pub text: Option<&'a str>,
+}
+
 /// Checks every file together and builds the desired state (meaningful only without errors).
-pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredState {
+/// Names that no parsed file defines but an `unparsed` file may define are not reported as
+/// undefined: they are shown on that file's error, as waiting on it.
+pub fn validate(
+    files: &[(FileId, RawFile)],
+    unparsed: &[Unparsed],
+    report: &mut Report,
+) -> DesiredState {
+    // The error that keeps each unparsed file out: waiting names are shown on it.
+    let blocking: Vec<(FileId, Option<&str>, usize)> = unparsed
+        .iter()
+        .filter_map(|u| {
+            let i = report.diagnostics.iter().position(|d| {
+                d.severity == Severity::Error && d.labels.first().is_some_and(|l| l.file == u.file)
+            })?;
+            Some((u.file, u.text, i))
+        })
+        .collect();
     let mut v = Validator {
         report,
         interned: HashMap::new(),
+        blocking: &blocking,
+        waiting: Vec::new(),
     };
     let buttons = v.define_buttons(files);
     let sets = v.define_sets(files);
@@ -156,6 +181,9 @@ pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredStat
                 }
                 for s in &a.user_sets {
                     let Some(set) = sets.get(s.value.as_str()) else {
+                        if v.waits(*file, s.pos, &s.value) {
+                            continue;
+                        }
                         let names: Vec<&str> = sets.keys().copied().collect();
                         let mut d = Diagnostic::error(
                             "undefined-user-set",
@@ -235,8 +263,11 @@ pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredStat
         }
     }
 
+    // A file that did not parse may be the one that uses a set: say nothing rather than
+    // something false.
+    let all_parsed = unparsed.is_empty();
     for (name, set) in &sets {
-        if !used_sets.contains(name) {
+        if all_parsed && !used_sets.contains(name) {
             v.report.push(
                 Diagnostic::warning(
                     "unused-user-set",
@@ -248,9 +279,75 @@ pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredStat
         }
     }
 
+    let waiting = std::mem::take(&mut v.waiting);
+    show_waiting(v.report, &blocking, waiting);
+
     targets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     desired.targets = targets.into_iter().collect();
     desired
+}
+
+/// A name used in a parsed file that no parsed file defines, which an unparsed file may define.
+struct Waiting {
+    file: FileId,
+    pos: Pos,
+    name: String,
+    /// The unparsed files (indexes into `blocking`) whose text could hold the definition.
+    on: Vec<usize>,
+}
+
+/// At most this many files' waiting names are shown on one blocking error.
+const MAX_WAITING_FILES: usize = 5;
+
+/// Puts, on each unparsed file's error, one label per file whose names wait on it.
+fn show_waiting(
+    report: &mut Report,
+    blocking: &[(FileId, Option<&str>, usize)],
+    waiting: Vec<Waiting>,
+) {
+    for (b, (_, _, diagnostic)) in blocking.iter().enumerate() {
+        // Referencing file -> its waiting names with their places, in the order they are used.
+        let mut by_file: BTreeMap<FileId, Vec<(Pos, &str)>> = BTreeMap::new();
+        for w in waiting.iter().filter(|w| w.on.contains(&b)) {
+            by_file.entry(w.file).or_default().push((w.pos, &w.name));
+        }
+        let by_file: Vec<(FileId, Pos, Vec<&str>)> = by_file
+            .into_iter()
+            .map(|(file, mut uses)| {
+                uses.sort();
+                let first = uses.first().map_or(Pos::START, |u| u.0);
+                let mut names: Vec<&str> = Vec::with_capacity(uses.len());
+                for (_, name) in uses {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+                (file, first, names)
+            })
+            .collect();
+        let files = by_file.len();
+        let Some(d) = report.diagnostics.get_mut(*diagnostic) else {
+            continue;
+        };
+        for (i, (file, pos, names)) in by_file.into_iter().enumerate() {
+            if i == MAX_WAITING_FILES {
+                break;
+            }
+            let verb = if names.len() == 1 { "waits" } else { "wait" };
+            let mut message = format!(
+                "{} {verb} on this error: no other file defines {}",
+                list_some(&names, 4),
+                if names.len() == 1 { "it" } else { "them" }
+            );
+            if i + 1 == MAX_WAITING_FILES && files > MAX_WAITING_FILES {
+                message.push_str(&format!(
+                    " (and names in {} more files)",
+                    files - MAX_WAITING_FILES
+                ));
+            }
+            d.labels.push(Label { file, pos, message });
+        }
+    }
 }
 
 /// Where a user was named: directly (`users:`) or through a user set (`user_sets:`).
@@ -278,9 +375,35 @@ struct SetDef<'a> {
 struct Validator<'r> {
     report: &'r mut Report,
     interned: HashMap<ButtonList, Arc<ButtonList>>,
+    /// Unparsed files with the error that keeps each out, and their text where known.
+    blocking: &'r [(FileId, Option<&'r str>, usize)],
+    waiting: Vec<Waiting>,
 }
 
 impl Validator<'_> {
+    /// Whether a name that no parsed file defines may be defined by a file that did not parse:
+    /// then it waits on that file's error instead of being reported as undefined. A file can
+    /// only define a name its text holds, so a typo is still reported at once.
+    fn waits(&mut self, file: FileId, pos: Pos, name: &str) -> bool {
+        let on: Vec<usize> = self
+            .blocking
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, text, _))| text.is_none_or(|t| t.contains(name)))
+            .map(|(i, _)| i)
+            .collect();
+        if on.is_empty() {
+            return false;
+        }
+        self.waiting.push(Waiting {
+            file,
+            pos,
+            name: name.to_owned(),
+            on,
+        });
+        true
+    }
+
     fn define_buttons<'a>(
         &mut self,
         files: &'a [(FileId, RawFile)],
@@ -409,6 +532,7 @@ impl Validator<'_> {
                 RawButtonRef::Named(name) => match defined.get(name.value.as_str()) {
                     Some((_, _, Some(b))) => list.push(b.clone()),
                     Some((_, _, None)) => ok = false,
+                    None if self.waits(file, name.pos, &name.value) => ok = false,
                     None => {
                         let names: Vec<&str> = defined.keys().copied().collect();
                         let mut d = Diagnostic::error(
