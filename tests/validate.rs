@@ -9,6 +9,7 @@ use crate::util::{self, Dir};
 /// Every stable diagnostic code a fixture directory can be named after.
 const CODES: &[&str] = &[
     "assignment-no-audience",
+    "button-text-control",
     "button-text-empty",
     "button-text-too-long",
     "duplicate-assignment",
@@ -477,6 +478,30 @@ fn a_file_that_is_not_utf8_is_reported_at_its_first_bad_byte() {
         d["message"],
         "the file is not UTF-8 (byte 0xE9 cannot start or continue a character)"
     );
+}
+
+#[test]
+fn duplicate_users_in_one_assignment_are_a_warning_with_both_places() {
+    let dir = Dir::new().file(
+        "a.yaml",
+        "version: 1
+user_sets:
+  oncall: [ou_a, ou_b, ou_a]
+  leads: [ou_b, ou_c]
+chats:
+  - chat_id: oc_x
+    assign:
+      - users: [ou_d, ou_e, ou_d]
+        buttons: []
+      - users: [ou_b]
+        user_sets: [oncall, leads]
+        buttons: []
+",
+    );
+    let out = util::run(dir.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", util::stdout(&out));
+    // `oncall` and `leads` share `ou_b`: overlapping sets are not warned about.
+    insta::assert_snapshot!(util::stdout(&out));
 }
 
 /// YAML-shaped text built from the tokens a config uses, to reach deep into the decoder.
