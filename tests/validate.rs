@@ -134,6 +134,23 @@ fn regex_lite_place(out: &str, case: &str) -> bool {
 }
 
 #[test]
+fn every_code_is_in_the_readme_rules_table() {
+    let readme = std::fs::read_to_string(util::root().join("README.md")).expect("README.md");
+    let rules = readme
+        .split("### The rules")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the README has a rules section");
+    let warnings = ["duplicate-user", "unused-user-set", "chat-name-conflict"];
+    for code in CODES.iter().chain(&warnings).chain(&["no-config-files"]) {
+        assert!(
+            rules.contains(&format!("`{code}`")),
+            "{code} is not in the README's rules table"
+        );
+    }
+}
+
+#[test]
 fn a_directory_without_config_files_is_an_error() {
     let out = util::run(&invalid_root(), &["validate", "no-config-files"]);
     assert_eq!(out.status.code(), Some(1));
