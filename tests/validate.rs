@@ -9,6 +9,7 @@ use crate::util::{self, Dir};
 /// Every stable diagnostic code a fixture directory can be named after.
 const CODES: &[&str] = &[
     "assignment-no-audience",
+    "button-text-control",
     "button-text-empty",
     "button-text-too-long",
     "duplicate-assignment",
@@ -16,7 +17,9 @@ const CODES: &[&str] = &[
     "duplicate-key",
     "duplicate-user-set",
     "everyone-with-users",
+    "file-not-regular",
     "file-not-utf8",
+    "file-too-large",
     "file-unreadable",
     "invalid-chat-id",
     "invalid-user-id",
@@ -36,6 +39,8 @@ const CODES: &[&str] = &[
     "version-unsupported",
     "wrong-type",
     "yaml-syntax",
+    "yaml-too-deep",
+    "yaml-too-many-aliases",
 ];
 
 fn invalid_root() -> PathBuf {
@@ -126,6 +131,23 @@ fn regex_lite_place(out: &str, case: &str) -> bool {
             && line.parse::<u32>().is_ok_and(|n| n > 0)
             && col.parse::<u32>().is_ok_and(|n| n > 0)
     })
+}
+
+#[test]
+fn every_code_is_in_the_readme_rules_table() {
+    let readme = std::fs::read_to_string(util::root().join("README.md")).expect("README.md");
+    let rules = readme
+        .split("### The rules")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the README has a rules section");
+    let warnings = ["duplicate-user", "unused-user-set", "chat-name-conflict"];
+    for code in CODES.iter().chain(&warnings).chain(&["no-config-files"]) {
+        assert!(
+            rules.contains(&format!("`{code}`")),
+            "{code} is not in the README's rules table"
+        );
+    }
 }
 
 #[test]
@@ -286,6 +308,219 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Runs the binary like [`util::run`], failing the test instead of hanging past `secs`.
+fn run_within(cwd: &Path, args: &[&str], secs: u64) -> std::process::Output {
+    let mut child = std::process::Command::new(util::bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run feedbuttons");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().expect("poll feedbuttons").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("feedbuttons {args:?} did not finish within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect the output")
+}
+
+/// The parsed `validate --format json` output for `dir`.
+fn validate_json(cwd: &Path, dir: &str) -> serde_json::Value {
+    let out = run_within(cwd, &["validate", dir, "--format", "json"], 30);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{}\n{}",
+            util::stdout(&out),
+            util::stderr(&out)
+        )
+    })
+}
+
+#[test]
+fn a_bad_indent_in_a_shared_file_is_the_one_error_and_names_wait_on_it() {
+    // The issue's cascade: a tab in the shared file's indentation, whose buttons and user sets
+    // two teams use. It was reported a line too early with no help, followed by an `undefined`
+    // error for each use and an `unused` warning for the set only the shared file uses.
+    let v = validate_json(&invalid_root(), "yaml-syntax-indentation-cascade");
+    assert_eq!(v["errors"], 1, "{v:#}");
+    assert_eq!(v["warnings"], 0, "{v:#}");
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "yaml-syntax");
+    assert_eq!(d["file"], "yaml-syntax-indentation-cascade/shared.yaml");
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(9), Some(1)),
+        "{d:#}"
+    );
+    assert!(
+        d["help"].as_str().is_some_and(|h| h.contains("spaces")),
+        "{d:#}"
+    );
+    let waiting: Vec<(String, String)> = d["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .skip(1)
+        .map(|l| {
+            (
+                l["file"].as_str().unwrap_or_default().to_owned(),
+                l["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(waiting.len(), 2, "{waiting:?}");
+    assert_eq!(
+        waiting[0].0,
+        "yaml-syntax-indentation-cascade/payments.yaml"
+    );
+    assert_eq!(waiting[1].0, "yaml-syntax-indentation-cascade/sre.yaml");
+    assert!(
+        waiting[1]
+            .1
+            .starts_with("`sre-oncall`, `runbook`, `dashboards`, `sre-leads` wait on this error"),
+        "{waiting:?}"
+    );
+}
+
+#[test]
+fn a_name_that_the_unparsed_file_does_not_hold_is_still_undefined() {
+    let dir = Dir::new()
+        .file(
+            "shared.yaml",
+            "version: 1\nbuttons:\n  runbook:\n    text: Runbook\n\turl: https://a.example.com\n",
+        )
+        .file(
+            "team.yaml",
+            "version: 1\nchats:\n  - chat_id: oc_a\n    assign:\n      - users: [ou_a]\n        buttons: [runbook, runbok]\n",
+        );
+    let v = validate_json(dir.path(), ".");
+    assert_eq!(v["errors"], 2, "{v:#}");
+    let undefined: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .expect("diagnostics")
+        .iter()
+        .filter(|d| d["code"] == "undefined-button")
+        .filter_map(|d| d["message"].as_str())
+        .collect();
+    assert_eq!(undefined, ["button `runbok` is not defined"], "{v:#}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_named_yaml_is_an_error_not_a_hang_and_its_names_wait_on_it() {
+    let dir = Dir::new().file(
+        "team.yaml",
+        "version: 1\nuser_sets:\n  spare: [ou_b]\nchats:\n  - chat_id: oc_a\n    assign:\n      - users: [ou_a]\n        buttons: [runbook]\n",
+    );
+    let fifo = dir.path().join("shared.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let v = validate_json(dir.path(), ".");
+    // Nothing of the FIFO is known, so `runbook` waits on it and `spare` may be used there.
+    assert_eq!(
+        (v["errors"].as_u64(), v["warnings"].as_u64()),
+        (Some(1), Some(0)),
+        "{v:#}"
+    );
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "file-not-regular");
+    assert_eq!(d["file"], "shared.yaml");
+    assert_eq!(
+        d["message"],
+        "`shared.yaml` is a named pipe (FIFO), not a regular file"
+    );
+    assert_eq!(d["labels"][1]["file"], "team.yaml");
+    assert_eq!(d["labels"][1]["line"], 8);
+    assert_eq!(
+        d["labels"][1]["message"],
+        "`runbook` waits on this error: no other file defines it"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_socket_or_a_link_to_a_fifo_named_yaml_is_an_error() {
+    let dir = Dir::new().file("a.yaml", "version: 1\n");
+    let _socket = std::os::unix::net::UnixListener::bind(dir.path().join("s.yaml")).expect("bind");
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("pipe"))
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    std::os::unix::fs::symlink("pipe", dir.path().join("p.yml")).expect("symlink");
+    let v = validate_json(dir.path(), ".");
+    let messages: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .expect("diagnostics")
+        .iter()
+        .filter(|d| d["code"] == "file-not-regular")
+        .filter_map(|d| d["message"].as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "`p.yml` is a symbolic link to `pipe`, which is a named pipe (FIFO), not a regular file",
+            "`s.yaml` is a socket, not a regular file",
+        ],
+        "{v:#}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_reported_at_its_first_bad_byte() {
+    let dir = Dir::new().file("a.yaml", "");
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        b"version: 1\nbuttons:\n  a:\n    text: caf\xe9\n",
+    )
+    .expect("write");
+    let v = validate_json(dir.path(), ".");
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "file-not-utf8");
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(4), Some(14)),
+        "{d:#}"
+    );
+    assert_eq!(
+        d["message"],
+        "the file is not UTF-8 (byte 0xE9 cannot start or continue a character)"
+    );
+}
+
+#[test]
+fn duplicate_users_in_one_assignment_are_a_warning_with_both_places() {
+    let dir = Dir::new().file(
+        "a.yaml",
+        "version: 1
+user_sets:
+  oncall: [ou_a, ou_b, ou_a]
+  leads: [ou_b, ou_c]
+chats:
+  - chat_id: oc_x
+    assign:
+      - users: [ou_d, ou_e, ou_d]
+        buttons: []
+      - users: [ou_b]
+        user_sets: [oncall, leads]
+        buttons: []
+",
+    );
+    let out = util::run(dir.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", util::stdout(&out));
+    // `oncall` and `leads` share `ou_b`: overlapping sets are not warned about.
+    insta::assert_snapshot!(util::stdout(&out));
+}
+
 /// YAML-shaped text built from the tokens a config uses, to reach deep into the decoder.
 fn yamlish() -> impl Strategy<Value = String> {
     let token = prop::sample::select(vec![
@@ -333,6 +568,28 @@ fn yamlish() -> impl Strategy<Value = String> {
     prop::collection::vec(token, 0..40).prop_map(|t| t.concat())
 }
 
+/// Fails when a message shows the parser's API or a Debug form instead of plain words.
+fn no_parser_internals(loaded: &feedbuttons::config::Loaded) -> Result<(), TestCaseError> {
+    for d in &loaded.report.diagnostics {
+        let texts = std::iter::once(&d.message)
+            .chain(d.help.iter())
+            .chain(d.labels.iter().map(|l| &l.message));
+        for t in texts {
+            for internal in [
+                "from_str",
+                "budget breached",
+                " { ",
+                "Error",
+                "serde",
+                " at line ",
+            ] {
+                prop_assert!(!t.contains(internal), "{:?}: {}", d.code, t);
+            }
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -341,6 +598,7 @@ proptest! {
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let loaded = feedbuttons::config::load_texts(vec![(PathBuf::from("a.yaml"), text)]);
         prop_assert_eq!(loaded.desired.is_some(), !loaded.report.has_errors());
+        no_parser_internals(&loaded)?;
         let _ = loaded.report.render_text(&loaded.sources);
     }
 
@@ -348,6 +606,7 @@ proptest! {
     fn arbitrary_yaml_gives_diagnostics_or_a_config_never_a_panic(a in yamlish(), b in yamlish()) {
         let loaded = feedbuttons::config::load_texts(vec![(PathBuf::from("a.yaml"), a), (PathBuf::from("b.yaml"), b)]);
         prop_assert_eq!(loaded.desired.is_some(), !loaded.report.has_errors());
+        no_parser_internals(&loaded)?;
         for d in &loaded.report.diagnostics {
             for l in &d.labels {
                 prop_assert!(l.pos.line >= 1, "{:?}", d);

@@ -4,6 +4,7 @@
 pub mod diag;
 pub mod raw;
 pub mod schema;
+pub mod syntax;
 pub mod validate;
 pub mod yaml;
 
@@ -59,44 +60,29 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
     };
     let mut report = Report::default();
     let mut sources = Sources::default();
+    let mut text_known = Vec::with_capacity(rel_paths.len());
     for rel in &rel_paths {
         let full = dir.join(rel);
-        let text = match std::fs::read(&full) {
+        let shown = shown_dir.join(rel);
+        let file = sources.files.len();
+        let text = match read_config_file(&full) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    report.push(
-                        Diagnostic::error(
-                            "file-not-utf8",
-                            format!(
-                                "the file is not UTF-8 (invalid byte at offset {})",
-                                e.utf8_error().valid_up_to()
-                            ),
-                        )
-                        .label(sources.files.len(), Pos::START, "")
-                        .help("save the file as UTF-8"),
-                    );
-                    None
+                    let bytes = e.into_bytes();
+                    report.push(not_utf8(file, &bytes));
+                    // Kept, with the bad bytes replaced, so that the error shows its line.
+                    Some(String::from_utf8_lossy(&bytes).into_owned())
                 }
             },
-            Err(e) => {
-                let dangling =
-                    std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink());
-                let help = if dangling {
-                    "it is a symbolic link whose target is missing: restore the target or remove the link"
-                } else {
-                    "make the file readable, or remove it from the config directory"
-                };
-                report.push(
-                    Diagnostic::error("file-unreadable", format!("cannot read the file: {e}"))
-                        .label(sources.files.len(), Pos::START, "")
-                        .help(help),
-                );
+            Err(problem) => {
+                report.push(problem.diagnostic(file, &shown));
                 None
             }
         };
+        text_known.push(text.is_some());
         sources.files.push(SourceFile {
-            path: shown_dir.join(rel),
+            path: shown,
             text: text.unwrap_or_default(),
         });
     }
@@ -109,7 +95,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
             .help("point feedbuttons at the directory that holds your config files"),
         );
     }
-    Ok(finish(sources, report))
+    Ok(finish(sources, report, &text_known))
 }
 
 /// Loads and validates config files given as text (for tests and tools that hold files in memory).
@@ -120,11 +106,13 @@ pub fn load_texts(files: Vec<(PathBuf, String)>) -> Loaded {
             .map(|(path, text)| SourceFile { path, text })
             .collect(),
     };
-    finish(sources, Report::default())
+    let text_known = vec![true; sources.files.len()];
+    finish(sources, Report::default(), &text_known)
 }
 
 /// Parses, decodes and validates the files whose reading raised no diagnostic yet.
-fn finish(sources: Sources, mut report: Report) -> Loaded {
+/// `text_known[i]` is false for a file whose content could not be read at all.
+fn finish(sources: Sources, mut report: Report, text_known: &[bool]) -> Loaded {
     let readable: Vec<bool> = (0..sources.files.len())
         .map(|i| {
             !report
@@ -135,13 +123,31 @@ fn finish(sources: Sources, mut report: Report) -> Loaded {
         .collect();
     let decoded = parse_and_decode(&sources, &readable);
     let mut raws = Vec::with_capacity(decoded.len());
+    let mut parsed = vec![false; sources.files.len()];
     for (file, raw, file_report) in decoded {
         report.diagnostics.extend(file_report.diagnostics);
         if let Some(raw) = raw {
+            parsed[file] = true;
             raws.push((file, raw));
         }
     }
-    let desired = validate::validate(&raws, &mut report);
+    // Files that declare nothing because they could not be read or parsed: what they would
+    // have defined is unknown, so validation must not call their names undefined.
+    let unparsed: Vec<validate::Unparsed> = sources
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !parsed[*i])
+        .map(|(i, f)| validate::Unparsed {
+            file: i,
+            text: text_known
+                .get(i)
+                .copied()
+                .unwrap_or(true)
+                .then_some(f.text.as_str()),
+        })
+        .collect();
+    let desired = validate::validate(&raws, &unparsed, &mut report);
     drop(raws);
     report.sort();
     let desired = (!report.has_errors()).then_some(desired);
@@ -150,6 +156,144 @@ fn finish(sources: Sources, mut report: Report) -> Loaded {
         report,
         desired,
     }
+}
+
+/// Why a config file's bytes could not be read.
+enum ReadProblem {
+    /// It is a FIFO, a socket or a device, itself or at the end of a symbolic link.
+    NotRegular {
+        what: &'static str,
+        link_target: Option<PathBuf>,
+    },
+    Io {
+        error: std::io::Error,
+        dangling_link: bool,
+    },
+}
+
+impl ReadProblem {
+    fn diagnostic(&self, file: FileId, shown: &Path) -> Diagnostic {
+        match self {
+            ReadProblem::NotRegular { what, link_target } => {
+                let message = match link_target {
+                    Some(target) => format!(
+                        "`{}` is a symbolic link to `{}`, which is {what}, not a regular file",
+                        shown.display(),
+                        target.display()
+                    ),
+                    None => format!("`{}` is {what}, not a regular file", shown.display()),
+                };
+                Diagnostic::error("file-not-regular", message)
+                    .label(file, Pos::START, "")
+                    .help("a config file must be a regular file: replace it with one, or rename it so that it does not end in `.yaml` or `.yml`")
+            }
+            ReadProblem::Io {
+                error,
+                dangling_link,
+            } => {
+                let help = if *dangling_link {
+                    "it is a symbolic link whose target is missing: restore the target or remove the link"
+                } else {
+                    "make the file readable, or remove it from the config directory"
+                };
+                Diagnostic::error("file-unreadable", format!("cannot read the file: {error}"))
+                    .label(file, Pos::START, "")
+                    .help(help)
+            }
+        }
+    }
+}
+
+/// Reads one config file, refusing anything but a regular file. Reading a FIFO would wait for a
+/// writer forever, and a device may never end or may act on being opened, so the type is
+/// checked before opening; the file is opened non-blocking and checked again, in case it was
+/// replaced in between.
+fn read_config_file(path: &Path) -> Result<Vec<u8>, ReadProblem> {
+    use std::io::Read;
+
+    let io = |error: std::io::Error| ReadProblem::Io {
+        dangling_link: std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()),
+        error,
+    };
+    let not_regular = |meta: &std::fs::Metadata| ReadProblem::NotRegular {
+        what: describe_file_type(meta),
+        link_target: std::fs::symlink_metadata(path)
+            .is_ok_and(|m| m.file_type().is_symlink())
+            .then(|| std::fs::read_link(path).ok())
+            .flatten(),
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let mut file = options.open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
+}
+
+/// What a file that is not a regular file is, in a person's words.
+fn describe_file_type(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+    }
+    if meta.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    }
+}
+
+/// The error for a file that is not UTF-8, at the line and column of its first invalid byte.
+fn not_utf8(file: FileId, bytes: &[u8]) -> Diagnostic {
+    let valid = std::str::from_utf8(bytes)
+        .err()
+        .map_or(bytes.len(), |e| e.valid_up_to());
+    let prefix = String::from_utf8_lossy(&bytes[..valid]);
+    let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
+    let pos = Pos {
+        line: u32::try_from(prefix.matches('\n').count() + 1).unwrap_or(u32::MAX),
+        column: u32::try_from(prefix[line_start..].chars().count() + 1).unwrap_or(u32::MAX),
+        len: 1,
+    };
+    let byte = bytes.get(valid).copied().unwrap_or_default();
+    // A UTF-16 file starts with a byte order mark; saying so saves guessing the encoding.
+    let help = if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        "the file looks like UTF-16: save it as UTF-8"
+    } else {
+        "save the file as UTF-8"
+    };
+    Diagnostic::error(
+        "file-not-utf8",
+        format!("the file is not UTF-8 (byte 0x{byte:02X} cannot start or continue a character)"),
+    )
+    .label(file, pos, "not UTF-8")
+    .help(help)
 }
 
 /// Walks `dir/rel`, following symbolic links (a git-sync checkout is one), skipping hidden names.
@@ -189,11 +333,11 @@ fn collect_files(
         let child = rel.join(&name);
         match std::fs::metadata(root.join(&child)) {
             Ok(meta) if meta.is_dir() => collect_files(root, &child, out, seen_dirs)?,
-            Ok(meta) if meta.is_file() && is_config => out.push(child),
+            // A config file that cannot be read (a dangling link, no permission, a FIFO or a
+            // device) is kept, so that reading it reports the error: skipping it would drop
+            // its targets, and the next plan would remove them.
+            Ok(_) if is_config => out.push(child),
             Ok(_) => {}
-            // A config file that cannot be looked at (a dangling link, no permission) is kept,
-            // so that reading it reports the error: skipping it would drop its targets, and
-            // the next plan would remove them.
             Err(_) if is_config => out.push(child),
             Err(_) => {}
         }
@@ -252,58 +396,20 @@ pub fn parse_with_limit(
     max_nodes: usize,
     report: &mut Report,
 ) -> Option<Node> {
+    let limits = syntax::Limits::for_nodes(max_nodes);
     let options = serde_saphyr::options! {
-        budget: serde_saphyr::budget! {
-            max_nodes: max_nodes,
-            max_events: 2 * max_nodes + 1_000,
-            max_total_scalar_bytes: 1 << 30,
-        },
+        budget: Some(limits.budget()),
         with_snippet: false,
+        // `1e999` and `.nan` reach the decoder as numbers, which it refuses in its own words
+        // ("must be a string, found a number: put it in quotes").
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
     };
     match serde_saphyr::from_str_with_options::<Node>(text, options) {
         Ok(node) => Some(node),
         Err(e) => {
-            let pos = e
-                .location()
-                .filter(|l| l.line() > 0)
-                .map_or(Pos::START, |l| Pos {
-                    line: u32::try_from(l.line()).unwrap_or(u32::MAX),
-                    column: u32::try_from(l.column()).unwrap_or(u32::MAX),
-                    len: 0,
-                });
-            let message = plain_message(&e);
-            let d = if matches!(e.without_snippet(), serde_saphyr::Error::Budget { .. }) {
-                Diagnostic::error(
-                    "file-too-large",
-                    format!("the file has more than {max_nodes} YAML nodes (values, lists and mappings)"),
-                )
-                .label(file, pos, "the limit was reached here")
-                .help("split it into several files: every file in the directory is part of the config")
-            } else if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
-                let key = key.split(',').next().unwrap_or(key);
-                Diagnostic::error(
-                    "duplicate-key",
-                    format!("`{key}` is written twice in one mapping"),
-                )
-                .label(file, pos, "written again here")
-                .help("YAML keeps one value per key: remove one of them")
-            } else {
-                Diagnostic::error("yaml-syntax", format!("invalid YAML: {message}"))
-                    .label(file, pos, "here")
-            };
-            report.push(d);
+            report.push(syntax::diagnostic(file, text, &e, &limits));
             None
         }
-    }
-}
-
-/// The parser's message without its own location suffix (we print the location ourselves).
-fn plain_message(e: &serde_saphyr::Error) -> String {
-    let s = e.without_snippet().to_string();
-    let s = s.lines().next().unwrap_or_default().trim().to_owned();
-    match s.rfind(" at line ") {
-        Some(i) => s[..i].to_owned(),
-        None => s,
     }
 }
 

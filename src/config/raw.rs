@@ -280,18 +280,36 @@ impl Decoder<'_> {
             }
             Some((_, v)) if v.value == Value::Int(VERSION) => {}
             Some((_, v)) => {
-                let shown = match &v.value {
-                    Value::Int(i) => i.to_string(),
-                    Value::Str(s) => format!("\"{s}\""),
-                    other => other.kind().to_owned(),
+                // A version that means 1 but is written otherwise gets told how to write it;
+                // any other is a version this build does not read.
+                let (message, help) = match &v.value {
+                    Value::Float(f) if *f == VERSION as f64 => (
+                        format!("the config version is the whole number {VERSION}, not {f:?}"),
+                        format!("write `version: {VERSION}`, without `.0`"),
+                    ),
+                    Value::Str(s) if s.trim() == VERSION.to_string() => (
+                        format!(
+                            "the config version is the number {VERSION}, not the string \"{s}\""
+                        ),
+                        format!("write `version: {VERSION}`, without quotes"),
+                    ),
+                    value => {
+                        let shown = match value {
+                            Value::Int(i) => i.to_string(),
+                            Value::Float(f) => format!("{f:?}"),
+                            Value::Str(s) => format!("\"{s}\""),
+                            other => other.kind().to_owned(),
+                        };
+                        (
+                            format!(
+                                "unsupported config version {shown}; this feedbuttons reads version {VERSION}"
+                            ),
+                            format!("write `version: {VERSION}`"),
+                        )
+                    }
                 };
-                let d = self.err(
-                    "version-unsupported",
-                    v.pos,
-                    format!("unsupported config version {shown}; this feedbuttons reads version 1"),
-                    "unsupported version",
-                );
-                d.help = Some("write `version: 1`".to_owned());
+                let d = self.err("version-unsupported", v.pos, message, "unsupported version");
+                d.help = Some(help);
             }
         }
         raw

@@ -4,18 +4,43 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use super::diag::{Diagnostic, FileId, Report};
+use super::diag::{Diagnostic, FileId, Label, Report, Severity};
 use super::raw::{At, RawButton, RawButtonRef, RawFile, RawUrl, suggest};
 use super::yaml::Pos;
 use crate::desired::DesiredState;
 use crate::feishu::wire::{self, ActionType, ButtonType, MultiUrl, Text, UserIdType, api};
 use crate::target::{ButtonList, Target};
 
+/// A file that declares nothing because it could not be read or parsed.
+pub struct Unparsed<'a> {
+    pub file: FileId,
+    /// Its text, when it could be read (a syntax error); `None` when nothing of it is known.
+    pub text: Option<&'a str>,
+}
+
 /// Checks every file together and builds the desired state (meaningful only without errors).
-pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredState {
+/// Names that no parsed file defines but an `unparsed` file may define are not reported as
+/// undefined: they are shown on that file's error, as waiting on it.
+pub fn validate(
+    files: &[(FileId, RawFile)],
+    unparsed: &[Unparsed],
+    report: &mut Report,
+) -> DesiredState {
+    // The error that keeps each unparsed file out: waiting names are shown on it.
+    let blocking: Vec<(FileId, Option<&str>, usize)> = unparsed
+        .iter()
+        .filter_map(|u| {
+            let i = report.diagnostics.iter().position(|d| {
+                d.severity == Severity::Error && d.labels.first().is_some_and(|l| l.file == u.file)
+            })?;
+            Some((u.file, u.text, i))
+        })
+        .collect();
     let mut v = Validator {
         report,
         interned: HashMap::new(),
+        blocking: &blocking,
+        waiting: Vec::new(),
     };
     let buttons = v.define_buttons(files);
     let sets = v.define_sets(files);
@@ -26,16 +51,20 @@ pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredStat
     for (file, raw) in files {
         for chat in &raw.chats {
             let Some(id) = &chat.chat_id else { continue };
-            if !id.value.starts_with("oc_") || id.value.len() <= 3 || has_blank(&id.value) {
+            if let Some(problem) = IdProblem::of(&id.value, Some(CHAT_ID_PREFIX)) {
                 v.report.push(
                     Diagnostic::error(
                         "invalid-chat-id",
-                        format!("`{}` is not a chat id", id.value),
+                        format!(
+                            "{} is not a chat id{}",
+                            shown_id(&id.value),
+                            problem.because()
+                        ),
                     )
                     .label(
                         *file,
                         id.pos,
-                        "chat ids start with `oc_` and have no spaces",
+                        problem.rule("chat ids", Some(CHAT_ID_PREFIX)),
                     )
                     .help("copy the chat id (oc_...) from the chat's settings or the API"),
                 );
@@ -53,6 +82,8 @@ pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredStat
         let mut seen: HashMap<(UserIdType, &str), usize> = HashMap::new();
         let mut origins: Vec<Origin> = Vec::new();
         let mut twice: BTreeMap<(usize, usize), Vec<&str>> = BTreeMap::new();
+        // Users named twice within one assignment: (first place, second place) -> ids.
+        let mut repeated: BTreeMap<(usize, usize), Vec<&str>> = BTreeMap::new();
         let mut everyone: Option<usize> = None;
         let mut bad_ids: HashSet<(UserIdType, &str)> = HashSet::new();
 
@@ -139,8 +170,6 @@ pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredStat
                     continue;
                 }
 
-                // Origins from here on belong to this assignment.
-                let assignment_start = origins.len();
                 // The users of this assignment, each with the place that named it.
                 let mut members: Vec<(&str, usize)> = Vec::new();
                 for u in &a.users {
@@ -156,6 +185,9 @@ pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredStat
                 }
                 for s in &a.user_sets {
                     let Some(set) = sets.get(s.value.as_str()) else {
+                        if v.waits(*file, s.pos, &s.value) {
+                            continue;
+                        }
                         let names: Vec<&str> = sets.keys().copied().collect();
                         let mut d = Diagnostic::error(
                             "undefined-user-set",
@@ -193,10 +225,21 @@ pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredStat
                         }
                     }
                 }
+                let mut in_this: HashMap<&str, usize> = HashMap::new();
                 for (id, o) in members {
+                    if let Some(&o0) = in_this.get(id) {
+                        // Named twice in one assignment: harmless, but one of the two is dead
+                        // weight. Two user sets that overlap are not warned about: sets are kept
+                        // apart on purpose (on call, leads), and people belong to several. A set
+                        // that lists someone twice is warned about where it is defined.
+                        let both_sets = origins[o0].via.is_some() && origins[o].via.is_some();
+                        if o0 != o && !both_sets {
+                            repeated.entry((o0, o)).or_default().push(id);
+                        }
+                        continue;
+                    }
+                    in_this.insert(id, o);
                     match seen.get(&(id_type, id)) {
-                        // Named twice within one assignment (say, directly and through a set): harmless.
-                        Some(&first) if first >= assignment_start => {}
                         Some(&first) => twice.entry((first, o)).or_default().push(id),
                         None => {
                             seen.insert((id_type, id), o);
@@ -207,6 +250,26 @@ pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredStat
                     }
                 }
             }
+        }
+        for ((first, again), mut ids) in repeated {
+            ids.sort_unstable();
+            ids.dedup();
+            let (f, s) = (&origins[first], &origins[again]);
+            let message = if ids.len() == 1 {
+                format!("user `{}` is named twice in one assignment", ids[0])
+            } else {
+                format!(
+                    "{} users are named twice in one assignment: {}",
+                    ids.len(),
+                    list_some(&ids, 5)
+                )
+            };
+            v.report.push(
+                Diagnostic::warning("duplicate-user", message)
+                    .label(s.file, s.pos, s.describe("named again here"))
+                    .label(f.file, f.pos, f.describe("first named here"))
+                    .help("remove one of them: the user gets the assignment's buttons once either way"),
+            );
         }
         for ((first, again), mut ids) in twice {
             ids.sort_unstable();
@@ -235,8 +298,11 @@ pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredStat
         }
     }
 
+    // A file that did not parse may be the one that uses a set: say nothing rather than
+    // something false.
+    let all_parsed = unparsed.is_empty();
     for (name, set) in &sets {
-        if !used_sets.contains(name) {
+        if all_parsed && !used_sets.contains(name) {
             v.report.push(
                 Diagnostic::warning(
                     "unused-user-set",
@@ -248,9 +314,75 @@ pub fn validate(files: &[(FileId, RawFile)], report: &mut Report) -> DesiredStat
         }
     }
 
+    let waiting = std::mem::take(&mut v.waiting);
+    show_waiting(v.report, &blocking, waiting);
+
     targets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     desired.targets = targets.into_iter().collect();
     desired
+}
+
+/// A name used in a parsed file that no parsed file defines, which an unparsed file may define.
+struct Waiting {
+    file: FileId,
+    pos: Pos,
+    name: String,
+    /// The unparsed files (indexes into `blocking`) whose text could hold the definition.
+    on: Vec<usize>,
+}
+
+/// At most this many files' waiting names are shown on one blocking error.
+const MAX_WAITING_FILES: usize = 5;
+
+/// Puts, on each unparsed file's error, one label per file whose names wait on it.
+fn show_waiting(
+    report: &mut Report,
+    blocking: &[(FileId, Option<&str>, usize)],
+    waiting: Vec<Waiting>,
+) {
+    for (b, (_, _, diagnostic)) in blocking.iter().enumerate() {
+        // Referencing file -> its waiting names with their places, in the order they are used.
+        let mut by_file: BTreeMap<FileId, Vec<(Pos, &str)>> = BTreeMap::new();
+        for w in waiting.iter().filter(|w| w.on.contains(&b)) {
+            by_file.entry(w.file).or_default().push((w.pos, &w.name));
+        }
+        let by_file: Vec<(FileId, Pos, Vec<&str>)> = by_file
+            .into_iter()
+            .map(|(file, mut uses)| {
+                uses.sort();
+                let first = uses.first().map_or(Pos::START, |u| u.0);
+                let mut names: Vec<&str> = Vec::with_capacity(uses.len());
+                for (_, name) in uses {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+                (file, first, names)
+            })
+            .collect();
+        let files = by_file.len();
+        let Some(d) = report.diagnostics.get_mut(*diagnostic) else {
+            continue;
+        };
+        for (i, (file, pos, names)) in by_file.into_iter().enumerate() {
+            if i == MAX_WAITING_FILES {
+                break;
+            }
+            let verb = if names.len() == 1 { "waits" } else { "wait" };
+            let mut message = format!(
+                "{} {verb} on this error: no other file defines {}",
+                list_some(&names, 4),
+                if names.len() == 1 { "it" } else { "them" }
+            );
+            if i + 1 == MAX_WAITING_FILES && files > MAX_WAITING_FILES {
+                message.push_str(&format!(
+                    " (and names in {} more files)",
+                    files - MAX_WAITING_FILES
+                ));
+            }
+            d.labels.push(Label { file, pos, message });
+        }
+    }
 }
 
 /// Where a user was named: directly (`users:`) or through a user set (`user_sets:`).
@@ -278,9 +410,35 @@ struct SetDef<'a> {
 struct Validator<'r> {
     report: &'r mut Report,
     interned: HashMap<ButtonList, Arc<ButtonList>>,
+    /// Unparsed files with the error that keeps each out, and their text where known.
+    blocking: &'r [(FileId, Option<&'r str>, usize)],
+    waiting: Vec<Waiting>,
 }
 
 impl Validator<'_> {
+    /// Whether a name that no parsed file defines may be defined by a file that did not parse:
+    /// then it waits on that file's error instead of being reported as undefined. A file can
+    /// only define a name its text holds, so a typo is still reported at once.
+    fn waits(&mut self, file: FileId, pos: Pos, name: &str) -> bool {
+        let on: Vec<usize> = self
+            .blocking
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, text, _))| text.is_none_or(|t| t.contains(name)))
+            .map(|(i, _)| i)
+            .collect();
+        if on.is_empty() {
+            return false;
+        }
+        self.waiting.push(Waiting {
+            file,
+            pos,
+            name: name.to_owned(),
+            on,
+        });
+        true
+    }
+
     fn define_buttons<'a>(
         &mut self,
         files: &'a [(FileId, RawFile)],
@@ -320,6 +478,26 @@ impl Validator<'_> {
                     );
                     continue;
                 }
+                let mut listed: HashMap<&str, Pos> = HashMap::new();
+                for id in ids {
+                    match listed.get(id.value.as_str()) {
+                        Some(first) => self.report.push(
+                            Diagnostic::warning(
+                                "duplicate-user",
+                                format!(
+                                    "user `{}` is listed twice in user set `{}`",
+                                    id.value, name.value
+                                ),
+                            )
+                            .label(*file, id.pos, "listed again here")
+                            .label(*file, *first, "first listed here")
+                            .help("remove one of them: a set holds each user once"),
+                        ),
+                        None => {
+                            listed.insert(&id.value, id.pos);
+                        }
+                    }
+                }
                 out.insert(
                     &name.value,
                     SetDef {
@@ -344,36 +522,36 @@ impl Validator<'_> {
         reference: Option<(FileId, Pos)>,
         bad: &mut HashSet<(UserIdType, &'a str)>,
     ) -> bool {
-        let ok = match id_type.prefix() {
-            Some(prefix) => id.len() > prefix.len() && id.starts_with(prefix) && !has_blank(id),
-            None => !id.is_empty() && !has_blank(id),
-        };
-        if ok {
+        let Some(problem) = IdProblem::of(id, id_type.prefix()) else {
             return true;
-        }
+        };
         if bad.insert((id_type, id)) {
-            let expected = match id_type.prefix() {
-                Some(p) => format!("{id_type} ids start with `{p}`"),
-                None => format!("{id_type} ids are not empty and have no spaces"),
-            };
+            let kind = format!("{id_type} ids");
             let mut d = Diagnostic::error(
                 "invalid-user-id",
-                format!("`{id}` is not a valid {id_type}"),
+                format!(
+                    "{} is not a valid {id_type}{}",
+                    shown_id(id),
+                    problem.because()
+                ),
             )
-            .label(file, pos, expected);
+            .label(file, pos, problem.rule(&kind, id_type.prefix()));
             if let Some((f, p)) = reference {
                 d = d.label(f, p, format!("used here, where ids are {id_type}"));
             }
-            let hint = match UserIdType::ALL
-                .iter()
-                .find(|t| t.prefix().is_some_and(|p| id.starts_with(p)))
-            {
-                Some(t) => {
-                    format!("these look like {t}s: set `user_id_type: {t}` on the chat or the file")
-                }
-                None => {
-                    "set `user_id_type` on the chat or the file to the type of these ids".to_owned()
-                }
+            let hint = match problem {
+                IdProblem::Everyone => "for the whole chat write `everyone: true`; for this user, use their open_id (ou_...) under `user_id_type: open_id`".to_owned(),
+                IdProblem::Prefix(_) => match UserIdType::ALL
+                    .iter()
+                    .find(|t| t.prefix().is_some_and(|p| id.starts_with(p)))
+                {
+                    Some(t) => format!(
+                        "these look like {t}s: set `user_id_type: {t}` on the chat or the file"
+                    ),
+                    None => "set `user_id_type` on the chat or the file to the type of these ids"
+                        .to_owned(),
+                },
+                _ => "copy the id as the API or the admin console gives it".to_owned(),
             };
             self.report.push(d.help(hint));
         }
@@ -409,6 +587,7 @@ impl Validator<'_> {
                 RawButtonRef::Named(name) => match defined.get(name.value.as_str()) {
                     Some((_, _, Some(b))) => list.push(b.clone()),
                     Some((_, _, None)) => ok = false,
+                    None if self.waits(file, name.pos, &name.value) => ok = false,
                     None => {
                         let names: Vec<&str> = defined.keys().copied().collect();
                         let mut d = Diagnostic::error(
@@ -449,31 +628,7 @@ impl Validator<'_> {
         let mut ok = true;
         let text = match &b.text {
             Some(t) => {
-                let n = t.value.chars().count();
-                if t.value.trim().is_empty() {
-                    self.report.push(
-                        Diagnostic::error("button-text-empty", "button text is empty")
-                            .label(file, t.pos, "empty text")
-                            .help(format!(
-                                "write a label of 1 to {} characters",
-                                api::MAX_TEXT_CHARS
-                            )),
-                    );
-                    ok = false;
-                } else if n > api::MAX_TEXT_CHARS {
-                    self.report.push(
-                        Diagnostic::error(
-                            "button-text-too-long",
-                            format!(
-                                "button text is {n} characters; at most {} are allowed",
-                                api::MAX_TEXT_CHARS
-                            ),
-                        )
-                        .label(file, t.pos, format!("{n} characters"))
-                        .help("shorten the label"),
-                    );
-                    ok = false;
-                }
+                ok &= self.check_text(file, t);
                 Some(t.value.clone())
             }
             None => {
@@ -541,6 +696,89 @@ impl Validator<'_> {
         }
     }
 
+    /// A label Feishu shows: 1 to 30 characters on one line, of which some can be seen.
+    fn check_text(&mut self, file: FileId, t: &At<String>) -> bool {
+        let n = t.value.chars().count();
+        // A line break or a control character would be sent as it is; what a client draws
+        // for it is nobody's guess.
+        if let Some((i, c)) = t
+            .value
+            .chars()
+            .enumerate()
+            .find(|(_, c)| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+        {
+            let breaks = describe_char(c).starts_with("a line break");
+            let help = if breaks
+                && t.value.trim_end() != t.value
+                && t.value.trim_end().chars().all(|c| !c.is_control())
+            {
+                "a button label is one line; a `|` or `>` block keeps a line break at its end: write `|-` or `>-`, or a plain value"
+            } else if breaks {
+                "a button label is one line: remove the line break"
+            } else if c == '\t' {
+                "write a space instead of the tab: a button label is plain text"
+            } else {
+                "remove the control character: a button label is plain text"
+            };
+            self.report.push(
+                Diagnostic::error(
+                    "button-text-control",
+                    format!("button text holds {}", describe_char(c)),
+                )
+                .label(file, t.pos, format!("at character {}", i + 1))
+                .help(help),
+            );
+            return false;
+        }
+        if t.value.trim().is_empty() {
+            self.report.push(
+                Diagnostic::error("button-text-empty", "button text is empty")
+                    .label(file, t.pos, "empty text")
+                    .help(format!(
+                        "write a label of 1 to {} characters",
+                        api::MAX_TEXT_CHARS
+                    )),
+            );
+            return false;
+        }
+        if let Some(c) = t.value.chars().find(|c| is_invisible(*c)).filter(|_| {
+            t.value
+                .chars()
+                .all(|c| c.is_whitespace() || is_invisible(c))
+        }) {
+            self.report.push(
+                Diagnostic::error(
+                    "button-text-empty",
+                    format!(
+                        "button text shows nothing: it holds only invisible characters, such as U+{:04X}",
+                        u32::from(c)
+                    ),
+                )
+                .label(file, t.pos, "nothing to see")
+                .help(format!(
+                    "write a label of 1 to {} characters that can be seen",
+                    api::MAX_TEXT_CHARS
+                )),
+            );
+            return false;
+        }
+        if n > api::MAX_TEXT_CHARS {
+            self.report.push(
+                Diagnostic::error(
+                    "button-text-too-long",
+                    format!(
+                        "button text is {n} characters; at most {} are allowed",
+                        api::MAX_TEXT_CHARS
+                    ),
+                )
+                .label(file, t.pos, format!("{n} characters"))
+                .help("shorten the label"),
+            );
+            return false;
+        }
+        true
+    }
+
     fn check_url(&mut self, file: FileId, u: &At<String>) -> bool {
         // The URL is sent as written, so it must not lean on the parser's cleaning: a space or a
         // control character would reach the API (and the user's client) as it is.
@@ -564,6 +802,23 @@ impl Validator<'_> {
                 )
                 .label(file, u.pos, format!("{n} characters"))
                 .help("use a shorter link (a redirect or a link shortener)"),
+            );
+            return false;
+        }
+        // The URL is sent as written, and Feishu documents lower-case `https` URLs only; whether
+        // it compares the scheme ignoring case is not documented, so an `HTTPS://` is refused
+        // here rather than by the API.
+        if let Some((scheme, _)) = u.value.split_once(':')
+            && scheme.eq_ignore_ascii_case("https")
+            && scheme != "https"
+        {
+            self.report.push(
+                Diagnostic::error(
+                    "url-not-https",
+                    format!("URL scheme `{scheme}` is not written `https`"),
+                )
+                .label(file, u.pos, "write `https://`")
+                .help("write the scheme in lower case: URLs are sent as written, and Feishu documents `https://` URLs only"),
             );
             return false;
         }
@@ -593,6 +848,40 @@ impl Validator<'_> {
                 );
                 false
             }
+            // The URL parser forgives what browsers forgive (`https:host`, `https:///host`,
+            // `\` for `/`), but the URL is sent as written: the written form must be plain.
+            Ok(_) if !u.value.starts_with("https://") => {
+                self.report.push(
+                    Diagnostic::error(
+                        "url-invalid",
+                        format!("`{}` does not start with `https://`", u.value),
+                    )
+                    .label(file, u.pos, "not `https://` and a host")
+                    .help("write `https://` and then the host, as in `https://example.com/path`"),
+                );
+                false
+            }
+            Ok(_) if u.value["https://".len()..].starts_with(['/', '\\']) => {
+                self.report.push(
+                    Diagnostic::error("url-invalid", format!("`{}` has no host", u.value))
+                        .label(file, u.pos, "no host after `https://`")
+                        .help("write the host right after `https://`, as in `https://example.com/path`"),
+                );
+                false
+            }
+            Ok(_)
+                if u.value
+                    .split(['?', '#'])
+                    .next()
+                    .is_some_and(|s| s.contains('\\')) =>
+            {
+                self.report.push(
+                    Diagnostic::error("url-invalid", format!("`{}` holds a backslash", u.value))
+                        .label(file, u.pos, "`\\` before the query")
+                        .help("write `/` between the parts of a path (a browser reads `\\` as `/`, but the URL is sent as written), or `%5C` for a backslash"),
+                );
+                false
+            }
             Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => {
                 self.report.push(
                     Diagnostic::error("url-invalid", format!("`{}` has no host", u.value))
@@ -609,6 +898,147 @@ impl Validator<'_> {
 /// Whether an id or a URL holds whitespace or a control character.
 fn has_blank(s: &str) -> bool {
     s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+const CHAT_ID_PREFIX: &str = "oc_";
+
+/// The longest id accepted, in characters. Every chat, open and union id Feishu shows is 35
+/// characters (its prefix and 32 hex digits), and a tenant's own user ids are short codes; an id
+/// twice that long is not one, but a pasted line or link. The bound leaves room for id formats
+/// not seen yet.
+pub const MAX_ID_CHARS: usize = 64;
+
+/// How the whole chat is named in plans, `state list` and `state` selectors.
+const WHOLE_CHAT_LABEL: &str = "everyone";
+
+/// Why a string is not an id that Feishu could have issued.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum IdProblem {
+    Empty,
+    /// It does not start with its type's prefix, or holds nothing after it.
+    Prefix(&'static str),
+    /// It holds a character Feishu ids never have.
+    Char(char),
+    TooLong(usize),
+    /// A `user_id` that reads as the whole-chat label.
+    Everyone,
+}
+
+impl IdProblem {
+    /// The problem with `id`, of a type whose ids start with `prefix` (chat, open and union ids,
+    /// all issued by Feishu: `prefix` and ASCII letters, digits, `_` or `-`) or of a tenant's own
+    /// `user_id`s (`None`: free-form, but never blank, invisible, a URL's `/ ? #`, or the
+    /// whole-chat label).
+    fn of(id: &str, prefix: Option<&'static str>) -> Option<IdProblem> {
+        if id.is_empty() {
+            return Some(IdProblem::Empty);
+        }
+        let bad = match prefix {
+            Some(p) => match id.strip_prefix(p) {
+                Some(rest) if !rest.is_empty() => rest
+                    .chars()
+                    .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')),
+                _ => return Some(IdProblem::Prefix(p)),
+            },
+            None => id.chars().find(|c| {
+                c.is_whitespace() || c.is_control() || is_invisible(*c) || "/?#".contains(*c)
+            }),
+        };
+        if let Some(c) = bad {
+            return Some(IdProblem::Char(c));
+        }
+        let n = id.chars().count();
+        if n > MAX_ID_CHARS {
+            return Some(IdProblem::TooLong(n));
+        }
+        // Any case: a person reads `Everyone` in a plan as the whole chat too.
+        if prefix.is_none() && id.eq_ignore_ascii_case(WHOLE_CHAT_LABEL) {
+            return Some(IdProblem::Everyone);
+        }
+        None
+    }
+
+    /// The end of the "is not a ..." message: why.
+    fn because(self) -> String {
+        match self {
+            IdProblem::Empty => ": it is empty".to_owned(),
+            IdProblem::Prefix(_) => String::new(),
+            IdProblem::Char(c) => format!(": it holds {}", describe_char(c)),
+            IdProblem::TooLong(n) => format!(": it is {n} characters long"),
+            IdProblem::Everyone => format!(
+                ": `{WHOLE_CHAT_LABEL}` is how plans and `state` commands name the whole chat"
+            ),
+        }
+    }
+
+    /// The rule, for the label: "chat ids start with `oc_`".
+    fn rule(self, kind: &str, prefix: Option<&str>) -> String {
+        match (self, prefix) {
+            (IdProblem::Everyone, _) => "reads as the whole chat".to_owned(),
+            (IdProblem::TooLong(_), _) => {
+                format!("{kind} are at most {MAX_ID_CHARS} characters")
+            }
+            (IdProblem::Prefix(p), _) => format!("{kind} start with `{p}`"),
+            (_, Some(p)) => format!("{kind} are `{p}` and then letters, digits, `_` or `-`"),
+            (_, None) => {
+                format!("{kind} have no spaces, invisible or control characters, `/`, `?` or `#`")
+            }
+        }
+    }
+}
+
+/// An id as quoted in a message: invisible and control characters escaped, a long one cut.
+fn shown_id(id: &str) -> String {
+    const MAX: usize = 40;
+    let mut out = String::from("`");
+    for (i, c) in id.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        if c != ' ' && (c.is_whitespace() || c.is_control() || is_invisible(c)) {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('`');
+    out
+}
+
+/// A character named so that a person can find it, even when it cannot be seen.
+fn describe_char(c: char) -> String {
+    match c {
+        ' ' => "a space".to_owned(),
+        '\t' => "a tab".to_owned(),
+        '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
+            format!("a line break (U+{:04X})", u32::from(c))
+        }
+        c if c.is_control() => format!("a control character (U+{:04X})", u32::from(c)),
+        c if c.is_whitespace() => format!("a space character (U+{:04X})", u32::from(c)),
+        c if is_invisible(c) => format!("an invisible character (U+{:04X})", u32::from(c)),
+        c if !c.is_ascii() => format!("`{c}` (U+{:04X}, not ASCII)", u32::from(c)),
+        c => format!("`{c}`"),
+    }
+}
+
+/// Whether a character shows nothing although it is not whitespace: Unicode's default-ignorable
+/// code points (zero-width spaces and joiners, direction marks, variation selectors, tags, the
+/// byte order mark...) and the blank-looking fillers (Hangul filler, Braille blank).
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{2800}' | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}'
+        | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF0}'..='\u{FFFB}'
+        | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
 }
 
 /// `a`, `b`, `c` and N more.

@@ -362,7 +362,8 @@ impl Fixtures {
 
     /// Parses and validates fixtures text; on failure, every problem found.
     pub fn parse(text: &str) -> Result<Fixtures, Vec<String>> {
-        let raw: RawFixtures = serde_saphyr::from_str(text).map_err(|e| vec![e.to_string()])?;
+        let raw: RawFixtures = serde_saphyr::from_str(text)
+            .map_err(|e| vec![crate::config::syntax::one_line(text, &e)])?;
         let mut problems = Vec::new();
         let mut apps = BTreeMap::new();
         let mut access = BTreeMap::new();
