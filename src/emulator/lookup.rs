@@ -26,10 +26,11 @@ use crate::feishu::wire::{
     BatchGetIdData, BatchGetIdRequest, ChatMembersData, DepartmentIdType, FindByDepartmentData,
     UserIdType,
 };
+use crate::sync::guard;
 
 use super::api::{Answer, TokenRefused, authenticate};
 use super::fixtures::AppAccess;
-use super::{Shared, lock, validate};
+use super::{Shared, validate};
 
 /// The three APIs, each with its own rate-limit budget per app.
 #[derive(Clone, Copy, Debug)]
@@ -99,7 +100,7 @@ fn admit(
         Box::new(Answer::error(StatusCode::BAD_REQUEST, code, msg))
     })?;
     let key = format!("{}|{app_id}", api.name());
-    if let Err(t) = lock(&shared.directory_limiter).check(&key, now) {
+    if let Err(t) = guard(&shared.directory_limiter).check(&key, now) {
         return Err(Box::new(
             Answer::rate_limited(t.limit, t.reset_secs).for_app(Some(app_id)),
         ));
@@ -247,7 +248,7 @@ pub(super) fn batch_get_id(
     }
     let include_resigned = request.include_resigned.unwrap_or(false);
     let user_list =
-        lock(&shared.world).resolve_ids(&access, id_type, &emails, &mobiles, include_resigned);
+        guard(&shared.world).resolve_ids(&access, id_type, &emails, &mobiles, include_resigned);
     success(BatchGetIdData { user_list }).for_app(Some(app_id))
 }
 
@@ -299,7 +300,7 @@ pub(super) fn chat_members(
         )
         .for_app(app);
     };
-    let roster = match lock(&shared.world).chat_roster(chat_id, id_type) {
+    let roster = match guard(&shared.world).chat_roster(chat_id, id_type) {
         Ok(roster) => roster,
         Err(_) => {
             return Answer::error(
@@ -386,7 +387,7 @@ pub(super) fn find_by_department(
         .for_app(app);
     };
     let wanted = (department != ROOT_DEPARTMENT_ID).then_some(department.as_str());
-    let users = match lock(&shared.world).department_users(&access, wanted, dept_type) {
+    let users = match guard(&shared.world).department_users(&access, wanted, dept_type) {
         Ok(users) => users,
         Err(_) => {
             return Answer::error(

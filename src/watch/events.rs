@@ -9,10 +9,12 @@
 //! to the new revision.
 
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc::UnboundedSender;
+
+use crate::sync;
 
 /// What changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +66,7 @@ impl DirWatcher {
                     return;
                 }
             };
-            let filter = seen.read().unwrap_or_else(PoisonError::into_inner);
+            let filter = sync::read(&seen);
             if let Some(change) = classify(&filter, &event) {
                 // The receiver is gone only when the daemon is stopping.
                 let _ = changes.send(change);
@@ -99,7 +101,7 @@ impl DirWatcher {
         };
         let (filter, wanted) = plan_watches(&self.dir);
         let changed = {
-            let current = self.filter.read().unwrap_or_else(PoisonError::into_inner);
+            let current = sync::read(&self.filter);
             current.tree != filter.tree
         };
         for (path, mode) in &self.watched {
@@ -124,7 +126,7 @@ impl DirWatcher {
             }
         }
         self.watched = now_watched;
-        *self.filter.write().unwrap_or_else(PoisonError::into_inner) = filter;
+        *sync::write(&self.filter) = filter;
         changed
     }
 }

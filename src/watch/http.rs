@@ -2,7 +2,7 @@
 //! succeeded with a valid config), `/status` (the same as JSON, with the config's diagnostics)
 //! and `/metrics` (Prometheus text). Reads what the controller publishes; changes nothing.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -12,6 +12,7 @@ use axum::routing::get;
 use serde::Serialize;
 
 use super::metrics::Metrics;
+use crate::sync::guard;
 
 /// What the controller publishes after every reconcile, shared with the HTTP handlers.
 #[derive(Debug, Default)]
@@ -77,12 +78,6 @@ pub struct LastReconcile {
 /// The handle the controller and the handlers share.
 pub type SharedHealth = Arc<Mutex<Health>>;
 
-/// Locks the shared health. Nothing panics while holding it, so a poisoned lock still holds
-/// consistent data.
-pub fn lock(h: &Mutex<Health>) -> MutexGuard<'_, Health> {
-    h.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 pub fn router(health: SharedHealth) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -97,7 +92,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(health): State<SharedHealth>) -> Response {
-    let status = lock(&health).status.clone();
+    let status = guard(&health).status.clone();
     let mut body = String::new();
     match &status.last_reconcile {
         Some(last) => {
@@ -118,12 +113,12 @@ async fn readyz(State(health): State<SharedHealth>) -> Response {
 }
 
 async fn status(State(health): State<SharedHealth>) -> Response {
-    let status = lock(&health).status.clone();
+    let status = guard(&health).status.clone();
     axum::Json(status).into_response()
 }
 
 async fn metrics(State(health): State<SharedHealth>) -> Response {
-    let text = lock(&health).metrics.render();
+    let text = guard(&health).metrics.render();
     (
         [(
             header::CONTENT_TYPE,

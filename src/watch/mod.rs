@@ -33,10 +33,11 @@ use crate::apply::{self, ApplyReport};
 use crate::feishu::client::{CallError, Client};
 use crate::plan::json::PlanDoc;
 use crate::state::{self, Binding, StateError, StateStore, StateWriter};
+use crate::sync::guard;
 use crate::{config, plan};
 
 use events::{Change, DirWatcher};
-use http::{Health, LastReconcile, SharedHealth, lock};
+use http::{Health, LastReconcile, SharedHealth};
 use metrics::{CallKind, CallOutcome, Outcome};
 use resync::Resync;
 
@@ -264,7 +265,7 @@ pub async fn run_async(args: WatchArgs) -> Result<(), StartError> {
     stop_on_signal(Arc::clone(&stop_tx))?;
 
     let health: SharedHealth = Arc::new(Mutex::new(Health::default()));
-    lock(&health).metrics.targets_managed = lock_held.state().targets.len() as u64;
+    guard(&health).metrics.targets_managed = lock_held.state().targets.len() as u64;
     let server = {
         let mut stop = stop.clone();
         let app = http::router(Arc::clone(&health));
@@ -755,7 +756,7 @@ impl Controller {
             .lock
             .as_ref()
             .map(|l| waiting_targets(l.state(), self.retry_waiting));
-        let mut h = lock(&self.health);
+        let mut h = guard(&self.health);
         let m = &mut h.metrics;
         m.reconciled(outcome, elapsed.as_secs_f64());
         if let Some(r) = &pass.report {

@@ -22,9 +22,10 @@ use crate::feishu::client::{CallError, ChatButtonOutcome};
 use crate::plan::json::{PlanDoc, RequestDoc};
 use crate::plan::{self, PlanOptions};
 use crate::state::{AppliedState, TargetRecord};
+use crate::sync::guard;
 use crate::target::{ButtonList, Target};
 
-use super::http::{SharedHealth, lock};
+use super::http::SharedHealth;
 use super::metrics::{CallKind, CallOutcome};
 
 /// The resync schedule and the pass in progress.
@@ -189,7 +190,7 @@ impl Resync {
                 CallOutcome::Failed
             }
         };
-        let mut h = lock(health);
+        let mut h = guard(health);
         h.metrics.calls(CallKind::Resync, outcome, 1);
         h.metrics
             .calls(CallKind::Resync, CallOutcome::NotSent, not_sent);
@@ -255,7 +256,7 @@ impl Resync {
             p.targets_sent
         );
         self.next_pass = Some((p.started + self.period).max(now));
-        lock(health).metrics.resync_cycles += 1;
+        guard(health).metrics.resync_cycles += 1;
     }
 }
 
@@ -361,7 +362,7 @@ mod tests {
         );
         assert!(!r.in_progress());
         assert!(r.due_at().expect("next pass") >= start + Duration::from_secs(60));
-        assert_eq!(lock(&h).metrics.resync_cycles, 1);
+        assert_eq!(guard(&h).metrics.resync_cycles, 1);
     }
 
     #[test]
