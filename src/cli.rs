@@ -313,8 +313,7 @@ fn validate(dir: &std::path::Path, format: ValidateFormat) -> u8 {
 fn validate_summary(loaded: &config::Loaded) -> String {
     let files = loaded.sources.files.len();
     let (errors, warnings) = (loaded.report.errors(), loaded.report.warnings());
-    let plural =
-        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let plural = crate::text::count;
     match &loaded.desired {
         Some(d) => {
             let mut s = format!(
@@ -931,7 +930,7 @@ impl crate::apply::Progress for Progress {
     fn call_done(&mut self, done: usize, total: usize) {
         let total = total.max(self.total);
         let left = (total - done.min(total)) as u64;
-        let eta = plan::human_duration(left.div_ceil(u64::from(self.rate)));
+        let eta = crate::text::human_duration(left.div_ceil(u64::from(self.rate)));
         if self.tty {
             let width = 30;
             let filled = done * width / total.max(1);

@@ -16,5 +16,6 @@ pub mod plan;
 pub mod state;
 pub mod sync;
 pub mod target;
+pub mod text;
 pub mod time;
 pub mod watch;

@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
 
-use super::{Action, Change, Note, Plan, group_digits};
+use super::{Action, Change, Note, Plan};
 use crate::feishu::wire::{ActionType, Button, ButtonType};
 use crate::target::ButtonList;
+use crate::text::{count, group_digits};
 
 /// GitHub refuses comments longer than this many characters.
 pub const GITHUB_COMMENT_LIMIT: usize = 65_536;
@@ -132,18 +133,13 @@ fn who(targets: &[&str]) -> String {
         return "everyone (the whole chat)".to_owned();
     }
     let n = targets.len();
-    let noun = if n == 1 { "user" } else { "users" };
     let shown: Vec<&str> = targets.iter().take(USERS_SHOWN).copied().collect();
     let more = if n > USERS_SHOWN {
         format!(" and {} more", group_digits((n - USERS_SHOWN) as u64))
     } else {
         String::new()
     };
-    format!(
-        "{} {noun}: {}{more}",
-        group_digits(n as u64),
-        shown.join(", ")
-    )
+    format!("{}: {}{more}", count(n, "user", "users"), shown.join(", "))
 }
 
 fn headline(g: &Group) -> String {
@@ -221,7 +217,7 @@ fn chat_title(plan: &Plan, chat: &str) -> String {
 }
 
 fn chat_counts(changes: &[&Change]) -> String {
-    let count = |a: Action| changes.iter().filter(|c| c.action == a).count();
+    let of = |a: Action| changes.iter().filter(|c| c.action == a).count();
     let mut parts = Vec::new();
     for (a, word) in [
         (Action::Add, "to add"),
@@ -230,7 +226,7 @@ fn chat_counts(changes: &[&Change]) -> String {
         (Action::Resend, "to re-send"),
         (Action::Follow, "following the whole-chat buttons"),
     ] {
-        let n = count(a);
+        let n = of(a);
         if n > 0 {
             parts.push(format!("{} {word}", group_digits(n as u64)));
         }
@@ -301,7 +297,7 @@ pub fn text(plan: &Plan, style: Style) -> String {
         let _ = writeln!(
             out,
             "No changes: the applied buttons match the config ({} unchanged).",
-            targets(plan.summary.unchanged)
+            count(plan.summary.unchanged, "target", "targets")
         );
     }
     out
@@ -322,7 +318,7 @@ pub fn markdown_limited(plan: &Plan, limit: usize) -> String {
         let _ = writeln!(
             head,
             "**Plan: no changes.** The applied buttons match the config ({} unchanged).",
-            targets(plan.summary.unchanged)
+            count(plan.summary.unchanged, "target", "targets")
         );
     }
     if let Some(w) = removal_warning(plan) {
@@ -379,15 +375,6 @@ pub fn markdown_limited(plan: &Plan, limit: usize) -> String {
         out.push_str(&s);
     }
     out
-}
-
-/// `1 target`, `2 targets`.
-fn targets(n: usize) -> String {
-    if n == 1 {
-        "1 target".to_owned()
-    } else {
-        format!("{} targets", group_digits(n as u64))
-    }
 }
 
 fn escape_html(s: &str) -> String {

@@ -140,9 +140,9 @@ pub fn condition(record: &TargetRecord) -> String {
                 last_try,
                 ..
             } => format!(
-                "waiting since {} ({tries} {}, the last at {}): {}; wants {}",
+                "waiting since {} ({}, the last at {}): {}; wants {}",
                 at(p.since),
-                if *tries == 1 { "try" } else { "tries" },
+                crate::text::count(*tries as usize, "try", "tries"),
                 at(*last_try),
                 reason,
                 texts(goal)

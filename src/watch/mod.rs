@@ -34,6 +34,7 @@ use crate::feishu::client::{CallError, Client};
 use crate::plan::json::PlanDoc;
 use crate::state::{self, Binding, StateError, StateStore, StateWriter};
 use crate::sync::guard;
+use crate::text::{count, human_elapsed};
 use crate::{config, plan};
 
 use events::{Change, DirWatcher};
@@ -913,11 +914,6 @@ fn summary_line(
     }
 }
 
-/// `1 call`, `2 calls`.
-fn count(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 /// Logs the summary line at a level that fits the outcome, with its figures as fields.
 fn log_summary(outcome: Outcome, message: &str, pass: &Pass, elapsed: Duration) {
     let s = pass.summary.unwrap_or_default();
@@ -951,17 +947,6 @@ fn log_summary(outcome: Outcome, message: &str, pass: &Pass, elapsed: Duration) 
         Outcome::Success => summary!(info),
         Outcome::InvalidConfig | Outcome::MassRemovalBlocked | Outcome::Failed => summary!(warn),
         Outcome::Error => summary!(error),
-    }
-}
-
-/// `12 ms`, `1.4 s`, `3 min 5 s`.
-fn human_elapsed(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else if d < Duration::from_secs(60) {
-        format!("{:.1} s", d.as_secs_f64())
-    } else {
-        plan::human_duration(d.as_secs())
     }
 }
 
