@@ -626,10 +626,7 @@ fn plan(args: &PlanArgs) -> u8 {
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    match crate::runtime::build() {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -875,34 +872,19 @@ fn confirm(calls: usize) -> Result<bool, String> {
     Ok(answer.trim() == "yes")
 }
 
-/// A watch that turns true on SIGINT or SIGTERM.
+/// A watch that turns true on SIGINT or SIGTERM (never, if the handlers cannot be installed).
 fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        let _ = tx.send(true);
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+    match crate::runtime::shutdown_signal() {
+        Ok(signal) => {
+            tokio::spawn(async move {
+                signal.await;
+                eprintln!("\nStopping: waiting for the calls in flight, then recording them...");
+                let _ = tx.send(true);
+            });
         }
-        #[cfg(not(unix))]
-        {
-            let _ = ctrl_c.await;
-        }
-        eprintln!("\nStopping: waiting for the calls in flight, then recording them...");
-        let _ = tx.send(true);
-    });
+        Err(e) => eprintln!("warning: cannot wait for SIGINT/SIGTERM: {e}"),
+    }
     rx
 }
 

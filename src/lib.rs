@@ -13,6 +13,7 @@ pub mod desired;
 pub mod emulator;
 pub mod feishu;
 pub mod plan;
+pub mod runtime;
 pub mod state;
 pub mod sync;
 pub mod target;

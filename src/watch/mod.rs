@@ -213,10 +213,7 @@ impl ReconcileError {
 /// Runs the daemon until SIGTERM/SIGINT; returns the exit code (0 after a clean stop, 1 when
 /// it could not start).
 pub fn run(args: WatchArgs) -> u8 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime::build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("{}", StartError::Runtime(e));
@@ -329,31 +326,12 @@ pub async fn run_async(args: WatchArgs) -> Result<(), StartError> {
 
 /// Turns `stop` true on SIGTERM or SIGINT.
 fn stop_on_signal(stop: Arc<watch::Sender<bool>>) -> Result<(), StartError> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
-        tokio::spawn(async move {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            tracing::info!("{name}: stopping after the calls in flight are answered and recorded");
-            let _ = stop.send(true);
-        });
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::info!(
-                    "Ctrl-C: stopping after the calls in flight are answered and recorded"
-                );
-                let _ = stop.send(true);
-            }
-        });
-    }
+    let signal = crate::runtime::shutdown_signal().map_err(StartError::Signal)?;
+    tokio::spawn(async move {
+        let name = signal.await;
+        tracing::info!("{name}: stopping after the calls in flight are answered and recorded");
+        let _ = stop.send(true);
+    });
     Ok(())
 }
 
