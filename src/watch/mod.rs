@@ -22,7 +22,7 @@ mod resync;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -35,6 +35,7 @@ use crate::plan::json::PlanDoc;
 use crate::state::{self, Binding, StateError, StateStore, StateWriter};
 use crate::sync::guard;
 use crate::text::{count, human_elapsed};
+use crate::time;
 use crate::{config, plan};
 
 use events::{Change, DirWatcher};
@@ -589,7 +590,7 @@ async fn reconcile(ctl: &mut Controller, pass: &mut Pass) -> Result<Action, Reco
             "the state lock was lost".to_owned(),
         ));
     };
-    let now = apply::outcome::unix_now();
+    let now = time::unix_secs_now();
     let doc = {
         let p = plan::plan(
             &desired.targets,
@@ -729,7 +730,7 @@ impl Controller {
 
     /// Updates `/status`, `/readyz` and the metrics after a reconcile.
     fn publish(&self, outcome: Outcome, message: &str, pass: &Pass, elapsed: Duration) {
-        let now = unix_now();
+        let now = time::unix_secs_f64_now();
         let managed = self.lock.as_ref().map(|l| l.state().targets.len() as u64);
         let conditions = self
             .lock
@@ -803,7 +804,7 @@ impl Controller {
         }
         // A re-send is recorded like any call: a whole-chat one marks the chat's users owed
         // (it may overwrite them) before their own re-sends put them right.
-        let (marks, call) = apply::outcome::before(writer.state(), &request, unix_secs());
+        let (marks, call) = apply::outcome::before(writer.state(), &request, time::unix_secs_now());
         if let Err(e) = writer.record(&marks) {
             tracing::warn!(error = %e, "resync: cannot record in the state; taking the lock again");
             self.lock = None;
@@ -820,7 +821,7 @@ impl Controller {
                 &request,
                 &call,
                 &answer.failed_users,
-                unix_secs(),
+                time::unix_secs_now(),
             ),
             Err(e) if e.may_have_applied() => Vec::new(),
             Err(_) => apply::outcome::refused(&call),
@@ -972,16 +973,6 @@ fn waiting_targets(
         }
     }
     (counts, waiting)
-}
-
-fn unix_secs() -> u64 {
-    apply::outcome::unix_now()
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]
