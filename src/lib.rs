@@ -14,6 +14,7 @@ pub mod emulator;
 pub mod feishu;
 pub mod plan;
 pub mod runtime;
+pub mod settings;
 pub mod state;
 pub mod sync;
 pub mod target;

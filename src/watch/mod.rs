@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use crate::apply::{self, ApplyReport};
 use crate::feishu::client::{CallError, Client};
 use crate::plan::json::PlanDoc;
+use crate::settings::Settings;
 use crate::state::{self, Binding, StateError, StateStore, StateWriter};
 use crate::sync::guard;
 use crate::text::{count, human_elapsed};
@@ -54,72 +55,21 @@ pub const MAX_DEBOUNCE_WAIT: Duration = Duration::from_secs(2);
 /// The longest wait between two tries after a failure.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// `feedbuttons watch`: keep a chat's buttons in line with a directory that something else
-/// keeps up to date.
-#[derive(clap::Args, Debug)]
-pub struct WatchArgs {
-    /// The config directory (a checkout that a cron `git pull` or git-sync keeps current; a
-    /// symbolic link to the current revision is followed when it is swapped).
-    #[arg(default_value = ".")]
-    pub dir: PathBuf,
-    /// The applied state [default: DIR/.feedbuttons/state.json]. Required when DIR's path
-    /// passes through a symbolic link: a state inside a revision would vanish with it.
-    #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH")]
-    pub state: Option<PathBuf>,
-    /// Where to serve /healthz, /readyz, /status and /metrics (port 0: any free port; the
-    /// address is logged at start).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+/// How the daemon runs, besides its [`Settings`]: `feedbuttons watch`'s flags.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where to serve /healthz, /readyz, /status and /metrics.
     pub listen: String,
-    /// Reconcile at least this often, in case a file event was missed (`30s`, `5m`, `1h`).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = positive_duration)]
+    /// Reconcile at least this often, in case a file event was missed.
     pub interval: Duration,
-    /// Re-send every applied target once per DURATION, within half of --rate-limit (the API
-    /// cannot be read, so this undoes changes made by anything else) [default: off].
-    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
-    pub resync: Option<Duration>,
     /// Wait until the directory has been quiet this long before reconciling.
-    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration)]
     pub debounce: Duration,
-    /// Apply a plan that removes more than a quarter of the applied targets (or all of them)
-    /// instead of holding it back.
-    #[arg(long)]
+    /// Re-send every applied target once per this long (`--resync`).
+    pub resync: Option<Duration>,
+    /// Apply a plan that trips the mass-removal guard instead of holding it back.
     pub allow_mass_removal: bool,
-    /// How long to wait before trying a user the API refused (not in the chat) again; the
-    /// wait doubles with every refusal, up to an hour.
-    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = positive_duration)]
+    /// The first wait before a user the API refused is tried again.
     pub retry_waiting: Duration,
-    /// How to write the log on stderr: for people, or one JSON object a line.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    #[command(flatten)]
-    pub api: crate::cli::ApiArgs,
-}
-
-/// The log's shape (`--log-format`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// The longest duration a flag takes: a year. Longer ones would overflow the clock arithmetic
-/// (an `Instant` plus the duration) and mean "never" anyway.
-const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-fn duration(s: &str) -> Result<Duration, String> {
-    let d =
-        humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 200ms, 30s, 5m, 1h)"))?;
-    if d > MAX_DURATION {
-        return Err("must be at most a year (365d)".to_owned());
-    }
-    Ok(d)
-}
-
-fn positive_duration(s: &str) -> Result<Duration, String> {
-    match duration(s)? {
-        d if d.is_zero() => Err("must be longer than zero".to_owned()),
-        d => Ok(d),
-    }
 }
 
 /// What the controller does after a reconcile.
@@ -134,9 +84,6 @@ pub enum Action {
 /// Why the daemon did not start. Nothing was applied.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// FEISHU_APP_ID or FEISHU_APP_SECRET is not set.
-    #[error("{0}; nothing was applied")]
-    Credentials(String),
     /// The default state would live inside a directory that a sync tool replaces.
     #[error(
         "{} passes through the symbolic link {} (a synced checkout swaps such links to publish a revision): a state inside it would vanish with the revision; keep the state elsewhere with --state PATH or FEEDBUTTONS_STATE; nothing was applied",
@@ -147,9 +94,6 @@ pub enum StartError {
     /// The state cannot be opened, is locked by another writer, or belongs to another app.
     #[error("{0}; nothing was applied")]
     State(#[from] StateError),
-    /// The API client cannot be set up (a malformed base URL).
-    #[error("{0}; nothing was applied")]
-    Client(String),
     /// The health and metrics address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -160,9 +104,6 @@ pub enum StartError {
     /// The signal handlers cannot be installed.
     #[error("cannot wait for SIGTERM/SIGINT: {0}")]
     Signal(#[source] std::io::Error),
-    /// The async runtime cannot start.
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(#[source] std::io::Error),
 }
 
 /// Why one reconcile did not end in success. Each says what was (not) applied.
@@ -211,52 +152,35 @@ impl ReconcileError {
     }
 }
 
-/// Runs the daemon until SIGTERM/SIGINT; returns the exit code (0 after a clean stop, 1 when
-/// it could not start).
-pub fn run(args: WatchArgs) -> u8 {
-    let rt = match crate::runtime::build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("{}", StartError::Runtime(e));
-            return 1;
-        }
-    };
-    match rt.block_on(run_async(args)) {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!("{e}");
-            1
-        }
-    }
-}
-
-/// Starts, runs and stops the daemon; everything that can refuse to start is checked before
-/// the first reconcile, in `apply`'s order.
-pub async fn run_async(args: WatchArgs) -> Result<(), StartError> {
-    let (app_id, secret) = crate::cli::credentials().map_err(StartError::Credentials)?;
-    if args.state.is_none()
-        && let Some(link) = events::link_on_path(&args.dir)
+/// Starts, runs and stops the daemon: returns after SIGTERM/SIGINT, once the calls in flight
+/// are recorded and the state's lock released. Everything that can refuse to start is checked
+/// before the first reconcile, in `apply`'s order.
+pub async fn run(settings: Settings, options: Options) -> Result<(), StartError> {
+    let Settings {
+        dir,
+        state: location,
+        connection,
+    } = settings;
+    if !location.was_given()
+        && let Some(link) = events::link_on_path(&dir)
     {
         return Err(StartError::StateInsideLink {
-            dir: args.dir.clone(),
+            dir: dir.clone(),
             link,
         });
     }
-    let path = crate::cli::state_path(&args.dir, args.state.as_deref());
-    let store = state::open(&path)?;
+    let store = location.open()?;
     let lock_held = store.writer(&state::holder("watch"))?;
-    let binding = Binding::new(&args.api.base_url, &app_id);
-    lock_held.state().check_binding(&binding)?;
-    let client = crate::cli::make_client(&args.api, app_id, secret).map_err(StartError::Client)?;
+    lock_held.state().check_binding(&connection.binding)?;
 
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = tokio::net::TcpListener::bind(&options.listen)
         .await
         .map_err(|source| StartError::Listen {
-            addr: args.listen.clone(),
+            addr: options.listen.clone(),
             source,
         })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: args.listen.clone(),
+        addr: options.listen.clone(),
         source,
     })?;
     let (stop_tx, stop) = watch::channel(false);
@@ -279,32 +203,34 @@ pub async fn run_async(args: WatchArgs) -> Result<(), StartError> {
     };
     tracing::info!(
         addr = %addr,
-        dir = %args.dir.display(),
+        dir = %dir.display(),
         state = %store.location(),
         "watching {}; health and metrics on http://{addr} (/healthz, /readyz, /status, /metrics)",
-        args.dir.display()
+        dir.display()
     );
 
     let (changes_tx, changes) = unbounded_channel();
-    let watcher = DirWatcher::new(&args.dir, changes_tx);
+    let watcher = DirWatcher::new(&dir, changes_tx);
     let controller = Controller {
-        dir: args.dir.clone(),
+        dir,
         store,
         lock: Some(lock_held),
-        binding,
-        client,
+        binding: connection.binding,
+        client: connection.client,
         verified: false,
-        rate_limit: args.api.rate_limit,
-        allow_mass_removal: args.allow_mass_removal,
-        retry_waiting: args.retry_waiting,
+        rate_limit: connection.rate_limit,
+        allow_mass_removal: options.allow_mass_removal,
+        retry_waiting: options.retry_waiting,
         stop: stop.clone(),
         health: Arc::clone(&health),
     };
     let timing = Timing {
-        interval: args.interval,
-        debounce: args.debounce,
+        interval: options.interval,
+        debounce: options.debounce,
     };
-    let resync = args.resync.map(|p| Resync::new(p, args.api.rate_limit));
+    let resync = options
+        .resync
+        .map(|p| Resync::new(p, connection.rate_limit));
     let mut controller = control_loop(controller, changes, watcher, timing, resync, stop).await;
 
     // Stopping: fold the journal into the snapshot, then release the lock by dropping it.
@@ -976,24 +902,6 @@ fn waiting_targets(
 }
 
 #[cfg(test)]
-mod duration_tests {
-    #[test]
-    fn durations_are_parsed_and_bounded() {
-        assert_eq!(
-            super::duration("200ms"),
-            Ok(std::time::Duration::from_millis(200))
-        );
-        assert!(super::positive_duration("0s").is_err());
-        assert!(
-            super::duration("500000000000years").is_err(),
-            "no overflow later"
-        );
-        assert!(super::duration("366d").is_err());
-        assert!(super::duration("365d").is_ok());
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1030,14 +938,5 @@ mod tests {
         assert!(delays[7] >= Duration::from_secs(4), "{delays:?}");
         b.reset();
         assert!(b.next_delay() <= Duration::from_secs(2));
-    }
-
-    #[test]
-    fn durations_read_like_people_write_them() {
-        assert_eq!(duration("200ms"), Ok(Duration::from_millis(200)));
-        assert_eq!(positive_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(positive_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(positive_duration("0s").is_err());
-        assert!(duration("soon").is_err());
     }
 }
