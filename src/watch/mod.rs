@@ -132,9 +132,9 @@ pub enum ReconcileError {
     /// Some calls or users failed, or were not sent; the successes are recorded.
     #[error("{pending} target change(s) not applied: {why}")]
     Incomplete { pending: usize, why: String },
-    /// A task of the daemon itself failed.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// Reading the config ended in a panic (a bug): retried with backoff like any failure.
+    #[error("internal error while reading the config: {0}")]
+    LoadPanicked(#[source] tokio::task::JoinError),
 }
 
 impl ReconcileError {
@@ -147,7 +147,7 @@ impl ReconcileError {
             ReconcileError::Load(_)
             | ReconcileError::Credentials(_)
             | ReconcileError::State(_)
-            | ReconcileError::Internal(_) => Outcome::Error,
+            | ReconcileError::LoadPanicked(_) => Outcome::Error,
         }
     }
 }
@@ -479,15 +479,18 @@ impl Pass {
 /// One reconcile: read the config, plan against the state, apply, record. `pass` collects
 /// what happened.
 async fn reconcile(ctl: &mut Controller, pass: &mut Pass) -> Result<Action, ReconcileError> {
-    if ctl.lock.is_none() {
-        let l = ctl.store.writer(&state::holder("watch"))?;
-        l.state().check_binding(&ctl.binding)?;
-        ctl.lock = Some(l);
-    }
+    let writer = match ctl.lock.as_mut() {
+        Some(writer) => writer,
+        None => {
+            let writer = ctl.store.writer(&state::holder("watch"))?;
+            writer.state().check_binding(&ctl.binding)?;
+            ctl.lock.insert(writer)
+        }
+    };
     let root = events::config_root(&ctl.dir);
     let loaded = tokio::task::spawn_blocking(move || config::load_dir(&root))
         .await
-        .map_err(|e| ReconcileError::Internal(e.to_string()))?;
+        .map_err(ReconcileError::LoadPanicked)?;
     let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
@@ -511,11 +514,6 @@ async fn reconcile(ctl: &mut Controller, pass: &mut Pass) -> Result<Action, Reco
         });
     };
     pass.config_valid = Some(true);
-    let Some(writer) = ctl.lock.as_mut() else {
-        return Err(ReconcileError::Internal(
-            "the state lock was lost".to_owned(),
-        ));
-    };
     let now = time::unix_secs_now();
     let doc = {
         let p = plan::plan(
