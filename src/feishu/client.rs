@@ -317,7 +317,7 @@ impl Client {
             inner.token().await.map(drop)
         })
         .retry(inner.retry.backoff())
-        .when(Failure::is_transient)
+        .when(AttemptFailure::is_transient)
         .adjust(|f, next| inner.retry.wait(next, f.server_wait()))
         .notify(|f, wait| inner.note_retry("token", f, wait))
         .await;
@@ -361,7 +361,7 @@ impl Client {
         let result = (|| inner.try_chat_button(&call))
             .retry(inner.retry.backoff())
             .sleep(sleep)
-            .when(Failure::is_transient)
+            .when(AttemptFailure::is_transient)
             .adjust(|f, next| inner.retry.wait(next, f.server_wait()))
             .notify(|f, wait| inner.note_retry("chat_button", f, wait))
             .await;
@@ -374,10 +374,10 @@ impl Client {
             }),
             // An attempt that reached the API is settled only by an answer to a later one.
             Err(
-                f @ (Failure::Final(CallError::Stopped)
-                | Failure::RateLimited { .. }
-                | Failure::Transient { .. }
-                | Failure::Unanswered { .. }),
+                f @ (AttemptFailure::Final(CallError::Stopped)
+                | AttemptFailure::RateLimited { .. }
+                | AttemptFailure::Transient { .. }
+                | AttemptFailure::Unanswered { .. }),
             ) if unanswered => Err(CallError::Unanswered {
                 attempts,
                 last: f.to_string(),
@@ -419,7 +419,7 @@ struct Call<'a> {
 
 /// Why one attempt failed.
 #[derive(Debug)]
-enum Failure {
+enum AttemptFailure {
     /// 429 / 99991400; `wait` is the server's `x-ogw-ratelimit-reset`, when it sent one.
     RateLimited { wait: Option<Duration> },
     /// A connection that could not be made: nothing reached the API.
@@ -431,21 +431,21 @@ enum Failure {
     Final(CallError),
 }
 
-impl Failure {
+impl AttemptFailure {
     fn is_transient(&self) -> bool {
-        !matches!(self, Failure::Final(_))
+        !matches!(self, AttemptFailure::Final(_))
     }
 
     fn server_wait(&self) -> Option<Duration> {
         match self {
-            Failure::RateLimited { wait } => *wait,
+            AttemptFailure::RateLimited { wait } => *wait,
             _ => None,
         }
     }
 
     fn into_error(self, attempts: u32) -> CallError {
         match self {
-            Failure::Final(e) => e,
+            AttemptFailure::Final(e) => e,
             transient => CallError::GaveUp {
                 attempts,
                 last: transient.to_string(),
@@ -454,19 +454,21 @@ impl Failure {
     }
 }
 
-impl fmt::Display for Failure {
+impl fmt::Display for AttemptFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::RateLimited { wait: Some(w) } => write!(
+            AttemptFailure::RateLimited { wait: Some(w) } => write!(
                 f,
                 "rate limited (code {CODE_RATE_LIMITED}, reset in {} s)",
                 w.as_secs()
             ),
-            Failure::RateLimited { wait: None } => {
+            AttemptFailure::RateLimited { wait: None } => {
                 write!(f, "rate limited (code {CODE_RATE_LIMITED})")
             }
-            Failure::Transient { why } | Failure::Unanswered { why } => f.write_str(why),
-            Failure::Final(e) => write!(f, "{e}"),
+            AttemptFailure::Transient { why } | AttemptFailure::Unanswered { why } => {
+                f.write_str(why)
+            }
+            AttemptFailure::Final(e) => write!(f, "{e}"),
         }
     }
 }
@@ -481,7 +483,7 @@ enum Verdict {
         msg: String,
         status: u16,
     },
-    Failed(Failure),
+    Failed(AttemptFailure),
 }
 
 /// An HTTP answer, read in full.
@@ -492,18 +494,18 @@ struct Answer {
 }
 
 impl Inner {
-    async fn token(&self) -> Result<Arc<Token>, Failure> {
+    async fn token(&self) -> Result<Arc<Token>, AttemptFailure> {
         self.tokens.get(|| self.fetch_token()).await
     }
 
-    async fn fetch_token(&self) -> Result<(Token, Duration), Failure> {
+    async fn fetch_token(&self) -> Result<(Token, Duration), AttemptFailure> {
         bump(&self.counters.token_fetches);
         let request = TenantTokenRequest {
             app_id: self.app_id.clone(),
             app_secret: self.app_secret.expose().to_owned(),
         };
         let bytes = serde_json::to_vec(&request).map_err(|e| {
-            Failure::Final(CallError::Api {
+            AttemptFailure::Final(CallError::Api {
                 code: CODE_NOT_API_JSON,
                 msg: format!("cannot encode the token request: {e}"),
                 status: 0,
@@ -519,16 +521,18 @@ impl Inner {
             .await;
         // A token request changes nothing, so an unanswered one is only transient.
         let answer = read(sent).await.map_err(|f| match f {
-            Failure::Transient { why } | Failure::Unanswered { why } => Failure::Transient {
-                why: format!("token endpoint: {why}"),
-            },
+            AttemptFailure::Transient { why } | AttemptFailure::Unanswered { why } => {
+                AttemptFailure::Transient {
+                    why: format!("token endpoint: {why}"),
+                }
+            }
             other => other,
         })?;
         let result = classify_token(&answer, &[self.app_secret.expose()]);
         match &result {
             Ok((_, expire)) => debug!(expire_secs = expire.as_secs(), "tenant token fetched"),
             Err(f) => {
-                if matches!(f, Failure::RateLimited { .. }) {
+                if matches!(f, AttemptFailure::RateLimited { .. }) {
                     bump(&self.counters.rate_limited);
                 }
                 debug!(status = answer.status.as_u16(), failure = %f, "token fetch failed");
@@ -537,7 +541,10 @@ impl Inner {
         result
     }
 
-    async fn try_chat_button(&self, call: &Call<'_>) -> Result<Vec<FailedUserReason>, Failure> {
+    async fn try_chat_button(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<Vec<FailedUserReason>, AttemptFailure> {
         call.attempts.fetch_add(1, Ordering::Relaxed);
         let mut token = self.token().await?;
         let mut verdict = self.send_chat_button(call, &token).await;
@@ -555,7 +562,7 @@ impl Inner {
             token = self.token().await?;
             verdict = self.send_chat_button(call, &token).await;
         }
-        if matches!(verdict, Verdict::Failed(Failure::Unanswered { .. })) {
+        if matches!(verdict, Verdict::Failed(AttemptFailure::Unanswered { .. })) {
             call.unanswered.store(true, Ordering::Relaxed);
         }
         match verdict {
@@ -566,7 +573,7 @@ impl Inner {
             Verdict::TokenRefused { code, msg, status } => {
                 bump(&self.counters.tokens_refused);
                 self.tokens.evict(&token).await;
-                Err(Failure::Transient {
+                Err(AttemptFailure::Transient {
                     why: format!(
                         "a freshly fetched token was refused too (HTTP {status}, code {code}: {msg})"
                     ),
@@ -584,7 +591,7 @@ impl Inner {
             _ = stop.wait_for(|stopped| *stopped) => {}
         }
         if *stop.borrow() {
-            return Verdict::Failed(Failure::Final(CallError::Stopped));
+            return Verdict::Failed(AttemptFailure::Final(CallError::Stopped));
         }
         bump(&self.counters.http_attempts);
         let started = Instant::now();
@@ -613,7 +620,7 @@ impl Inner {
             verdict = verdict.label(),
             "chat_button answered"
         );
-        if let Verdict::Failed(Failure::RateLimited { wait }) = &verdict {
+        if let Verdict::Failed(AttemptFailure::RateLimited { wait }) = &verdict {
             bump(&self.counters.rate_limited);
             // The server's window is full for everyone, not just this call: hold back the
             // calls queued behind it too.
@@ -625,7 +632,7 @@ impl Inner {
         verdict
     }
 
-    fn note_retry(&self, what: &str, failure: &Failure, wait: Duration) {
+    fn note_retry(&self, what: &str, failure: &AttemptFailure, wait: Duration) {
         bump(&self.counters.retries);
         debug!(
             what,
@@ -642,10 +649,10 @@ impl Verdict {
         match self {
             Verdict::Applied(_) => "applied",
             Verdict::TokenRefused { .. } => "token refused",
-            Verdict::Failed(Failure::RateLimited { .. }) => "rate limited",
-            Verdict::Failed(Failure::Transient { .. }) => "transient failure",
-            Verdict::Failed(Failure::Unanswered { .. }) => "no answer",
-            Verdict::Failed(Failure::Final(_)) => "failed",
+            Verdict::Failed(AttemptFailure::RateLimited { .. }) => "rate limited",
+            Verdict::Failed(AttemptFailure::Transient { .. }) => "transient failure",
+            Verdict::Failed(AttemptFailure::Unanswered { .. }) => "no answer",
+            Verdict::Failed(AttemptFailure::Final(_)) => "failed",
         }
     }
 }
@@ -654,19 +661,19 @@ impl Verdict {
 /// be made is transient; a timeout, a connection dropped after the request went out, or an
 /// answer too large to be the API's leaves the call unanswered (it may have applied). Either
 /// is worth another attempt: the call replaces, so sending it again is safe.
-async fn read(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Answer, Failure> {
+async fn read(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Answer, AttemptFailure> {
     let failure = |e: reqwest::Error| {
         if e.is_builder() {
             // Our own request could not be built: sending it again would not help.
-            Failure::Final(CallError::Api {
+            AttemptFailure::Final(CallError::Api {
                 code: CODE_NOT_API_JSON,
                 msg: describe(&e),
                 status: 0,
             })
         } else if e.is_connect() {
-            Failure::Transient { why: describe(&e) }
+            AttemptFailure::Transient { why: describe(&e) }
         } else {
-            Failure::Unanswered { why: describe(&e) }
+            AttemptFailure::Unanswered { why: describe(&e) }
         }
     };
     let mut response = sent.map_err(failure)?;
@@ -676,7 +683,7 @@ async fn read(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Answer,
         .get(HEADER_RATELIMIT_RESET)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let too_large = || Failure::Unanswered {
+    let too_large = || AttemptFailure::Unanswered {
         why: format!(
             "HTTP {}: the answer is larger than {} KiB, which no API answer is",
             status.as_u16(),
@@ -763,12 +770,12 @@ fn not_api_json(answer: &Answer, secrets: &[&str]) -> CallError {
 
 /// A 5xx, with the body's code and message when it had them. The API may have applied the
 /// request before it failed, so it counts as unanswered.
-fn server_error(status: StatusCode, code: Option<i64>, msg: Option<&str>) -> Failure {
+fn server_error(status: StatusCode, code: Option<i64>, msg: Option<&str>) -> AttemptFailure {
     let why = match (code, msg) {
         (Some(code), Some(msg)) => format!("HTTP {} (code {code}: {msg})", status.as_u16()),
         _ => format!("HTTP {}", status.as_u16()),
     };
-    Failure::Transient { why }
+    AttemptFailure::Transient { why }
 }
 
 fn is_rate_limited(status: StatusCode, code: Option<i64>) -> bool {
@@ -780,20 +787,21 @@ fn classify_chat_button(answer: &Answer, chat_id: &str, secrets: &[&str]) -> Ver
     let parsed: Option<ApiResponse<ChatButtonData>> = serde_json::from_slice(&answer.body).ok();
     let code = parsed.as_ref().map(|p| p.code);
     if is_rate_limited(answer.status, code) {
-        return Verdict::Failed(Failure::RateLimited {
+        return Verdict::Failed(AttemptFailure::RateLimited {
             wait: parse_reset(answer.reset.as_deref()),
         });
     }
     if answer.status.is_server_error() {
         let msg = parsed.as_ref().map(|p| scrub(&p.msg, secrets));
-        let Failure::Transient { why } = server_error(answer.status, code, msg.as_deref()) else {
+        let AttemptFailure::Transient { why } = server_error(answer.status, code, msg.as_deref())
+        else {
             unreachable!("server_error gives a transient failure")
         };
         // The API may have applied the request before it failed.
-        return Verdict::Failed(Failure::Unanswered { why });
+        return Verdict::Failed(AttemptFailure::Unanswered { why });
     }
     let Some(parsed) = parsed else {
-        return Verdict::Failed(Failure::Final(not_api_json(answer, secrets)));
+        return Verdict::Failed(AttemptFailure::Final(not_api_json(answer, secrets)));
     };
     // The API's messages may quote the request; never let them carry a secret onward.
     let (code, msg, status) = (
@@ -816,15 +824,15 @@ fn classify_chat_button(answer: &Answer, chat_id: &str, secrets: &[&str]) -> Ver
         CODE_MISSING_SCOPE => CallError::MissingScope { msg },
         _ => CallError::Api { code, msg, status },
     };
-    Verdict::Failed(Failure::Final(error))
+    Verdict::Failed(AttemptFailure::Final(error))
 }
 
 /// The token and its `expire`, or why there is none. Errors come with HTTP 200: the code decides.
-fn classify_token(answer: &Answer, secrets: &[&str]) -> Result<(Token, Duration), Failure> {
+fn classify_token(answer: &Answer, secrets: &[&str]) -> Result<(Token, Duration), AttemptFailure> {
     let parsed: Option<TenantTokenResponse> = serde_json::from_slice(&answer.body).ok();
     let code = parsed.as_ref().map(|p| p.code);
     if is_rate_limited(answer.status, code) {
-        return Err(Failure::RateLimited {
+        return Err(AttemptFailure::RateLimited {
             wait: parse_reset(answer.reset.as_deref()),
         });
     }
@@ -841,7 +849,7 @@ fn classify_token(answer: &Answer, secrets: &[&str]) -> Result<(Token, Duration)
         // JSON of another shape may hold a token in any field: say what is wrong, quote
         // nothing. Anything else (a proxy's page) is quoted to help find a wrong base URL.
         if serde_json::from_slice::<serde_json::Value>(&answer.body).is_ok() {
-            return Err(Failure::Final(CallError::Api {
+            return Err(AttemptFailure::Final(CallError::Api {
                 code: CODE_NOT_API_JSON,
                 msg: "the token endpoint's JSON is not the documented answer (code, msg, \
                       tenant_access_token, and expire as a whole number of seconds)"
@@ -849,7 +857,7 @@ fn classify_token(answer: &Answer, secrets: &[&str]) -> Result<(Token, Duration)
                 status: answer.status.as_u16(),
             }));
         }
-        return Err(Failure::Final(not_api_json(answer, &secrets)));
+        return Err(AttemptFailure::Final(not_api_json(answer, &secrets)));
     };
     parsed.msg = scrub(&parsed.msg, &secrets);
     let status = answer.status.as_u16();
@@ -860,7 +868,7 @@ fn classify_token(answer: &Answer, secrets: &[&str]) -> Result<(Token, Duration)
                 .filter(|t| !t.is_empty())
                 .and_then(Token::new)
             else {
-                return Err(Failure::Final(CallError::Api {
+                return Err(AttemptFailure::Final(CallError::Api {
                     code: CODE_NOT_API_JSON,
                     msg: "the token endpoint answered code 0 without a usable tenant_access_token"
                         .to_owned(),
@@ -878,12 +886,12 @@ fn classify_token(answer: &Answer, secrets: &[&str]) -> Result<(Token, Duration)
         }
         // 10003 is an empty or missing id/secret: a credentials problem too.
         CODE_APP_UNAVAILABLE | CODE_WRONG_SECRET | CODE_TOKEN_PARAM_INVALID => {
-            Err(Failure::Final(CallError::Credentials {
+            Err(AttemptFailure::Final(CallError::Credentials {
                 code: parsed.code,
                 msg: parsed.msg,
             }))
         }
-        code => Err(Failure::Final(CallError::Api {
+        code => Err(AttemptFailure::Final(CallError::Api {
             code,
             msg: parsed.msg,
             status,
@@ -912,7 +920,7 @@ mod tests {
     #[test]
     fn chat_button_codes_map_to_their_errors() {
         let err = |v: Verdict| match v {
-            Verdict::Failed(Failure::Final(e)) => e,
+            Verdict::Failed(AttemptFailure::Final(e)) => e,
             other => panic!("not a final error: {other:?}"),
         };
         assert!(matches!(
@@ -957,24 +965,24 @@ mod tests {
         // The older APIs' HTTP 400 throttle, known by its code.
         assert!(matches!(
             chat_button(400, json!({"code": 99991400, "msg": "limit"})),
-            Verdict::Failed(Failure::RateLimited { wait: None })
+            Verdict::Failed(AttemptFailure::RateLimited { wait: None })
         ));
         let throttled = classify_chat_button(&answer(429, Some("2"), ""), "oc_1", &[]);
         assert!(matches!(
             throttled,
-            Verdict::Failed(Failure::RateLimited { wait: Some(w) }) if w == Duration::from_secs(2)
+            Verdict::Failed(AttemptFailure::RateLimited { wait: Some(w) }) if w == Duration::from_secs(2)
         ));
         let bad_gateway = classify_chat_button(&answer(502, None, "<html>"), "oc_1", &[]);
         // The API may have applied a call it then failed to answer.
         assert!(
-            matches!(&bad_gateway, Verdict::Failed(Failure::Unanswered { why }) if why == "HTTP 502")
+            matches!(&bad_gateway, Verdict::Failed(AttemptFailure::Unanswered { why }) if why == "HTTP 502")
         );
     }
 
     #[test]
     fn an_answer_that_is_not_json_is_quoted_without_secrets() {
         let echo = answer(404, None, "Authorization: Bearer t-abc; secret s3cr3t");
-        let Verdict::Failed(Failure::Final(e)) =
+        let Verdict::Failed(AttemptFailure::Final(e)) =
             classify_chat_button(&echo, "oc_1", &["t-abc", "s3cr3t"])
         else {
             panic!("not a final error");
@@ -1006,13 +1014,13 @@ mod tests {
             let refused = answer(200, None, &format!(r#"{{"code":{code},"msg":"no"}}"#));
             assert!(matches!(
                 classify_token(&refused, &[]),
-                Err(Failure::Final(CallError::Credentials { code: c, .. })) if c == code
+                Err(AttemptFailure::Final(CallError::Credentials { code: c, .. })) if c == code
             ));
         }
         let empty = answer(200, None, r#"{"code":0,"msg":"ok"}"#);
         assert!(matches!(
             classify_token(&empty, &[]),
-            Err(Failure::Final(CallError::Api {
+            Err(AttemptFailure::Final(CallError::Api {
                 code: CODE_NOT_API_JSON,
                 ..
             }))
