@@ -1,4 +1,5 @@
-//! Words for people, shared by every output: a count with its noun, digit groups, durations.
+//! Words for people, shared by every output: a count with its noun, digit groups, durations
+//! (and hex digits, for checksums and ids).
 
 use std::time::Duration;
 
@@ -42,6 +43,16 @@ pub fn human_elapsed(d: Duration) -> String {
     }
 }
 
+/// Lower-case hex digits of `bytes` (checksums, made-up ids).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +70,6 @@ mod tests {
         assert_eq!(human_elapsed(Duration::from_millis(12)), "12 ms");
         assert_eq!(human_elapsed(Duration::from_millis(1400)), "1.4 s");
         assert_eq!(human_elapsed(Duration::from_secs(185)), "3 min 5 s");
+        assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
     }
 }

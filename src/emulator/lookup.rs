@@ -161,9 +161,15 @@ fn page_size(params: &HashMap<String, String>, default: usize, max: usize) -> Re
     }
 }
 
-/// A page token: opaque to clients, and good only for the list it was issued for.
+/// A page token: opaque to clients, and good only for the list it was issued for: the offset,
+/// and a digest of the list's name.
 fn page_token(list: &str, offset: usize) -> String {
-    hex::encode(format!("{list}|{offset}"))
+    format!("{offset}-{}", list_digest(list))
+}
+
+fn list_digest(list: &str) -> String {
+    use sha2::Digest as _;
+    crate::text::hex(&sha2::Sha256::digest(list)[..8])
 }
 
 /// The offset a page token stands for; `None` for a token this list never issued.
@@ -171,9 +177,8 @@ fn page_offset(token: Option<&String>, list: &str) -> Option<usize> {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return Some(0);
     };
-    let text = String::from_utf8(hex::decode(token).ok()?).ok()?;
-    let (issued_for, offset) = text.rsplit_once('|')?;
-    (issued_for == list).then(|| offset.parse().ok())?
+    let (offset, issued_for) = token.split_once('-')?;
+    (issued_for == list_digest(list)).then(|| offset.parse().ok())?
 }
 
 /// One page of `slots` from `offset`: the items in it, and the next page's token when there
