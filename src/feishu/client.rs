@@ -273,8 +273,15 @@ impl Client {
                 var: "FEISHU_APP_SECRET",
             });
         }
+        // The system's trust store first (so that a company proxy's CA installed there is
+        // trusted), and the Mozilla roots built in, for hosts that have no store (a minimal
+        // container): a certificate either vouches for is accepted.
+        let bundled = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .filter_map(|der| reqwest::Certificate::from_der(der).ok());
         let mut http = reqwest::Client::builder()
-            .use_rustls_tls()
+            .tls_backend_rustls()
+            .tls_certs_merge(bundled)
             // The API never redirects; following one would carry the token somewhere else.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("feedbuttons/", env!("CARGO_PKG_VERSION")));
