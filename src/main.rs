@@ -11,7 +11,9 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Coloured as `--color` (set by the command) and NO_COLOR say.
+            let red = anstyle::AnsiColor::Red.on_default().bold();
+            anstream::eprintln!("{red}error:{red:#} {e}");
             ExitCode::FAILURE
         }
     }

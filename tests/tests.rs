@@ -5,6 +5,7 @@ mod util;
 mod apply;
 mod ci;
 mod client;
+mod color;
 mod emulator;
 mod emulator_directory;
 mod model;

@@ -45,7 +45,7 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode, Error> {
             term::print(&plan::render::text(
                 &p,
                 plan::render::Style {
-                    color: term::color(),
+                    color: term::stdout_color(),
                 },
             ))?;
             // Waiting targets the config no longer asks to change: nothing to send, only the

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Error;
+use super::{Error, term};
 use crate::config::{self, Loaded};
 use crate::desired::DesiredState;
 use crate::target::Target;
@@ -42,9 +42,7 @@ fn desired_of(
     what: &'static str,
     dir: &Path,
 ) -> Result<(DesiredState, Vec<PathBuf>), Error> {
-    if !loaded.report.diagnostics.is_empty() {
-        eprint!("{}", loaded.report.render_text(&loaded.sources));
-    }
+    term::eprint_diagnostics(&loaded);
     let Some(desired) = loaded.desired else {
         return Err(Error::InvalidConfig {
             what,

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub use args::{
-    ApiArgs, ApplyArgs, Cli, Command, LogFormat, PlanArgs, PlanFormat, StateCommand, VERSION,
-    ValidateFormat, WatchArgs,
+    ApiArgs, ApplyArgs, Cli, ColorWhen, Command, LogFormat, PlanArgs, PlanFormat, StateCommand,
+    VERSION, ValidateFormat, WatchArgs,
 };
 
 /// Why a command failed before it could give an exit code of its own: exit code 1.
@@ -101,6 +101,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Watch(args) => (args.log_format == LogFormat::Json, "warn,feedbuttons=info"),
         _ => (false, "warn"),
     };
+    term::set_color(cli.color);
     init_logging(json, default);
     match cli.command {
         Command::Validate { dir, format } => validate::run(&dir, format),
@@ -109,7 +110,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Watch(args) => Ok(watch::run(args)),
         Command::Demo { dir } => {
             let rt = crate::runtime::build().map_err(Error::Runtime)?;
-            rt.block_on(crate::demo::run(dir.as_deref(), term::color()))?;
+            rt.block_on(crate::demo::run(dir.as_deref(), term::stdout_color()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::State {
@@ -157,10 +158,11 @@ fn init_logging(json: bool, default: &str) {
     let filter = EnvFilter::try_from_env("FEEDBUTTONS_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(default));
-    // Colour only on a terminal: a daemon's log goes to journald or a container runtime.
+    // Colour as `--color` says: by default only on a terminal, since a daemon's log goes to
+    // journald or a container runtime, and never with NO_COLOR.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(term::stderr_color())
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().flatten_event(true).try_init()

@@ -86,7 +86,7 @@ fn print(the_plan: &Plan, format: PlanFormat) -> Result<(), Error> {
         PlanFormat::Text => term::print(&plan::render::text(
             the_plan,
             plan::render::Style {
-                color: term::color(),
+                color: term::stdout_color(),
             },
         )),
         PlanFormat::Markdown => term::print(&plan::render::markdown(the_plan)),

@@ -4,7 +4,11 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::time::{Duration, Instant};
 
+use anstream::{AutoStream, ColorChoice};
+
 use super::Error;
+use super::args::ColorWhen;
+use crate::config::Loaded;
 use crate::text::human_duration;
 
 /// Writes `s` to stdout.
@@ -25,9 +29,38 @@ pub fn write_stdout(
     }
 }
 
-/// Whether stdout gets colour: a terminal, and `NO_COLOR` unset.
-pub fn color() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+/// Sets `--color` for the whole process: what is printed, the diagnostics and the logs.
+pub fn set_color(when: ColorWhen) {
+    let choice = match when {
+        ColorWhen::Auto => ColorChoice::Auto,
+        ColorWhen::Always => ColorChoice::Always,
+        ColorWhen::Never => ColorChoice::Never,
+    };
+    choice.write_global();
+}
+
+/// Whether stdout gets colour: `--color always|never`, else (`auto`) anstream's rules: not
+/// with `NO_COLOR` set, always with `CLICOLOR_FORCE`, otherwise on a terminal.
+pub fn stdout_color() -> bool {
+    AutoStream::choice(&std::io::stdout()) != ColorChoice::Never
+}
+
+/// Whether stderr gets colour (diagnostics, logs, errors), by the same rules.
+pub fn stderr_color() -> bool {
+    AutoStream::choice(&std::io::stderr()) != ColorChoice::Never
+}
+
+/// A config's diagnostics on stderr, coloured when stderr is.
+pub fn eprint_diagnostics(loaded: &Loaded) {
+    if loaded.report.diagnostics.is_empty() {
+        return;
+    }
+    let text = if stderr_color() {
+        loaded.report.render_styled(&loaded.sources)
+    } else {
+        loaded.report.render_text(&loaded.sources)
+    };
+    eprint!("{text}");
 }
 
 /// Asks on the terminal whether to send `calls` calls; only `yes` confirms. Off a terminal,

@@ -18,6 +18,9 @@ pub fn run(dir: &Path, format: ValidateFormat) -> Result<ExitCode, Error> {
             s.push('\n');
             s
         }
+        ValidateFormat::Text if term::stdout_color() => {
+            loaded.report.render_styled(&loaded.sources) + &summary(&loaded)
+        }
         ValidateFormat::Text => loaded.report.render_text(&loaded.sources) + &summary(&loaded),
         ValidateFormat::Github => loaded.report.render_github(&loaded.sources) + &summary(&loaded),
     };

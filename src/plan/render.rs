@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use anstyle::AnsiColor;
 use similar::{ChangeTag, TextDiff};
 
 use super::{Action, Change, Note, Plan};
@@ -25,30 +26,30 @@ pub struct Style {
 }
 
 impl Style {
-    fn paint(self, code: &str, s: &str) -> String {
+    fn paint(self, style: anstyle::Style, s: &str) -> String {
         if self.color {
-            format!("\x1b[{code}m{s}\x1b[0m")
+            format!("{style}{s}{style:#}")
         } else {
             s.to_owned()
         }
     }
     fn green(self, s: &str) -> String {
-        self.paint("32", s)
+        self.paint(AnsiColor::Green.on_default(), s)
     }
     fn yellow(self, s: &str) -> String {
-        self.paint("33", s)
+        self.paint(AnsiColor::Yellow.on_default(), s)
     }
     fn red_bold(self, s: &str) -> String {
-        self.paint("1;31", s)
+        self.paint(AnsiColor::Red.on_default().bold(), s)
     }
     fn red(self, s: &str) -> String {
-        self.paint("31", s)
+        self.paint(AnsiColor::Red.on_default(), s)
     }
     fn bold(self, s: &str) -> String {
-        self.paint("1", s)
+        self.paint(anstyle::Style::new().bold(), s)
     }
     fn dim(self, s: &str) -> String {
-        self.paint("2", s)
+        self.paint(anstyle::Style::new().dimmed(), s)
     }
 }
 
