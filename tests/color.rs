@@ -18,7 +18,11 @@ fn validate_colours_its_diagnostics_only_when_asked_or_on_a_terminal() {
     let dir = invalid();
     // util::run sets NO_COLOR: auto means no colour, off a terminal anyway.
     let auto = util::run(dir.path(), &["validate"]);
-    assert!(!util::stdout(&auto).contains(ESC), "{}", util::stdout(&auto));
+    assert!(
+        !util::stdout(&auto).contains(ESC),
+        "{}",
+        util::stdout(&auto)
+    );
     let never = util::run(dir.path(), &["validate", "--color", "never"]);
     assert!(!util::stdout(&never).contains(ESC));
     // An explicit `always` wins over NO_COLOR.
@@ -34,7 +38,11 @@ fn the_diagnostics_plan_prints_on_stderr_and_the_error_line_follow_color() {
     let dir = invalid();
     let plain = util::run(dir.path(), &["plan"]);
     assert!(util::stderr(&plain).contains("error[unknown-field]"));
-    assert!(!util::stderr(&plain).contains(ESC), "{}", util::stderr(&plain));
+    assert!(
+        !util::stderr(&plain).contains(ESC),
+        "{}",
+        util::stderr(&plain)
+    );
     let coloured = util::run(dir.path(), &["plan", "--color", "always"]);
     let err = util::stderr(&coloured);
     assert!(err.contains(ESC), "{err}");

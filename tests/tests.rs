@@ -9,6 +9,7 @@ mod color;
 mod emulator;
 mod emulator_directory;
 mod model;
+mod monitoring;
 mod ordering;
 mod outage;
 mod plan;

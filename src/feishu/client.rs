@@ -9,7 +9,7 @@
 use std::error::Error as _;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use backon::Retryable;
@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
+use super::metrics::{ClientMetrics, EndpointLabel, RequestOutcome};
 use super::ratelimit::Limiter;
 use super::token::{Token, TokenCache};
 use super::wire::api::{
@@ -202,19 +203,6 @@ pub struct ClientStats {
     pub tokens_refused: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    http_attempts: AtomicU64,
-    rate_limited: AtomicU64,
-    retries: AtomicU64,
-    token_fetches: AtomicU64,
-    tokens_refused: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
 /// The Feishu API client. Clones share one token cache, limiter and set of counters.
 #[derive(Clone)]
 pub struct Client {
@@ -232,7 +220,7 @@ struct Inner {
     limiter: Limiter,
     retry: RetryPolicy,
     tokens: TokenCache,
-    counters: Counters,
+    metrics: ClientMetrics,
     /// Set by [`Client::stop_sending`]: no attempt starts after it.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -303,7 +291,7 @@ impl Client {
                 limiter: Limiter::new(config.rate_limit),
                 retry: config.retry,
                 tokens: TokenCache::default(),
-                counters: Counters::default(),
+                metrics: ClientMetrics::default(),
                 stop: tokio::sync::watch::Sender::new(false),
             }),
         })
@@ -326,7 +314,7 @@ impl Client {
         .retry(inner.retry.backoff())
         .when(AttemptFailure::is_transient)
         .adjust(|f, next| inner.retry.wait(next, f.server_wait()))
-        .notify(|f, wait| inner.note_retry("token", f, wait))
+        .notify(|f, wait| inner.note_retry(EndpointLabel::Token, f, wait))
         .await;
         result.map_err(|f| f.into_error(attempts.load(Ordering::Relaxed)))
     }
@@ -370,7 +358,7 @@ impl Client {
             .sleep(sleep)
             .when(AttemptFailure::is_transient)
             .adjust(|f, next| inner.retry.wait(next, f.server_wait()))
-            .notify(|f, wait| inner.note_retry("chat_button", f, wait))
+            .notify(|f, wait| inner.note_retry(EndpointLabel::ChatButton, f, wait))
             .await;
         let attempts = call.attempts.load(Ordering::Relaxed);
         let unanswered = call.unanswered.load(Ordering::Relaxed);
@@ -402,15 +390,22 @@ impl Client {
 
     /// Counters for the summary: HTTP attempts, 429s seen, retries, token fetches.
     pub fn stats(&self) -> ClientStats {
-        let c = &self.inner.counters;
-        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let m = &self.inner.metrics;
+        let throttled = [RequestOutcome::RateLimited];
         ClientStats {
-            http_attempts: get(&c.http_attempts),
-            rate_limited: get(&c.rate_limited),
-            retries: get(&c.retries),
-            token_fetches: get(&c.token_fetches),
-            tokens_refused: get(&c.tokens_refused),
+            http_attempts: m.requests(EndpointLabel::ChatButton, &[]),
+            rate_limited: m.requests(EndpointLabel::ChatButton, &throttled)
+                + m.requests(EndpointLabel::Token, &throttled),
+            retries: m.retries(),
+            token_fetches: m.requests(EndpointLabel::Token, &[]),
+            tokens_refused: m.tokens_refused(),
         }
+    }
+
+    /// The client's counters, as Prometheus families (shared by every clone), for the
+    /// daemon's `/metrics`.
+    pub fn metrics(&self) -> &ClientMetrics {
+        &self.inner.metrics
     }
 }
 
@@ -506,7 +501,6 @@ impl Inner {
     }
 
     async fn fetch_token(&self) -> Result<(Token, Duration), AttemptFailure> {
-        bump(&self.counters.token_fetches);
         let request = TenantTokenRequest {
             app_id: self.app_id.clone(),
             app_secret: self.app_secret.expose().to_owned(),
@@ -526,22 +520,30 @@ impl Inner {
             .body(bytes)
             .send()
             .await;
-        // A token request changes nothing, so an unanswered one is only transient.
-        let answer = read(sent).await.map_err(|f| match f {
-            AttemptFailure::Transient { why } | AttemptFailure::Unanswered { why } => {
-                AttemptFailure::Transient {
-                    why: format!("token endpoint: {why}"),
-                }
+        let answer = match read(sent).await {
+            Ok(answer) => answer,
+            Err(f) => {
+                self.metrics
+                    .request(EndpointLabel::Token, unanswered_outcome(&f));
+                // A token request changes nothing, so an unanswered one is only transient.
+                return Err(match f {
+                    AttemptFailure::Transient { why } | AttemptFailure::Unanswered { why } => {
+                        AttemptFailure::Transient {
+                            why: format!("token endpoint: {why}"),
+                        }
+                    }
+                    other => other,
+                });
             }
-            other => other,
-        })?;
+        };
         let result = classify_token(&answer, &[self.app_secret.expose()]);
+        self.metrics.request(
+            EndpointLabel::Token,
+            answered_outcome(&answer, result.as_ref().err()),
+        );
         match &result {
             Ok((_, expire)) => debug!(expire_secs = expire.as_secs(), "tenant token fetched"),
             Err(f) => {
-                if matches!(f, AttemptFailure::RateLimited { .. }) {
-                    bump(&self.counters.rate_limited);
-                }
                 debug!(status = answer.status.as_u16(), failure = %f, "token fetch failed");
             }
         }
@@ -563,7 +565,7 @@ impl Inner {
                 code,
                 "token refused: fetching a new one and trying once more"
             );
-            bump(&self.counters.tokens_refused);
+            self.metrics.token_refused();
             self.tokens.evict(&token).await;
             call.attempts.fetch_add(1, Ordering::Relaxed);
             token = self.token().await?;
@@ -578,7 +580,7 @@ impl Inner {
             // revoked as they are issued): drop it too and leave the rest to the backoff policy,
             // so that the call neither loops nor fails at the first hiccup.
             Verdict::TokenRefused { code, msg, status } => {
-                bump(&self.counters.tokens_refused);
+                self.metrics.token_refused();
                 self.tokens.evict(&token).await;
                 Err(AttemptFailure::Transient {
                     why: format!(
@@ -600,7 +602,6 @@ impl Inner {
         if *stop.borrow() {
             return Verdict::Failed(AttemptFailure::Final(CallError::Stopped));
         }
-        bump(&self.counters.http_attempts);
         let started = Instant::now();
         let sent = self
             .http
@@ -615,11 +616,19 @@ impl Inner {
             Ok(answer) => answer,
             Err(failure) => {
                 debug!(elapsed_ms = started.elapsed().as_millis(), %failure, "chat_button: no answer");
+                self.metrics
+                    .request(EndpointLabel::ChatButton, unanswered_outcome(&failure));
                 return Verdict::Failed(failure);
             }
         };
         let secrets = [token.secret().expose(), self.app_secret.expose()];
         let verdict = classify_chat_button(&answer, call.chat_id, &secrets);
+        let outcome = match &verdict {
+            Verdict::Applied(_) => answered_outcome(&answer, None),
+            Verdict::TokenRefused { .. } => RequestOutcome::TokenRefused,
+            Verdict::Failed(f) => answered_outcome(&answer, Some(f)),
+        };
+        self.metrics.request(EndpointLabel::ChatButton, outcome);
         debug!(
             status = answer.status.as_u16(),
             code = code_of(&answer.body),
@@ -627,22 +636,19 @@ impl Inner {
             verdict = verdict.label(),
             "chat_button answered"
         );
-        if let Verdict::Failed(AttemptFailure::RateLimited { wait }) = &verdict {
-            bump(&self.counters.rate_limited);
-            // The server's window is full for everyone, not just this call: hold back the
-            // calls queued behind it too.
-            if let Some(wait) = wait {
-                self.limiter
-                    .pause_until(Instant::now() + (*wait).min(MAX_RESET_WAIT));
-            }
+        // The server's window is full for everyone, not just this call: hold back the calls
+        // queued behind it too.
+        if let Verdict::Failed(AttemptFailure::RateLimited { wait: Some(wait) }) = &verdict {
+            self.limiter
+                .pause_until(Instant::now() + (*wait).min(MAX_RESET_WAIT));
         }
         verdict
     }
 
-    fn note_retry(&self, what: &str, failure: &AttemptFailure, wait: Duration) {
-        bump(&self.counters.retries);
+    fn note_retry(&self, endpoint: EndpointLabel, failure: &AttemptFailure, wait: Duration) {
+        self.metrics.retry(endpoint);
         debug!(
-            what,
+            what = endpoint.as_str(),
             wait_ms = wait.as_millis(),
             failure = %failure,
             "retrying after a transient failure"
@@ -660,6 +666,29 @@ impl Verdict {
             Verdict::Failed(AttemptFailure::Transient { .. }) => "transient failure",
             Verdict::Failed(AttemptFailure::Unanswered { .. }) => "no answer",
             Verdict::Failed(AttemptFailure::Final(_)) => "failed",
+        }
+    }
+}
+
+/// How a request ended that got no answer to read.
+fn unanswered_outcome(failure: &AttemptFailure) -> RequestOutcome {
+    match failure {
+        AttemptFailure::Transient { .. } => RequestOutcome::NoConnection,
+        AttemptFailure::Unanswered { .. } => RequestOutcome::NoAnswer,
+        AttemptFailure::RateLimited { .. } => RequestOutcome::RateLimited,
+        AttemptFailure::Final(_) => RequestOutcome::Failed,
+    }
+}
+
+/// How an answered request ended, given the failure its answer means (if any).
+fn answered_outcome(answer: &Answer, failure: Option<&AttemptFailure>) -> RequestOutcome {
+    match failure {
+        _ if answer.status.is_server_error() => RequestOutcome::ServerError,
+        None => RequestOutcome::Success,
+        Some(AttemptFailure::RateLimited { .. }) => RequestOutcome::RateLimited,
+        Some(AttemptFailure::Final(_)) => RequestOutcome::Failed,
+        Some(AttemptFailure::Transient { .. } | AttemptFailure::Unanswered { .. }) => {
+            RequestOutcome::ServerError
         }
     }
 }

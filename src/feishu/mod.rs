@@ -2,6 +2,7 @@
 //! plans through it (tokens, rate limit, retries, errors).
 
 pub mod client;
+pub mod metrics;
 mod ratelimit;
 mod retry;
 mod secret;

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 use super::error::{Backoff, ReconcileError, error_policy};
 use super::events::{self, Change, DirWatcher};
 use super::http::SharedHealth;
-use super::metrics::Outcome;
+use super::metrics::{Metrics, Outcome, Reason};
 use super::reconcile::{Reconciliation, Requeue, reconcile};
 use super::resync::Resync;
 use super::{MAX_BACKOFF, MAX_DEBOUNCE_WAIT, SHUTDOWN_GRACE, report};
@@ -39,6 +40,7 @@ pub struct Controller {
     pub retry_waiting: Duration,
     pub stop: watch::Receiver<bool>,
     pub health: SharedHealth,
+    pub metrics: Arc<Metrics>,
 }
 
 /// How the loop spaces reconciles: `--interval` and `--debounce`.
@@ -79,8 +81,11 @@ pub async fn control_loop(
 ) -> Controller {
     let mut backoff = Backoff::new(timing.interval.min(MAX_BACKOFF));
     let mut next_reconcile = Instant::now();
-    // The first and the latest change not reconciled yet.
+    // Why the reconcile at `next_reconcile` would run: the start, a requeue, or the interval.
+    let mut due_reason = Reason::Start;
+    // The first and the latest change not reconciled yet, and whether a link was swapped.
     let mut dirty: Option<(Instant, Instant)> = None;
+    let mut swapped = false;
     let mut events_open = true;
     loop {
         if *stop.borrow() {
@@ -110,6 +115,7 @@ pub async fn control_loop(
                 if link {
                     // Follow the swap now, so that edits in the new revision are seen too.
                     follow(&mut watcher, &ctl.dir);
+                    swapped = true;
                 }
                 dirty = Some((dirty.map_or(now, |(first, _)| first), now));
                 // No `continue`: under a steady stream of changes, the longest debounce wait
@@ -118,11 +124,19 @@ pub async fn control_loop(
             () = tokio::time::sleep_until(wake) => {}
         }
         let now = Instant::now();
-        if next_reconcile <= now || dirty.is_some_and(|d| timing.debounced(d) <= now) {
+        let changed = dirty.is_some_and(|d| timing.debounced(d) <= now);
+        if next_reconcile <= now || changed {
+            // A change is the more telling reason when the timer came due too.
+            let reason = match (changed, swapped) {
+                (true, true) => Reason::LinkSwap,
+                (true, false) => Reason::FileChange,
+                (false, _) => due_reason,
+            };
             dirty = None;
+            swapped = false;
             follow(&mut watcher, &ctl.dir);
             let Some((action, recorded)) =
-                within_grace(&stop, ctl.run_reconcile(&mut backoff)).await
+                within_grace(&stop, ctl.run_reconcile(reason, &mut backoff)).await
             else {
                 tracing::warn!(
                     "calls still in flight {} s after the stop signal: exiting without their answers (the next run sends them again)",
@@ -130,10 +144,11 @@ pub async fn control_loop(
                 );
                 break;
             };
-            let after = match action {
-                Requeue::After(d) => d.min(timing.interval),
-                Requeue::OnChange => timing.interval,
+            let (after, why) = match action {
+                Requeue::After(d) if d < timing.interval => (d, Reason::Retry),
+                Requeue::After(_) | Requeue::OnChange => (timing.interval, Reason::Interval),
             };
+            due_reason = why;
             next_reconcile = Instant::now() + after;
             if let Some(r) = resync.as_mut() {
                 r.after_reconcile(recorded);
@@ -175,7 +190,7 @@ async fn within_grace<T>(stop: &watch::Receiver<bool>, work: impl Future<Output 
 impl Controller {
     /// Runs [`reconcile`] and then the error policy; logs the summary line and publishes the
     /// status and metrics. Returns what to do next and whether the state recorded anything.
-    async fn run_reconcile(&mut self, backoff: &mut Backoff) -> (Requeue, bool) {
+    async fn run_reconcile(&mut self, reason: Reason, backoff: &mut Backoff) -> (Requeue, bool) {
         let started = Instant::now();
         let mut found = Reconciliation::default();
         let result = reconcile(self, &mut found).await;
@@ -193,9 +208,9 @@ impl Controller {
             .as_ref()
             .map_or_else(ReconcileError::outcome, |_| Outcome::Success);
         let recorded = found.report.as_ref().is_some_and(|r| r.targets_applied > 0);
-        let message = report::summary_line(&result, &found, elapsed, action);
-        self.publish(outcome, &message, &found, elapsed);
-        report::log_summary(outcome, &message, &found, elapsed);
+        let message = report::summary_line(reason, &result, &found, elapsed, action);
+        self.publish(reason, outcome, &message, &found, elapsed);
+        report::log_summary(reason, outcome, &message, &found, elapsed);
         (action, recorded)
     }
 
@@ -208,7 +223,7 @@ impl Controller {
             resync.postpone(now + Duration::from_secs(1));
             return;
         };
-        let Some(request) = resync.next_request(writer.state(), now, &self.health) else {
+        let Some(request) = resync.next_request(writer.state(), now, &self.metrics) else {
             return;
         };
         if !self.verified {
@@ -251,6 +266,6 @@ impl Controller {
             tracing::warn!(error = %e, "resync: cannot record in the state; taking the lock again");
             self.writer = None;
         }
-        resync.answered(&request, &result, &self.health);
+        resync.answered(&request, &result, &self.metrics);
     }
 }

@@ -14,7 +14,7 @@
 //! - `report`: each reconcile's summary line, `/status` and metrics.
 //! - `events`: the file watcher, following a swapped symbolic link.
 //! - `http`: `/healthz`, `/readyz`, `/status`, `/metrics`.
-//! - `metrics`: the counters and gauges, as Prometheus text.
+//! - `metrics`: the counters and gauges, as Prometheus text; `process`: the `process_*` ones.
 //! - `resync`: re-sending applied targets within half the rate limit (`--resync`).
 //!
 //! This module starts the daemon and stops it.
@@ -24,6 +24,7 @@ mod error;
 pub mod events;
 pub mod http;
 pub mod metrics;
+mod process;
 mod reconcile;
 mod report;
 mod resync;
@@ -36,11 +37,11 @@ use tokio::sync::watch;
 
 use crate::settings::Settings;
 use crate::state;
-use crate::sync::guard;
 
 use controller::{Controller, Timing, control_loop, stopped};
 use events::DirWatcher;
 use http::{Health, SharedHealth};
+use metrics::Metrics;
 use resync::Resync;
 
 pub use error::{ReconcileError, StartError, error_policy};
@@ -110,10 +111,13 @@ pub async fn run(settings: Settings, options: Options) -> Result<(), StartError>
     stop_on_signal(Arc::clone(&stop_tx))?;
 
     let health: SharedHealth = Arc::new(Mutex::new(Health::default()));
-    guard(&health).metrics.targets_managed = writer.state().targets.len() as u64;
+    let metrics = Arc::new(Metrics::new(connection.client.metrics()));
+    metrics
+        .targets_managed
+        .set(metrics::gauge_value(writer.state().targets.len()));
     let server = {
         let mut stop = stop.clone();
-        let app = http::router(Arc::clone(&health));
+        let app = http::router(Arc::clone(&health), Arc::clone(&metrics));
         tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stopped(&mut stop).await })
@@ -144,7 +148,8 @@ pub async fn run(settings: Settings, options: Options) -> Result<(), StartError>
         allow_mass_removal: options.allow_mass_removal,
         retry_waiting: options.retry_waiting,
         stop: stop.clone(),
-        health: Arc::clone(&health),
+        health,
+        metrics,
     };
     let timing = Timing {
         interval: options.interval,

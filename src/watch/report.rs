@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::controller::Controller;
 use super::error::ReconcileError;
 use super::http::{self, LastReconcile};
-use super::metrics::{CallKind, CallOutcome, Outcome};
+use super::metrics::{CallKind, CallOutcome, Outcome, Reason, gauge_value};
 use super::reconcile::{Reconciliation, Requeue, waiting_targets};
 use crate::sync::guard;
 use crate::text::{count, human_elapsed};
@@ -16,49 +16,53 @@ impl Controller {
     /// Updates `/status`, `/readyz` and the metrics after a reconcile.
     pub fn publish(
         &self,
+        reason: Reason,
         outcome: Outcome,
         message: &str,
         found: &Reconciliation,
         elapsed: Duration,
     ) {
         let now = time::unix_secs_f64_now();
-        let managed = self.writer.as_ref().map(|w| w.state().targets.len() as u64);
-        let conditions = self
-            .writer
-            .as_ref()
-            .map(|l| waiting_targets(l.state(), self.retry_waiting));
-        let mut h = guard(&self.health);
-        let m = &mut h.metrics;
-        m.reconciled(outcome, elapsed.as_secs_f64());
+        let m = &self.metrics;
+        m.reconciled(reason, outcome, elapsed.as_secs_f64());
         if let Some(r) = &found.report {
-            m.calls(CallKind::Reconcile, CallOutcome::Ok, r.calls_ok);
+            m.calls(CallKind::Reconcile, CallOutcome::Success, r.calls_ok);
             m.calls(CallKind::Reconcile, CallOutcome::Failed, r.calls_failed);
             m.calls(CallKind::Reconcile, CallOutcome::NotSent, r.calls_not_sent);
         }
         if let Some(v) = found.config_valid {
-            m.config_valid = Some(v);
+            m.config_valid.set(i64::from(v));
         }
-        if let Some(n) = managed {
-            m.targets_managed = n;
+        if let Some(w) = &self.writer {
+            m.targets_managed.set(gauge_value(w.state().targets.len()));
         }
         if found.summary.is_some() {
             let applied = found.report.as_ref().map_or(0, |r| r.targets_applied);
-            m.targets_pending = found.planned_changes().saturating_sub(applied) as u64;
+            m.targets_pending
+                .set(gauge_value(found.planned_changes().saturating_sub(applied)));
         }
-        m.mass_removal_blocked = outcome == Outcome::MassRemovalBlocked;
+        m.mass_removal_blocked
+            .set(i64::from(outcome == Outcome::MassRemovalBlocked));
         if outcome == Outcome::Success {
-            m.last_success_unix = now;
+            m.succeeded_at(now);
         }
-        let (pending, waiting) = conditions.unwrap_or_default();
-        m.targets_waiting = pending.waiting as u64;
-        m.targets_uncertain = pending.uncertain as u64;
-        m.targets_owed = pending.owed as u64;
-        let config_valid = m.config_valid;
+        let (pending, waiting) = self
+            .writer
+            .as_ref()
+            .map(|w| waiting_targets(w.state(), self.retry_waiting))
+            .unwrap_or_default();
+        m.targets_waiting.set(gauge_value(pending.waiting));
+        m.targets_uncertain.set(gauge_value(pending.uncertain));
+        m.targets_owed.set(gauge_value(pending.owed));
+        let mut h = guard(&self.health);
+        let config_valid = found.config_valid.or(h.status.config_valid);
         h.status = http::Status {
+            format_version: http::STATUS_FORMAT_VERSION,
             ready: outcome == Outcome::Success,
             config_valid,
             last_reconcile: Some(LastReconcile {
                 outcome: outcome.as_str(),
+                reason: reason.as_str(),
                 message: message.to_owned(),
                 finished_unix: now,
                 duration_seconds: elapsed.as_secs_f64(),
@@ -72,12 +76,14 @@ impl Controller {
 
 /// The one line every reconcile logs.
 pub fn summary_line(
+    reason: Reason,
     result: &Result<Requeue, ReconcileError>,
     found: &Reconciliation,
     elapsed: Duration,
     next: Requeue,
 ) -> String {
-    let took = human_elapsed(elapsed);
+    // `211 ms (file change)`: how long, and what started it.
+    let took = format!("{} ({})", human_elapsed(elapsed), reason.words());
     let retry = match next {
         Requeue::After(d) => format!("; retrying in {}", human_elapsed(d)),
         Requeue::OnChange => String::new(),
@@ -134,7 +140,13 @@ pub fn summary_line(
 }
 
 /// Logs the summary line at a level that fits the outcome, with its figures as fields.
-pub fn log_summary(outcome: Outcome, message: &str, found: &Reconciliation, elapsed: Duration) {
+pub fn log_summary(
+    reason: Reason,
+    outcome: Outcome,
+    message: &str,
+    found: &Reconciliation,
+    elapsed: Duration,
+) {
     let s = found.summary.unwrap_or_default();
     let (calls_ok, calls_failed, recorded) = found.report.as_ref().map_or((0, 0, 0), |r| {
         (
@@ -149,6 +161,7 @@ pub fn log_summary(outcome: Outcome, message: &str, found: &Reconciliation, elap
         ($level:ident) => {
             tracing::$level!(
                 outcome = outcome.as_str(),
+                reason = reason.as_str(),
                 duration_ms = elapsed.as_millis() as u64,
                 add = s.add,
                 change = s.change,

@@ -22,11 +22,9 @@ use crate::feishu::client::{CallError, ChatButtonOutcome};
 use crate::plan::json::{PlanDoc, RequestDoc};
 use crate::plan::{self, PlanOptions};
 use crate::state::{AppliedState, TargetRecord};
-use crate::sync::guard;
 use crate::target::{ButtonList, Target};
 
-use super::http::SharedHealth;
-use super::metrics::{CallKind, CallOutcome};
+use super::metrics::{CallKind, CallOutcome, Metrics};
 
 /// The resync schedule and the pass in progress.
 pub struct Resync {
@@ -97,7 +95,7 @@ impl Resync {
         &mut self,
         state: &AppliedState,
         now: Instant,
-        health: &SharedHealth,
+        metrics: &Metrics,
     ) -> Option<RequestDoc> {
         if self.pass.is_none() {
             if self.next_pass.is_none_or(|t| t > now) {
@@ -126,7 +124,7 @@ impl Resync {
                     pass.current = Some(chat);
                 }
                 None => {
-                    self.finish(now, health);
+                    self.finish(now, metrics);
                     return None;
                 }
             }
@@ -155,7 +153,7 @@ impl Resync {
         &mut self,
         request: &RequestDoc,
         result: &Result<ChatButtonOutcome, CallError>,
-        health: &SharedHealth,
+        metrics: &Metrics,
     ) {
         let Some(pass) = self.pass.as_mut() else {
             return;
@@ -173,7 +171,7 @@ impl Resync {
                         "resync: the API did not apply some users' buttons (they stay as recorded; a reconcile does not retry them, since nothing changed)"
                     );
                 }
-                CallOutcome::Ok
+                CallOutcome::Success
             }
             Err(e) => {
                 pass.calls_failed += 1;
@@ -190,10 +188,8 @@ impl Resync {
                 CallOutcome::Failed
             }
         };
-        let mut h = guard(health);
-        h.metrics.calls(CallKind::Resync, outcome, 1);
-        h.metrics
-            .calls(CallKind::Resync, CallOutcome::NotSent, not_sent);
+        metrics.calls(CallKind::Resync, outcome, 1);
+        metrics.calls(CallKind::Resync, CallOutcome::NotSent, not_sent);
     }
 
     /// Whether a pass is under way.
@@ -243,9 +239,10 @@ impl Resync {
         }
     }
 
-    fn finish(&mut self, now: Instant, health: &SharedHealth) {
+    fn finish(&mut self, now: Instant, metrics: &Metrics) {
         let Some(p) = self.pass.take() else { return };
         tracing::info!(
+            reason = "resync",
             calls_ok = p.calls_ok,
             calls_failed = p.calls_failed,
             targets = p.targets_sent,
@@ -256,7 +253,7 @@ impl Resync {
             p.targets_sent
         );
         self.next_pass = Some((p.started + self.period).max(now));
-        guard(health).metrics.resync_cycles += 1;
+        metrics.resync_cycle();
     }
 }
 
@@ -332,7 +329,7 @@ mod tests {
     #[test]
     fn a_pass_sends_each_chat_whole_chat_first_and_spaces_calls_within_half_the_rate() {
         let state = state();
-        let h = SharedHealth::default();
+        let h = Metrics::new(&crate::feishu::metrics::ClientMetrics::default());
         let mut r = Resync::new(Duration::from_secs(60), 10);
         let start = Instant::now();
         assert!(
@@ -362,13 +359,13 @@ mod tests {
         );
         assert!(!r.in_progress());
         assert!(r.due_at().expect("next pass") >= start + Duration::from_secs(60));
-        assert_eq!(guard(&h).metrics.resync_cycles, 1);
+        assert_eq!(h.resync_cycles(), 1);
     }
 
     #[test]
     fn a_short_period_is_held_to_half_the_rate_limit() {
         let state = state();
-        let h = SharedHealth::default();
+        let h = Metrics::new(&crate::feishu::metrics::ClientMetrics::default());
         let mut r = Resync::new(Duration::from_millis(100), 10);
         r.after_reconcile(false);
         let now = Instant::now() + Duration::from_millis(1);
