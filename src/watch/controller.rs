@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::error::{Backoff, ReconcileError, error_policy};
-use super::events::{self, Change, DirWatcher};
+use super::events::{self, DirChange, DirWatcher};
 use super::http::SharedHealth;
 use super::metrics::{Metrics, Outcome, Reason};
 use super::reconcile::{Reconciliation, Requeue, reconcile};
@@ -73,7 +73,7 @@ fn follow(watcher: &mut DirWatcher, dir: &Path) {
 /// one at a time. Returns the controller when asked to stop.
 pub async fn control_loop(
     mut ctl: Controller,
-    mut changes: UnboundedReceiver<Change>,
+    mut changes: UnboundedReceiver<DirChange>,
     mut watcher: DirWatcher,
     timing: Timing,
     mut resync: Option<Resync>,
@@ -108,9 +108,9 @@ pub async fn control_loop(
                     continue;
                 };
                 let now = Instant::now();
-                let mut link = change == Change::Link;
+                let mut link = change == DirChange::Link;
                 while let Ok(c) = changes.try_recv() {
-                    link |= c == Change::Link;
+                    link |= c == DirChange::Link;
                 }
                 if link {
                     // Follow the swap now, so that edits in the new revision are seen too.

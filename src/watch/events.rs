@@ -18,7 +18,7 @@ use crate::sync;
 
 /// What changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
+pub enum DirChange {
     /// A file or folder under the config directory (hidden names excepted, as the loader
     /// skips them: `.git/`, and the state's own `.feedbuttons/`).
     Files,
@@ -51,7 +51,7 @@ pub struct DirWatcher {
 
 impl DirWatcher {
     /// Starts watching `dir`; every relevant change is sent on `changes`.
-    pub fn new(dir: &Path, changes: UnboundedSender<Change>) -> DirWatcher {
+    pub fn new(dir: &Path, changes: UnboundedSender<DirChange>) -> DirWatcher {
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         let filter = Arc::new(RwLock::new(Filter::default()));
         let seen = Arc::clone(&filter);
@@ -165,24 +165,24 @@ fn plan_watches(dir: &Path) -> (Filter, Vec<(PathBuf, RecursiveMode)>) {
 }
 
 /// Whether an event can change the config, and how.
-fn classify(filter: &Filter, event: &notify::Event) -> Option<Change> {
+fn classify(filter: &Filter, event: &notify::Event) -> Option<DirChange> {
     // The loader's own reads open files: those events must not start another reconcile.
     if matches!(event.kind, EventKind::Access(_)) {
         return None;
     }
     if event.need_rescan() {
-        return Some(Change::Link);
+        return Some(DirChange::Link);
     }
     let mut change = None;
     for path in &event.paths {
         if filter.entries.iter().any(|e| e == path) {
-            return Some(Change::Link);
+            return Some(DirChange::Link);
         }
         if let Some(tree) = &filter.tree
             && let Ok(rel) = path.strip_prefix(tree)
             && !hidden(rel)
         {
-            change = Some(Change::Files);
+            change = Some(DirChange::Files);
         }
     }
     change
@@ -236,7 +236,7 @@ mod tests {
         let modify = EventKind::Modify(ModifyKind::Any);
         assert_eq!(
             classify(&filter, &event(modify, "/git/rev-a/team/buttons.yaml")),
-            Some(Change::Files)
+            Some(DirChange::Files)
         );
         assert_eq!(
             classify(
@@ -264,7 +264,7 @@ mod tests {
                 &filter,
                 &event(EventKind::Create(CreateKind::Any), "/git/current")
             ),
-            Some(Change::Link)
+            Some(DirChange::Link)
         );
         assert_eq!(
             classify(&filter, &event(modify, "/git/.worktrees/x/buttons.yaml")),
