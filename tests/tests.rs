@@ -4,6 +4,7 @@ mod util;
 
 mod apply;
 mod ci;
+mod cli;
 mod client;
 mod color;
 mod emulator;

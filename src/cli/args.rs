@@ -64,16 +64,7 @@ pub enum Command {
         dir: Option<PathBuf>,
     },
     /// Inspect the applied state, and repair it by hand.
-    State {
-        #[command(subcommand)]
-        command: StateCommand,
-        /// The applied state [default: DIR/.feedbuttons/state.json].
-        #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH", global = true)]
-        state: Option<PathBuf>,
-        /// The config directory whose default state to use.
-        #[arg(long, value_name = "DIR", default_value = ".", global = true)]
-        dir: PathBuf,
-    },
+    State(StateArgs),
     /// Keep the chats' buttons in line with a directory that something else keeps up to date:
     /// reconcile on every change, serve health and metrics.
     Watch(WatchArgs),
@@ -167,25 +158,48 @@ pub struct ApplyArgs {
     /// Allow a plan that removes more than a quarter of the applied targets.
     #[arg(long)]
     pub allow_mass_removal: bool,
+    /// How to print the plan and the result.
+    #[arg(long, value_enum, default_value_t = ApplyFormat::Text)]
+    pub format: ApplyFormat,
     #[command(flatten)]
     pub api: ApiArgs,
+}
+
+/// `feedbuttons state`.
+#[derive(clap::Args, Debug)]
+pub struct StateArgs {
+    #[command(subcommand)]
+    pub command: StateCommand,
+    /// The applied state [default: DIR/.feedbuttons/state.json].
+    #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH", global = true)]
+    pub state: Option<PathBuf>,
+    /// The config directory whose default state to use (`list` and `adopt` take it as their
+    /// argument too) [default: .].
+    #[arg(long = "dir", value_name = "DIR", global = true)]
+    pub dir_flag: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum StateCommand {
     /// One line per recorded target: chat, audience, button texts.
     List {
+        /// The config directory [default: .].
+        dir: Option<PathBuf>,
         /// Only this chat.
         #[arg(long = "chat", value_name = "CHAT_ID")]
         chat: Option<String>,
+        /// How to print the targets.
+        #[arg(long, value_enum, default_value_t = StateFormat::Text)]
+        format: StateFormat,
     },
     /// The recorded buttons of a chat, or of one audience in it.
     Show {
         chat_id: String,
         /// `everyone`, a user id, or `open_id:ou_...`.
         audience: Option<String>,
-        #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
-        format: ValidateFormat,
+        /// How to print the targets.
+        #[arg(long, value_enum, default_value_t = StateFormat::Text)]
+        format: StateFormat,
     },
     /// Forget recorded targets (the chat's buttons are not touched; the next plan adds them again
     /// if the config still declares them).
@@ -197,10 +211,29 @@ pub enum StateCommand {
     /// Record the config's targets as applied without calling the API: for buttons that were set
     /// before this tool managed them.
     Adopt {
+        /// The config directory [default: .].
+        dir: Option<PathBuf>,
         /// Only this chat (repeatable).
         #[arg(long = "chat", value_name = "CHAT_ID")]
         chats: Vec<String>,
     },
+}
+
+/// `state list|show --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StateFormat {
+    Text,
+    Json,
+}
+
+/// `apply --format`: what apply prints on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ApplyFormat {
+    /// The plan, then (on stderr) progress and the summary.
+    Text,
+    /// One JSON document at the end: the plan's summary and the result (the plan, progress and
+    /// the summary for people go to stderr).
+    Json,
 }
 
 /// `feedbuttons watch`: keep a chat's buttons in line with a directory that something else

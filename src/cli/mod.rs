@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub use args::{
-    ApiArgs, ApplyArgs, Cli, ColorWhen, Command, LogFormat, PlanArgs, PlanFormat, StateCommand,
-    VERSION, ValidateFormat, WatchArgs,
+    ApiArgs, ApplyArgs, ApplyFormat, Cli, ColorWhen, Command, LogFormat, PlanArgs, PlanFormat,
+    StateArgs, StateCommand, StateFormat, VERSION, ValidateFormat, WatchArgs,
 };
 
 /// Why a command failed before it could give an exit code of its own: exit code 1.
@@ -92,6 +92,13 @@ pub enum Error {
     /// The demo could not run.
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
+    /// `state list DIR --dir OTHER`: two config directories.
+    #[error(
+        "two config directories: {} and --dir {}; give one",
+        given.display(),
+        flag.display()
+    )]
+    TwoDirs { given: PathBuf, flag: PathBuf },
 }
 
 /// Runs one parsed command line.
@@ -113,11 +120,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             rt.block_on(crate::demo::run(dir.as_deref(), term::stdout_color()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::State {
-            command,
-            state,
-            dir,
-        } => state::run(command, &dir, state.as_deref()),
+        Command::State(args) => state::run(args),
         Command::Emulator(args) => {
             let rt = crate::runtime::build().map_err(Error::Runtime)?;
             rt.block_on(crate::emulator::cli::run(args))?;

@@ -69,9 +69,9 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
     print(&the_plan, args.format)?;
     if let Some(out) = &args.out {
         eprintln!(
-            "Saved the plan to {}; apply it with `feedbuttons apply --plan {}`.",
+            "Saved the plan to {}; apply it with `{}`.",
             out.display(),
-            out.display()
+            apply_command(args, out)
         );
     }
     Ok(if args.detailed_exitcode && the_plan.has_changes() {
@@ -91,6 +91,37 @@ fn print(the_plan: &Plan, format: PlanFormat) -> Result<(), Error> {
         )),
         PlanFormat::Markdown => term::print(&plan::render::markdown(the_plan)),
         PlanFormat::Json => term::write_stdout(|w| plan::json::write_json(the_plan, w)),
+    }
+}
+
+/// The command that applies a plan saved to `out`: the config directory (whose default state
+/// the plan was made against) and, when one was named, the state, each quoted for a POSIX
+/// shell where needed.
+fn apply_command(args: &PlanArgs, out: &Path) -> String {
+    let mut words = vec![
+        "feedbuttons".to_owned(),
+        "apply".to_owned(),
+        shell_word(&args.dir.to_string_lossy()),
+    ];
+    if let Some(state) = &args.state {
+        words.push("--state".to_owned());
+        words.push(shell_word(&state.to_string_lossy()));
+    }
+    words.push("--plan".to_owned());
+    words.push(shell_word(&out.to_string_lossy()));
+    words.join(" ")
+}
+
+/// `s` as one word for a POSIX shell: as it is when it holds nothing special, else in single
+/// quotes.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -153,4 +184,18 @@ fn check_plan_out(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn words_are_quoted_only_when_a_shell_would_split_or_expand_them() {
+        assert_eq!(shell_word("buttons/team-a"), "buttons/team-a");
+        assert_eq!(shell_word("my config"), "'my config'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word("$HOME"), "'$HOME'");
+        assert_eq!(shell_word(""), "''");
+    }
 }

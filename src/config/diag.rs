@@ -12,6 +12,9 @@ use serde::Serialize;
 
 use super::yaml::Pos;
 
+/// The version of `validate --format json`'s shape, its `format_version`.
+pub const JSON_FORMAT_VERSION: u32 = 1;
+
 /// Index of a file in [`Sources`].
 pub type FileId = usize;
 
@@ -240,6 +243,7 @@ impl Report {
             })
             .collect();
         serde_json::json!({
+            "format_version": JSON_FORMAT_VERSION,
             "valid": !self.has_errors(),
             "errors": self.errors(),
             "warnings": self.warnings(),
