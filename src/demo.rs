@@ -2,13 +2,15 @@
 //! the emulator's built-in app, so that a new user sees plan -> apply -> result -> no changes
 //! without a Feishu tenant or credentials.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::emulator::{BUILTIN_APP_ID, BUILTIN_APP_SECRET, Emulator, EmulatorConfig};
 use crate::feishu::client::{CallError, ClientError, Secret};
 use crate::plan::{self, json::PlanDoc, render};
 use crate::settings::{Connection, Credentials, CredentialsError, Endpoint};
-use crate::state;
+use crate::state::{self, TargetRecord};
+use crate::target::Target;
 
 /// The quick-start example, built in so that `feedbuttons demo` works from anywhere.
 const QUICKSTART: &str = include_str!("../examples/quickstart/buttons.yaml");
@@ -90,12 +92,11 @@ pub async fn run(dir: Option<&Path>, color: bool) -> Result<(), DemoError> {
         rate_limit: crate::feishu::wire::api::RATE_LIMIT_PER_SECOND,
         ..Default::default()
     };
-    let first = plan::plan(
-        &desired.targets,
-        &desired.chat_names,
-        &writer.state().targets,
-        &options,
-    );
+    // The config against what the state records now.
+    let plan_against = |applied: &BTreeMap<Target, TargetRecord>| {
+        plan::plan(&desired.targets, &desired.chat_names, applied, &options)
+    };
+    let first = plan_against(&writer.state().targets);
     println!("2. The plan (what `feedbuttons plan` shows):\n");
     print!("{}", render::text(&first, render::Style { color }));
 
@@ -105,7 +106,7 @@ pub async fn run(dir: Option<&Path>, color: bool) -> Result<(), DemoError> {
     )?;
     let endpoint = Endpoint {
         base_url: base_url.clone(),
-        rate_limit: options.rate_limit,
+        rate_limit: crate::feishu::wire::api::RATE_LIMIT_PER_SECOND,
     };
     let Connection {
         client, binding, ..
@@ -136,12 +137,7 @@ pub async fn run(dir: Option<&Path>, color: bool) -> Result<(), DemoError> {
             .map_err(DemoError::Inspect)?
     );
 
-    let again = plan::plan(
-        &desired.targets,
-        &desired.chat_names,
-        &writer.state().targets,
-        &options,
-    );
+    let again = plan_against(&writer.state().targets);
     println!("\n5. Planning again:\n");
     print!("{}", render::text(&again, render::Style { color }));
     emulator.shutdown().await;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -120,24 +120,16 @@ fn membership_error(e: MembershipError) -> AdminError {
 }
 
 /// `PUT /_emulator/chats/{chat_id}/members`: the chat's members become exactly these.
-pub async fn put_members(
+/// `POST` to the same path: these join the chat.
+pub async fn members(
+    method: Method,
     State(shared): State<Arc<Shared>>,
     Path(chat_id): Path<String>,
     body: Bytes,
 ) -> Answer {
     let body: MembersBody = parse(&body)?;
-    let view = guard(&shared.world).set_members(&chat_id, &body.members, true);
-    to_json(view.map_err(membership_error)?)
-}
-
-/// `POST /_emulator/chats/{chat_id}/members`: these join the chat.
-pub async fn add_members(
-    State(shared): State<Arc<Shared>>,
-    Path(chat_id): Path<String>,
-    body: Bytes,
-) -> Answer {
-    let body: MembersBody = parse(&body)?;
-    let view = guard(&shared.world).set_members(&chat_id, &body.members, false);
+    let replace = method == Method::PUT;
+    let view = guard(&shared.world).set_members(&chat_id, &body.members, replace);
     to_json(view.map_err(membership_error)?)
 }
 

@@ -46,41 +46,38 @@ impl Collector for ProcessCollector {
                 m.metric_type(),
             )?)?;
         }
+        let bytes = |n: Option<i64>| n.map(|n| n as f64);
         for (name, help, value) in [
             (
                 "process_resident_memory_bytes",
                 "Resident memory size in bytes.",
-                r.resident_bytes,
+                bytes(r.resident_bytes),
             ),
             (
                 "process_virtual_memory_bytes",
                 "Virtual memory size in bytes.",
-                r.virtual_bytes,
+                bytes(r.virtual_bytes),
             ),
             (
                 "process_open_fds",
                 "Number of open file descriptors.",
-                r.open_fds,
+                bytes(r.open_fds),
             ),
             (
                 "process_max_fds",
                 "Maximum number of open file descriptors.",
-                r.max_fds,
+                bytes(r.max_fds),
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                r.start_time_seconds,
             ),
         ] {
             if let Some(v) = value {
                 let m = ConstGauge::new(v);
                 m.encode(encoder.encode_descriptor(name, help, None, m.metric_type())?)?;
             }
-        }
-        if let Some(v) = r.start_time_seconds {
-            let m = ConstGauge::new(v);
-            m.encode(encoder.encode_descriptor(
-                "process_start_time_seconds",
-                "Start time of the process since unix epoch in seconds.",
-                None,
-                m.metric_type(),
-            )?)?;
         }
         Ok(())
     }
