@@ -18,5 +18,6 @@ mod readme;
 mod records;
 mod state;
 mod state_cmd;
+mod tls;
 mod validate;
 mod watch;
