@@ -252,14 +252,12 @@ fn not_api_json(answer: &Answer, secrets: &[&str]) -> CallError {
     }
 }
 
-/// A 5xx, with the body's code and message when it had them. The API may have applied the
-/// request before it failed, so it counts as unanswered.
-fn server_error(status: StatusCode, code: Option<i64>, msg: Option<&str>) -> AttemptFailure {
-    let why = match (code, msg) {
+/// What a 5xx says: the status, with the body's code and message when it had them.
+fn server_error(status: StatusCode, code: Option<i64>, msg: Option<&str>) -> String {
+    match (code, msg) {
         (Some(code), Some(msg)) => format!("HTTP {} (code {code}: {msg})", status.as_u16()),
         _ => format!("HTTP {}", status.as_u16()),
-    };
-    AttemptFailure::Transient { why }
+    }
 }
 
 fn is_rate_limited(status: StatusCode, code: Option<i64>) -> bool {
@@ -277,12 +275,10 @@ pub(super) fn classify_chat_button(answer: &Answer, chat_id: &str, secrets: &[&s
     }
     if answer.status.is_server_error() {
         let msg = parsed.as_ref().map(|p| scrub(&p.msg, secrets));
-        let AttemptFailure::Transient { why } = server_error(answer.status, code, msg.as_deref())
-        else {
-            unreachable!("server_error gives a transient failure")
-        };
         // The API may have applied the request before it failed.
-        return Verdict::Failed(AttemptFailure::Unanswered { why });
+        return Verdict::Failed(AttemptFailure::Unanswered {
+            why: server_error(answer.status, code, msg.as_deref()),
+        });
     }
     let Some(parsed) = parsed else {
         return Verdict::Failed(AttemptFailure::Final(not_api_json(answer, secrets)));
@@ -330,7 +326,10 @@ pub(super) fn classify_token(
     let secrets: Vec<&str> = secrets.iter().copied().chain([token.as_str()]).collect();
     if answer.status.is_server_error() {
         let msg = parsed.as_ref().map(|p| scrub(&p.msg, &secrets));
-        return Err(server_error(answer.status, code, msg.as_deref()));
+        // A token request changes nothing: only worth another try.
+        return Err(AttemptFailure::Transient {
+            why: server_error(answer.status, code, msg.as_deref()),
+        });
     }
     let Some(mut parsed) = parsed else {
         // JSON of another shape may hold a token in any field: say what is wrong, quote
