@@ -66,12 +66,7 @@ fn state_takes_the_config_directory_as_its_argument_and_dir_still_works() {
         elsewhere.path(),
         &["state", "list", team_arg, "--dir", "other"],
     );
-    assert_eq!(both.status.code(), Some(1));
-    assert!(
-        util::stderr(&both).contains("two config directories"),
-        "{}",
-        util::stderr(&both)
-    );
+    util::assert_error(&both, "two config directories");
 }
 
 #[test]
@@ -81,12 +76,7 @@ fn state_show_refuses_a_format_it_cannot_print() {
         dir.path(),
         &["state", "show", "oc_abc", "--format", "github"],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", util::stdout(&out));
-    assert!(
-        util::stderr(&out).contains("invalid value 'github'"),
-        "{}",
-        util::stderr(&out)
-    );
+    util::assert_error(&out, "invalid value 'github'");
     assert!(util::stdout(&out).is_empty());
 }
 

@@ -62,12 +62,7 @@ fn adopt_then_list_show_and_rm() {
     );
 
     let missing = util::run(p, &["state", "show", "oc_nope"]);
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(
-        util::stderr(&missing).contains("no recorded target matches"),
-        "{}",
-        util::stderr(&missing)
-    );
+    util::assert_error(&missing, "no recorded target matches");
 }
 
 #[test]
