@@ -247,75 +247,49 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register(
-            "feedbuttons_reconciles",
-            "Reconciles (plan, then apply), by how they ended",
-            m.reconciles.clone(),
-        );
-        r.register(
-            "feedbuttons_reconcile_reasons",
-            "Reconciles by what started them",
-            m.reasons.clone(),
-        );
-        r.register(
-            "feedbuttons_calls",
-            "Chat-button API calls, by what they were part of and how they ended",
-            m.calls.clone(),
-        );
-        r.register(
-            "feedbuttons_reconcile_duration_seconds",
-            "How long a reconcile took: reading the config, planning and applying",
-            m.duration.clone(),
-        );
-        for (name, help, gauge) in [
-            (
-                "feedbuttons_targets_managed",
-                "Targets (chat and audience) recorded as applied in the state",
-                &m.targets_managed,
-            ),
-            (
-                "feedbuttons_targets_pending",
-                "Target changes the last plan held that are not applied yet (failed, not sent, or blocked)",
-                &m.targets_pending,
-            ),
-            (
-                "feedbuttons_targets_waiting",
-                "Targets the API refused (their user is not in the chat): retried with a backoff",
-                &m.targets_waiting,
-            ),
-            (
-                "feedbuttons_targets_uncertain",
-                "Targets whose last call went unanswered: the next reconcile sends them again",
-                &m.targets_uncertain,
-            ),
-            (
-                "feedbuttons_targets_owed",
-                "Targets owed a re-send (another call of the tool may have overwritten them)",
-                &m.targets_owed,
-            ),
-            (
-                "feedbuttons_config_valid",
-                "1 when the config read by the last reconcile had no errors, else 0",
-                &m.config_valid,
-            ),
-        ] {
-            r.register(name, help, gauge.clone());
+        // Name (prometheus-client adds `_total` to counters) => help => metric, in /metrics order.
+        macro_rules! register {
+            ($($name:literal => $help:literal => $metric:expr;)*) => {
+                $(r.register($name, $help, $metric.clone());)*
+            };
         }
-        r.register(
-            "feedbuttons_last_success_timestamp_seconds",
-            "When a reconcile last succeeded, in seconds since the Unix epoch (0: never)",
-            m.last_success.clone(),
-        );
-        r.register(
-            "feedbuttons_mass_removal_blocked",
-            "1 while the current plan is held back by the mass-removal guard, else 0",
-            m.mass_removal_blocked.clone(),
-        );
-        r.register(
-            "feedbuttons_resync_cycles",
-            "Completed passes of --resync over every applied target",
-            m.resync_cycles.clone(),
-        );
+        register! {
+            "feedbuttons_reconciles" => "Reconciles (plan, then apply), by how they ended"
+                => m.reconciles;
+            "feedbuttons_reconcile_reasons" => "Reconciles by what started them" => m.reasons;
+            "feedbuttons_calls"
+                => "Chat-button API calls, by what they were part of and how they ended"
+                => m.calls;
+            "feedbuttons_reconcile_duration_seconds"
+                => "How long a reconcile took: reading the config, planning and applying"
+                => m.duration;
+            "feedbuttons_targets_managed"
+                => "Targets (chat and audience) recorded as applied in the state"
+                => m.targets_managed;
+            "feedbuttons_targets_pending"
+                => "Target changes the last plan held that are not applied yet (failed, not sent, or blocked)"
+                => m.targets_pending;
+            "feedbuttons_targets_waiting"
+                => "Targets the API refused (their user is not in the chat): retried with a backoff"
+                => m.targets_waiting;
+            "feedbuttons_targets_uncertain"
+                => "Targets whose last call went unanswered: the next reconcile sends them again"
+                => m.targets_uncertain;
+            "feedbuttons_targets_owed"
+                => "Targets owed a re-send (another call of the tool may have overwritten them)"
+                => m.targets_owed;
+            "feedbuttons_config_valid"
+                => "1 when the config read by the last reconcile had no errors, else 0"
+                => m.config_valid;
+            "feedbuttons_last_success_timestamp_seconds"
+                => "When a reconcile last succeeded, in seconds since the Unix epoch (0: never)"
+                => m.last_success;
+            "feedbuttons_mass_removal_blocked"
+                => "1 while the current plan is held back by the mass-removal guard, else 0"
+                => m.mass_removal_blocked;
+            "feedbuttons_resync_cycles" => "Completed passes of --resync over every applied target"
+                => m.resync_cycles;
+        }
         client.register(r);
         r.register(
             "feedbuttons_build",
