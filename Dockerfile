@@ -30,9 +30,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -D -m 0755 target/release/feedbuttons /out/feedbuttons
 
 FROM debian:${DEBIAN_RELEASE}-slim
-# The binary trusts the Mozilla roots compiled into it (reqwest with rustls and webpki-roots)
-# and does not read the system store; ca-certificates are here for the tools of anyone who
-# debugs in the container, and for a build that turns on native roots.
+# The binary trusts the system's store (this ca-certificates, and any company CA added to it)
+# as well as the Mozilla roots compiled into it.
 # Debian drops old package versions from its mirrors, so ca-certificates is not pinned.
 # hadolint ignore=DL3008
 RUN apt-get update \

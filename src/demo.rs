@@ -2,12 +2,15 @@
 //! the emulator's built-in app, so that a new user sees plan -> apply -> result -> no changes
 //! without a Feishu tenant or credentials.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::emulator::{BUILTIN_APP_ID, BUILTIN_APP_SECRET, Emulator, EmulatorConfig};
-use crate::feishu::client::{Client, ClientConfig, RetryPolicy, Secret};
+use crate::feishu::client::{CallError, ClientError, Secret};
 use crate::plan::{self, json::PlanDoc, render};
-use crate::state::{self, Binding};
+use crate::settings::{Connection, Credentials, CredentialsError, Endpoint};
+use crate::state::{self, TargetRecord};
+use crate::target::Target;
 
 /// The quick-start example, built in so that `feedbuttons demo` works from anywhere.
 const QUICKSTART: &str = include_str!("../examples/quickstart/buttons.yaml");
@@ -30,37 +33,33 @@ pub enum DemoError {
     /// The throwaway state failed.
     #[error("{0}")]
     State(#[from] state::StateError),
-    /// The client could not be built or a call failed.
+    /// The built-in app's credentials were refused (they never are).
     #[error("{0}")]
-    Api(String),
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir, DemoError> {
-        let nonce: u64 = rand::random();
-        let p =
-            std::env::temp_dir().join(format!("feedbuttons-demo-{}-{nonce:x}", std::process::id()));
-        std::fs::create_dir_all(&p).map_err(DemoError::Temp)?;
-        Ok(TempDir(p))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    Credentials(#[from] CredentialsError),
+    /// The client could not be built.
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    /// The credentials check against the emulator failed.
+    #[error("{0}")]
+    Call(#[from] CallError),
+    /// What the emulator shows could not be read.
+    #[error("cannot read what the emulator shows: {0}")]
+    Inspect(#[source] reqwest::Error),
+    /// Some of the demo's calls were not applied (the summary above says which).
+    #[error("the apply did not complete")]
+    Incomplete,
 }
 
 /// Runs the demo on `dir` (the built-in quick start when `None`), printing as it goes.
 pub async fn run(dir: Option<&Path>, color: bool) -> Result<(), DemoError> {
-    let tmp = TempDir::new()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("feedbuttons-demo-")
+        .tempdir()
+        .map_err(DemoError::Temp)?;
     let (dir, shown) = match dir {
         Some(d) => (d.to_path_buf(), d.display().to_string()),
         None => {
-            let d = tmp.0.join("quickstart");
+            let d = tmp.path().join("quickstart");
             std::fs::create_dir_all(&d).map_err(DemoError::Temp)?;
             std::fs::write(d.join("buttons.yaml"), QUICKSTART).map_err(DemoError::Temp)?;
             (
@@ -86,43 +85,40 @@ pub async fn run(dir: Option<&Path>, color: bool) -> Result<(), DemoError> {
         desired.targets.len()
     );
 
-    let store = state::open(&tmp.0.join("state.json"))?;
-    let mut lock = store.writer(&state::holder("demo"))?;
+    let store = state::open(&tmp.path().join("state.json"))?;
+    let mut writer = store.writer(&state::holder("demo"))?;
     let options = plan::PlanOptions {
         chats: Vec::new(),
         rate_limit: crate::feishu::wire::api::RATE_LIMIT_PER_SECOND,
         ..Default::default()
     };
-    let first = plan::plan(
-        &desired.targets,
-        &desired.chat_names,
-        &lock.state().targets,
-        &options,
-    );
+    // The config against what the state records now.
+    let plan_against = |applied: &BTreeMap<Target, TargetRecord>| {
+        plan::plan(&desired.targets, &desired.chat_names, applied, &options)
+    };
+    let first = plan_against(&writer.state().targets);
     println!("2. The plan (what `feedbuttons plan` shows):\n");
     print!("{}", render::text(&first, render::Style { color }));
 
-    let client = Client::new(ClientConfig {
+    let credentials = Credentials::new(
+        BUILTIN_APP_ID.to_owned(),
+        Secret::new(BUILTIN_APP_SECRET.to_owned()),
+    )?;
+    let endpoint = Endpoint {
         base_url: base_url.clone(),
-        app_id: BUILTIN_APP_ID.to_owned(),
-        app_secret: Secret::new(BUILTIN_APP_SECRET.to_owned()),
-        rate_limit: options.rate_limit,
-        retry: RetryPolicy::default(),
-        timeout: std::time::Duration::from_secs(10),
-        shared_budget: None,
-    })
-    .map_err(|e| DemoError::Api(e.to_string()))?;
-    client
-        .check_credentials()
-        .await
-        .map_err(|e| DemoError::Api(e.to_string()))?;
-    lock.bind(&Binding::new(&base_url, BUILTIN_APP_ID))?;
+        rate_limit: crate::feishu::wire::api::RATE_LIMIT_PER_SECOND,
+    };
+    let Connection {
+        client, binding, ..
+    } = Connection::new(&endpoint, credentials)?;
+    client.check_credentials().await?;
+    writer.bind(&binding)?;
     let doc = PlanDoc::new(&first);
     let (_never, stop) = tokio::sync::watch::channel(false);
     let report = crate::apply::apply(
         &doc,
         &client,
-        lock.as_mut(),
+        writer.as_mut(),
         8,
         &mut crate::apply::Quiet,
         stop,
@@ -136,20 +132,17 @@ pub async fn run(dir: Option<&Path>, color: bool) -> Result<(), DemoError> {
     );
     print!(
         "{}",
-        what_users_see(&base_url).await.map_err(DemoError::Api)?
+        what_users_see(&base_url)
+            .await
+            .map_err(DemoError::Inspect)?
     );
 
-    let again = plan::plan(
-        &desired.targets,
-        &desired.chat_names,
-        &lock.state().targets,
-        &options,
-    );
+    let again = plan_against(&writer.state().targets);
     println!("\n5. Planning again:\n");
     print!("{}", render::text(&again, render::Style { color }));
     emulator.shutdown().await;
     if !report.complete() {
-        return Err(DemoError::Api("the apply did not complete".to_owned()));
+        return Err(DemoError::Incomplete);
     }
     println!(
         "\nNext: point FEISHU_BASE_URL, FEISHU_APP_ID and FEISHU_APP_SECRET at your app and run `feedbuttons plan` and `feedbuttons apply` on your own config."
@@ -158,13 +151,11 @@ pub async fn run(dir: Option<&Path>, color: bool) -> Result<(), DemoError> {
 }
 
 /// One line per chat and audience, from the emulator's view.
-async fn what_users_see(base_url: &str) -> Result<String, String> {
+async fn what_users_see(base_url: &str) -> Result<String, reqwest::Error> {
     let v: serde_json::Value = reqwest::get(format!("{base_url}/_emulator/chats"))
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .json()
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let texts = |b: &serde_json::Value| -> String {
         let names: Vec<String> = b
             .as_array()

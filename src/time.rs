@@ -1,53 +1,45 @@
-//! UTC timestamps as RFC 3339 text, for the state's lock holder and the emulator's request log,
-//! without a date crate.
+//! Time as records and people see it: now as Unix time (the state, the emulator's log), and UTC
+//! timestamps as RFC 3339 text, formatted by `humantime`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The last second RFC 3339 can write with a four-digit year (9999-12-31T23:59:59Z): later
+/// times (a corrupt or hand-edited state) are shown as it rather than failing to format.
+const LAST_WRITABLE_SECOND: u64 = 253_402_300_799;
 
 /// Milliseconds since the Unix epoch, now (0 if the clock is before it).
 pub fn unix_millis_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    since_epoch().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Seconds since the Unix epoch, now (0 if the clock is before it).
+pub fn unix_secs_now() -> u64 {
+    since_epoch().map_or(0, |d| d.as_secs())
+}
+
+/// Seconds since the Unix epoch, now, with their fraction (for metrics and `/status`).
+pub fn unix_secs_f64_now() -> f64 {
+    since_epoch().map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn since_epoch() -> Option<Duration> {
+    SystemTime::now().duration_since(UNIX_EPOCH).ok()
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the Unix epoch.
 pub fn rfc3339_seconds(unix_secs: u64) -> String {
-    let (days, rem) = (unix_secs / 86_400, unix_secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_seconds(at(Duration::from_secs(unix_secs))).to_string()
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch.
 pub fn rfc3339_millis(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        unix_ms % 1000
-    )
+    humantime::format_rfc3339_millis(at(Duration::from_millis(unix_ms))).to_string()
 }
 
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
+/// The instant `since` after the epoch, no later than the last writable second.
+fn at(since: Duration) -> SystemTime {
+    let last = Duration::from_secs(LAST_WRITABLE_SECOND);
+    UNIX_EPOCH + since.min(last)
 }
 
 #[cfg(test)]
@@ -64,5 +56,11 @@ mod tests {
             "2024-08-29T11:46:31.000Z"
         );
         assert_eq!(rfc3339_seconds(1_779_700_000), "2026-05-25T09:06:40Z");
+    }
+
+    #[test]
+    fn times_past_year_9999_are_shown_as_its_last_second() {
+        assert_eq!(rfc3339_seconds(u64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_millis(u64::MAX), "9999-12-31T23:59:59.000Z");
     }
 }

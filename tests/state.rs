@@ -820,11 +820,11 @@ oc_war  union_id:on_c
     let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(
         v,
-        serde_json::json!([{
+        serde_json::json!({"format_version": 1, "targets": [{
             "chat_id": "oc_war",
             "audience": {"kind": "user", "id_type": "open_id", "id": "ou_b"},
             "buttons": serde_json::to_value(list(&["Runbook", "Ack, \"now\""])).expect("json"),
-        }])
+        }]})
     );
     let err = commands::show(
         &loaded,

@@ -47,7 +47,8 @@ fn adopt_then_list_show_and_rm() {
     let show = util::run(p, &["state", "show", "oc_abc", "ou_2", "--format", "json"]);
     let v: serde_json::Value =
         serde_json::from_slice(&show.stdout).expect("state show --format json");
-    assert_eq!(v[0]["buttons"][0]["text"]["text"], "Runbook");
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["targets"][0]["buttons"][0]["text"]["text"], "Runbook");
 
     // Forgetting a user makes the next plan add it again.
     let rm = util::run(p, &["state", "rm", "oc_abc", "ou_1"]);
@@ -61,12 +62,7 @@ fn adopt_then_list_show_and_rm() {
     );
 
     let missing = util::run(p, &["state", "show", "oc_nope"]);
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(
-        util::stderr(&missing).contains("no recorded target matches"),
-        "{}",
-        util::stderr(&missing)
-    );
+    util::assert_error(&missing, "no recorded target matches");
 }
 
 #[test]

@@ -63,3 +63,13 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Asserts that a run failed with exit 1 and said `part` on stderr.
+pub fn assert_error(out: &Output, part: &str) {
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(out), stderr(out));
+    assert!(
+        stderr(out).contains(part),
+        "no {part:?} in:\n{}",
+        stderr(out)
+    );
+}

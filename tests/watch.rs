@@ -24,7 +24,7 @@ const BUTTONS: &str = "/open-apis/im/v2/chat_button";
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A config where each chat shows one whole-chat button with the given text.
-fn config(chats: &[(&str, &str)]) -> String {
+pub(crate) fn config(chats: &[(&str, &str)]) -> String {
     let mut s = String::from("version: 1\nchats:\n");
     for (chat, text) in chats {
         s.push_str(&format!(
@@ -34,7 +34,7 @@ fn config(chats: &[(&str, &str)]) -> String {
     s
 }
 
-async fn emulator(latency: Duration) -> RunningEmulator {
+pub(crate) async fn emulator(latency: Duration) -> RunningEmulator {
     Emulator::start(EmulatorConfig {
         latency,
         ..EmulatorConfig::default()
@@ -43,7 +43,7 @@ async fn emulator(latency: Duration) -> RunningEmulator {
     .expect("start the emulator")
 }
 
-async fn get_json(url: &str) -> Value {
+pub(crate) async fn get_json(url: &str) -> Value {
     reqwest::get(url)
         .await
         .expect("GET")
@@ -53,7 +53,7 @@ async fn get_json(url: &str) -> Value {
 }
 
 /// The text of the first whole-chat button the chat shows, if any.
-async fn chat_text(emu: &RunningEmulator, chat: &str) -> Option<String> {
+pub(crate) async fn chat_text(emu: &RunningEmulator, chat: &str) -> Option<String> {
     let v = get_json(&emu.url(&format!("/_emulator/chats/{chat}"))).await;
     v["chat_buttons"][0]["text"]["text"]
         .as_str()
@@ -61,7 +61,7 @@ async fn chat_text(emu: &RunningEmulator, chat: &str) -> Option<String> {
 }
 
 /// Every chat-button request the emulator answered, oldest first.
-async fn calls(emu: &RunningEmulator) -> Vec<Value> {
+pub(crate) async fn calls(emu: &RunningEmulator) -> Vec<Value> {
     let v = get_json(&emu.url(&format!("/_emulator/requests?path={BUTTONS}"))).await;
     v["requests"].as_array().cloned().unwrap_or_default()
 }
@@ -74,20 +74,20 @@ fn unix_ms() -> u64 {
 }
 
 /// A `feedbuttons watch` child process, killed when dropped.
-struct Daemon {
-    child: Child,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     addr: String,
 }
 
 impl Daemon {
     /// Starts `feedbuttons watch DIR ARGS...` against `emu` and waits for its address.
-    fn start(emu: &RunningEmulator, dir: &Path, args: &[&str]) -> Daemon {
+    pub(crate) fn start(emu: &RunningEmulator, dir: &Path, args: &[&str]) -> Daemon {
         Daemon::start_with(emu, dir, args, &[])
     }
 
     /// [`Daemon::start`] with more environment variables.
-    fn start_with(
+    pub(crate) fn start_with(
         emu: &RunningEmulator,
         dir: &Path,
         args: &[&str],
@@ -114,11 +114,11 @@ impl Daemon {
     }
 
     /// Starts it without waiting for anything.
-    fn spawn(emu: &RunningEmulator, dir: &Path, args: &[&str]) -> Daemon {
+    pub(crate) fn spawn(emu: &RunningEmulator, dir: &Path, args: &[&str]) -> Daemon {
         Daemon::spawn_with(emu, dir, args, &[])
     }
 
-    fn spawn_with(
+    pub(crate) fn spawn_with(
         emu: &RunningEmulator,
         dir: &Path,
         args: &[&str],
@@ -158,15 +158,15 @@ impl Daemon {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.lines.lock().expect("log lines").join("\n")
     }
 
-    fn find_line<T>(&self, f: impl Fn(&str) -> Option<T>) -> Option<T> {
+    pub(crate) fn find_line<T>(&self, f: impl Fn(&str) -> Option<T>) -> Option<T> {
         self.lines
             .lock()
             .expect("log lines")
@@ -175,7 +175,7 @@ impl Daemon {
     }
 
     /// Polls `check` until it gives a value; fails with the daemon's log after `WAIT`.
-    async fn eventually<T, Fut>(&self, what: &str, mut check: impl FnMut() -> Fut) -> T
+    pub(crate) async fn eventually<T, Fut>(&self, what: &str, mut check: impl FnMut() -> Fut) -> T
     where
         Fut: Future<Output = Option<T>>,
     {
@@ -193,7 +193,7 @@ impl Daemon {
         }
     }
 
-    async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         reqwest::get(self.url("/metrics"))
             .await
             .expect("GET /metrics")
@@ -203,7 +203,7 @@ impl Daemon {
     }
 
     /// The value of one sample line (`name{labels}`), if present.
-    async fn metric(&self, series: &str) -> Option<f64> {
+    pub(crate) async fn metric(&self, series: &str) -> Option<f64> {
         self.metrics().await.lines().find_map(|l| {
             l.strip_prefix(series)
                 .and_then(|rest| rest.strip_prefix(' '))
@@ -211,7 +211,7 @@ impl Daemon {
         })
     }
 
-    async fn readyz(&self) -> (u16, String) {
+    pub(crate) async fn readyz(&self) -> (u16, String) {
         let r = reqwest::get(self.url("/readyz"))
             .await
             .expect("GET /readyz");
@@ -220,7 +220,7 @@ impl Daemon {
     }
 
     /// Waits for the process to exit on its own.
-    async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -235,7 +235,7 @@ impl Daemon {
         }
     }
 
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
@@ -252,7 +252,7 @@ impl Drop for Daemon {
     }
 }
 
-fn write(path: &Path, text: &str) {
+pub(crate) fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write a config file");
 }
 
@@ -316,7 +316,7 @@ async fn an_edit_is_applied_within_a_second_with_one_json_summary_line_per_recon
     let metrics = d.metrics().await;
     for line in [
         "feedbuttons_reconciles_total{outcome=\"success\"} 2",
-        "feedbuttons_calls_total{kind=\"reconcile\",outcome=\"ok\"} 2",
+        "feedbuttons_calls_total{kind=\"reconcile\",outcome=\"success\"} 2",
         "feedbuttons_targets_managed 1",
         "feedbuttons_targets_pending 0",
         "feedbuttons_config_valid 1",
@@ -678,7 +678,7 @@ async fn resync_restores_buttons_something_else_changed() {
     })
     .await;
     assert!(
-        d.metric("feedbuttons_calls_total{kind=\"resync\",outcome=\"ok\"}")
+        d.metric("feedbuttons_calls_total{kind=\"resync\",outcome=\"success\"}")
             .await
             >= Some(2.0)
     );

@@ -17,7 +17,7 @@ use crate::state::{Record, StateWriter};
 use outcome::InFlight;
 
 /// One target that was not applied, and why.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Failure {
     pub chat_id: String,
     /// The user id, or `everyone`.
@@ -55,15 +55,20 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
-    /// Everything was applied, except users the API refused (they wait).
-    pub fn complete_but_waiting(&self) -> bool {
+    /// Every call was sent and applied, except for users the API refused (they wait), even if
+    /// a signal came while the last ones were answered.
+    pub fn every_call_applied(&self) -> bool {
         self.failures.is_empty()
             && self.uncertain.is_empty()
             && self.calls_failed == 0
             && self.calls_not_sent == 0
             && self.fatal.is_none()
             && self.state_error.is_none()
-            && !self.interrupted
+    }
+
+    /// Everything was applied, except users the API refused (they wait), and no signal came.
+    pub fn complete_but_waiting(&self) -> bool {
+        self.every_call_applied() && !self.interrupted
     }
 
     /// Everything was applied.
@@ -502,7 +507,12 @@ pub fn summary(report: &ApplyReport, total_calls: usize) -> String {
     if let Some(e) = &report.state_error {
         let _ = writeln!(s, "Stopped: recording in the state failed: {e}");
     }
-    if report.interrupted {
+    if report.interrupted && report.every_call_applied() {
+        let _ = writeln!(
+            s,
+            "Stopped by a signal after every call was applied and recorded: nothing was left to send."
+        );
+    } else if report.interrupted {
         let _ = writeln!(
             s,
             "Stopped by a signal: the calls in flight were answered and recorded."

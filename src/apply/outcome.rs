@@ -251,5 +251,5 @@ pub fn refused(call: &InFlight) -> Vec<Record> {
 
 /// Now, in Unix seconds.
 pub fn unix_now() -> u64 {
-    crate::time::unix_millis_now() / 1000
+    crate::time::unix_secs_now()
 }

@@ -1,12 +1,19 @@
 //! Diagnostics: what is wrong in a config, where (one or more places in one or more files), and
-//! how to render it for a person (rustc-style, with the source line and a caret) or for CI (JSON).
+//! how to render it for a person (rustc-style, with the source line and carets, through
+//! annotate-snippets) or for CI (JSON, GitHub annotations).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use annotate_snippets::{
+    AnnotationKind, Group, Level, Origin, Renderer, Snippet, normalize_untrusted_str,
+};
 use serde::Serialize;
 
 use super::yaml::Pos;
+
+/// The version of `validate --format json`'s shape, its `format_version`.
+pub const JSON_FORMAT_VERSION: u32 = 1;
 
 /// Index of a file in [`Sources`].
 pub type FileId = usize;
@@ -17,15 +24,6 @@ pub type FileId = usize;
 pub enum Severity {
     Error,
     Warning,
-}
-
-impl Severity {
-    fn as_str(self) -> &'static str {
-        match self {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        }
-    }
 }
 
 /// One place a diagnostic points at, with what to say there.
@@ -155,10 +153,19 @@ impl Report {
 
     /// Renders every diagnostic the way rustc does, each followed by a blank line.
     pub fn render_text(&self, sources: &Sources) -> String {
+        self.render(sources, &Renderer::plain())
+    }
+
+    /// [`Report::render_text`] with colours (ANSI escapes), for a terminal.
+    pub fn render_styled(&self, sources: &Sources) -> String {
+        self.render(sources, &Renderer::styled())
+    }
+
+    fn render(&self, sources: &Sources, renderer: &Renderer) -> String {
         let mut out = String::new();
         for d in &self.diagnostics {
-            render_one(&mut out, d, sources);
-            out.push('\n');
+            out.push_str(&render_one(d, sources, renderer));
+            out.push_str("\n\n");
         }
         out
     }
@@ -236,6 +243,7 @@ impl Report {
             })
             .collect();
         serde_json::json!({
+            "format_version": JSON_FORMAT_VERSION,
             "valid": !self.has_errors(),
             "errors": self.errors(),
             "warnings": self.warnings(),
@@ -266,50 +274,75 @@ struct JsonDiagnostic {
     labels: Vec<JsonLabel>,
 }
 
-fn render_one(out: &mut String, d: &Diagnostic, sources: &Sources) {
-    let _ = writeln!(out, "{}[{}]: {}", d.severity.as_str(), d.code, d.message);
-    let width = d
-        .labels
-        .iter()
-        .map(|l| l.pos.line.to_string().len())
-        .max()
-        .unwrap_or(1);
-    let pad = " ".repeat(width);
+/// One diagnostic as annotate-snippets renders it: the title with its code, each label on its
+/// source line (the first as the primary place, the others as related ones, `:::`), and the
+/// help. Carets span display columns, so a label under CJK text is underlined in full. Text
+/// from the config (messages quote it) is normalized: it cannot move the cursor or colour the
+/// terminal.
+fn render_one(d: &Diagnostic, sources: &Sources, renderer: &Renderer) -> String {
+    let level = match d.severity {
+        Severity::Error => Level::ERROR,
+        Severity::Warning => Level::WARNING,
+    };
+    let mut group = Group::with_title(level.primary_title(d.message.as_str()).id(d.code));
     for (i, l) in d.labels.iter().enumerate() {
-        let arrow = if i == 0 { "-->" } else { ":::" };
-        let _ = writeln!(
-            out,
-            "{pad}{arrow} {}:{}:{}",
-            sources.path(l.file),
-            l.pos.line,
-            l.pos.column
-        );
-        match sources.line(l.file, l.pos.line) {
+        let kind = if i == 0 {
+            AnnotationKind::Primary
+        } else {
+            AnnotationKind::Context
+        };
+        let path = sources.path(l.file);
+        group = match sources.line(l.file, l.pos.line) {
             Some(line) => {
                 let line = line.trim_end_matches('\r');
-                let _ = writeln!(out, "{pad} |");
-                let _ = writeln!(out, "{:>width$} | {}", l.pos.line, line);
-                let indent: String = line
-                    .chars()
-                    .take(l.pos.column.saturating_sub(1) as usize)
-                    .map(|c| if c == '\t' { '\t' } else { ' ' })
-                    .collect();
-                let carets = "^".repeat(l.pos.len.max(1) as usize);
-                if l.message.is_empty() {
-                    let _ = writeln!(out, "{pad} | {indent}{carets}");
+                let span = byte_span(line, l.pos);
+                let annotation = kind.span(span);
+                let annotation = if l.message.is_empty() {
+                    annotation
                 } else {
-                    let _ = writeln!(out, "{pad} | {indent}{carets} {}", l.message);
+                    annotation.label(l.message.as_str())
+                };
+                group.element(
+                    Snippet::source(line)
+                        .line_start(l.pos.line as usize)
+                        .path(path)
+                        .annotation(annotation),
+                )
+            }
+            None => {
+                let origin = Origin::path(path)
+                    .line(l.pos.line as usize)
+                    .char_column(l.pos.column as usize);
+                let group = group.element(origin);
+                if l.message.is_empty() {
+                    group
+                } else {
+                    group.element(
+                        Level::NOTE
+                            .no_name()
+                            .message(normalize_untrusted_str(&l.message)),
+                    )
                 }
             }
-            None if !l.message.is_empty() => {
-                let _ = writeln!(out, "{pad} = {}", l.message);
-            }
-            None => {}
-        }
+        };
     }
     if let Some(help) = &d.help {
-        let _ = writeln!(out, "{pad} = help: {help}");
+        group = group.element(Level::HELP.message(normalize_untrusted_str(help)));
     }
+    renderer.render(&[group])
+}
+
+/// The bytes of `line` a label covers: from its column for its length, both in characters
+/// (a zero length is one caret's place), kept within the line.
+fn byte_span(line: &str, pos: Pos) -> std::ops::Range<usize> {
+    let byte_at = |chars: usize| {
+        line.char_indices()
+            .nth(chars)
+            .map_or(line.len(), |(i, _)| i)
+    };
+    let start = byte_at(pos.column.saturating_sub(1) as usize);
+    let end = byte_at(pos.column.saturating_sub(1) as usize + pos.len as usize);
+    start..end.max(start)
 }
 
 /// Escapes a workflow command's message (GitHub's `escapeData`).
@@ -322,4 +355,51 @@ fn gh_data(s: &str) -> String {
 /// Escapes a workflow command's property value (GitHub's `escapeProperty`).
 fn gh_property(s: &str) -> String {
     gh_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_file(text: &str) -> Sources {
+        Sources {
+            files: vec![SourceFile {
+                path: PathBuf::from("a.yaml"),
+                text: text.to_owned(),
+            }],
+        }
+    }
+
+    #[test]
+    fn carets_cover_every_display_column_of_wide_text() {
+        let sources = one_file("text: 事故手册\n");
+        let mut report = Report::default();
+        report.push(Diagnostic::error("x", "too long").label(
+            0,
+            Pos {
+                line: 1,
+                column: 7,
+                len: 4,
+            },
+            "here",
+        ));
+        let text = report.render_text(&sources);
+        assert!(text.contains("--> a.yaml:1:7"), "{text}");
+        // Four characters, two columns each.
+        assert!(text.contains("|       ^^^^^^^^ here"), "{text}");
+    }
+
+    #[test]
+    fn terminal_escapes_from_the_config_are_shown_not_obeyed() {
+        let sources = one_file("key: \u{1b}[2Jvalue\n");
+        let mut report = Report::default();
+        report.push(
+            Diagnostic::error("x", "unknown key `\u{1b}[31mkey`")
+                .label(0, Pos::START, "")
+                .help("remove `\u{1b}[2J`"),
+        );
+        let text = report.render_text(&sources);
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(text.contains('␛'), "{text}");
+    }
 }

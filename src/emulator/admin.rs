@@ -8,19 +8,20 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::feishu::wire::UserIdType;
+use crate::sync::guard;
 
+use super::Shared;
 use super::directory::PersonError;
 use super::faults::FaultSpec;
 use super::fixtures::{MemberSpec, PersonSpec, type_of};
 use super::world::MembershipError;
-use super::{Shared, lock};
 
 pub struct AdminError(StatusCode, String);
 
@@ -83,12 +84,12 @@ pub async fn info(State(shared): State<Arc<Shared>>) -> Answer {
 
 /// `GET /_emulator/chats`.
 pub async fn chats(State(shared): State<Arc<Shared>>) -> Answer {
-    to_json(json!({"chats": lock(&shared.world).chat_views()}))
+    to_json(json!({"chats": guard(&shared.world).chat_views()}))
 }
 
 /// `GET /_emulator/chats/{chat_id}`.
 pub async fn chat(State(shared): State<Arc<Shared>>, Path(chat_id): Path<String>) -> Answer {
-    let view = lock(&shared.world).chat_view(&chat_id);
+    let view = guard(&shared.world).chat_view(&chat_id);
     to_json(view.ok_or_else(|| unknown_chat(&chat_id))?)
 }
 
@@ -99,7 +100,7 @@ pub async fn user(
     Query(id_type): Query<IdType>,
 ) -> Answer {
     let t = id_type.resolve(&user_id)?;
-    let view = lock(&shared.world).user_view(&chat_id, t, &user_id);
+    let view = guard(&shared.world).user_view(&chat_id, t, &user_id);
     to_json(view.ok_or_else(|| unknown_chat(&chat_id))?)
 }
 
@@ -119,24 +120,16 @@ fn membership_error(e: MembershipError) -> AdminError {
 }
 
 /// `PUT /_emulator/chats/{chat_id}/members`: the chat's members become exactly these.
-pub async fn put_members(
+/// `POST` to the same path: these join the chat.
+pub async fn members(
+    method: Method,
     State(shared): State<Arc<Shared>>,
     Path(chat_id): Path<String>,
     body: Bytes,
 ) -> Answer {
     let body: MembersBody = parse(&body)?;
-    let view = lock(&shared.world).set_members(&chat_id, &body.members, true);
-    to_json(view.map_err(membership_error)?)
-}
-
-/// `POST /_emulator/chats/{chat_id}/members`: these join the chat.
-pub async fn add_members(
-    State(shared): State<Arc<Shared>>,
-    Path(chat_id): Path<String>,
-    body: Bytes,
-) -> Answer {
-    let body: MembersBody = parse(&body)?;
-    let view = lock(&shared.world).set_members(&chat_id, &body.members, false);
+    let replace = method == Method::PUT;
+    let view = guard(&shared.world).set_members(&chat_id, &body.members, replace);
     to_json(view.map_err(membership_error)?)
 }
 
@@ -147,7 +140,7 @@ pub async fn remove_member(
     Query(id_type): Query<IdType>,
 ) -> Answer {
     let t = id_type.resolve(&user_id)?;
-    let view = lock(&shared.world).remove_member(&chat_id, t, &user_id);
+    let view = guard(&shared.world).remove_member(&chat_id, t, &user_id);
     to_json(view.map_err(membership_error)?)
 }
 
@@ -167,7 +160,7 @@ pub async fn put_bot(
     body: Bytes,
 ) -> Answer {
     let body: BotBody = parse(&body)?;
-    let view = lock(&shared.world).set_bot_member(&chat_id, body.member, body.other_bots);
+    let view = guard(&shared.world).set_bot_member(&chat_id, body.member, body.other_bots);
     to_json(view.ok_or_else(|| unknown_chat(&chat_id))?)
 }
 
@@ -182,13 +175,13 @@ fn person_error(e: PersonError) -> AdminError {
 
 /// `GET /_emulator/people`: every person of the directory.
 pub async fn people(State(shared): State<Arc<Shared>>) -> Answer {
-    to_json(json!({"people": lock(&shared.world).person_views()}))
+    to_json(json!({"people": guard(&shared.world).person_views()}))
 }
 
 /// `POST /_emulator/people`: a person joins the directory (same fields as in the fixtures).
 pub async fn add_person(State(shared): State<Arc<Shared>>, body: Bytes) -> Answer {
     let spec: PersonSpec = parse(&body)?;
-    let mut world = lock(&shared.world);
+    let mut world = guard(&shared.world);
     let p = world.add_person(&spec).map_err(person_error)?;
     let view = world.person_view(p);
     drop(world);
@@ -215,7 +208,7 @@ pub async fn put_resigned(
 ) -> Answer {
     let t = id_type.resolve(&user_id)?;
     let body: ResignedBody = parse(&body)?;
-    let view = lock(&shared.world).set_resigned(t, &user_id, body.resigned);
+    let view = guard(&shared.world).set_resigned(t, &user_id, body.resigned);
     to_json(view.map_err(person_error)?)
 }
 
@@ -235,13 +228,13 @@ pub async fn put_departments(
 ) -> Answer {
     let t = id_type.resolve(&user_id)?;
     let body: DepartmentsBody = parse(&body)?;
-    let view = lock(&shared.world).set_departments(t, &user_id, &body.departments);
+    let view = guard(&shared.world).set_departments(t, &user_id, &body.departments);
     to_json(view.map_err(person_error)?)
 }
 
 /// `GET /_emulator/departments`.
 pub async fn departments(State(shared): State<Arc<Shared>>) -> Answer {
-    to_json(json!({"departments": lock(&shared.world).department_views()}))
+    to_json(json!({"departments": guard(&shared.world).department_views()}))
 }
 
 #[derive(Deserialize)]
@@ -254,7 +247,7 @@ pub async fn requests(
     State(shared): State<Arc<Shared>>,
     Query(filter): Query<LogFilter>,
 ) -> Answer {
-    let log = lock(&shared.log);
+    let log = guard(&shared.log);
     to_json(json!({
         "requests": log.entries(filter.path.as_deref()),
         "dropped": log.dropped(),
@@ -263,20 +256,20 @@ pub async fn requests(
 
 /// `DELETE /_emulator/requests`.
 pub async fn clear_requests(State(shared): State<Arc<Shared>>) -> Answer {
-    let cleared = lock(&shared.log).clear();
+    let cleared = guard(&shared.log).clear();
     Ok(Json(json!({"cleared": cleared})))
 }
 
 /// `GET /_emulator/faults`.
 pub async fn faults(State(shared): State<Arc<Shared>>) -> Answer {
-    to_json(lock(&shared.faults).view(Instant::now()))
+    to_json(guard(&shared.faults).view(Instant::now()))
 }
 
 /// `PUT /_emulator/faults`: replaces the fault set.
 pub async fn put_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Answer {
     let spec: FaultSpec = parse(&body)?;
     let now = Instant::now();
-    let mut faults = lock(&shared.faults);
+    let mut faults = guard(&shared.faults);
     faults
         .set(spec, now)
         .map_err(|problems| AdminError(StatusCode::BAD_REQUEST, problems.join("; ")))?;
@@ -286,7 +279,7 @@ pub async fn put_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Answe
 /// `DELETE /_emulator/faults`: no faults.
 pub async fn clear_faults(State(shared): State<Arc<Shared>>) -> Answer {
     let now = Instant::now();
-    let mut faults = lock(&shared.faults);
+    let mut faults = guard(&shared.faults);
     faults
         .set(FaultSpec::default(), now)
         .map_err(|problems| AdminError(StatusCode::BAD_REQUEST, problems.join("; ")))?;
@@ -295,7 +288,7 @@ pub async fn clear_faults(State(shared): State<Arc<Shared>>) -> Answer {
 
 /// `POST /_emulator/tokens/expire`: every token issued so far expires now.
 pub async fn expire_tokens(State(shared): State<Arc<Shared>>) -> Answer {
-    let expired = lock(&shared.tokens).expire_all(Instant::now());
+    let expired = guard(&shared.tokens).expire_all(Instant::now());
     Ok(Json(json!({"expired": expired})))
 }
 

@@ -26,12 +26,13 @@ use crate::feishu::wire::api::{
 use crate::feishu::wire::directory::{
     BATCH_GET_ID_PATH, FIND_BY_DEPARTMENT_PATH, chat_id_of_members_path,
 };
+use crate::sync::guard;
 
 use super::faults::FaultAction;
 use super::log::{LoggedRequest, body_for_log, redact};
 use super::tokens::{TokenProblem, well_formed};
 use super::world::Refusal;
-use super::{Shared, lock, lookup, validate};
+use super::{Shared, lookup, validate};
 
 /// Marks a response whose connection the server closes instead of answering.
 #[derive(Clone, Copy, Debug)]
@@ -170,7 +171,7 @@ pub async fn handle(
     let endpoint = Endpoint::of(&method, uri.path());
     let (fault_latency, fault) = match endpoint {
         Endpoint::Unknown => (Duration::ZERO, None),
-        _ => lock(&shared.faults).decide(Instant::now(), endpoint == Endpoint::Token),
+        _ => guard(&shared.faults).decide(Instant::now(), endpoint == Endpoint::Token),
     };
     let latency = shared.latency + fault_latency;
     if !latency.is_zero() {
@@ -218,7 +219,7 @@ pub async fn handle(
     }
     let mut answer = answer;
     if endpoint == Endpoint::Token
-        && let Some(expire) = lock(&shared.faults).token_expire()
+        && let Some(expire) = guard(&shared.faults).token_expire()
         && let Some(obj) = answer.body.as_object_mut()
         && obj.contains_key("expire")
     {
@@ -226,7 +227,7 @@ pub async fn handle(
     }
     let padding = match endpoint {
         Endpoint::Unknown => 0,
-        _ => lock(&shared.faults).padding(endpoint == Endpoint::Token),
+        _ => guard(&shared.faults).padding(endpoint == Endpoint::Token),
     };
     let response = answer.into_response();
     if padding == 0 {
@@ -345,7 +346,7 @@ fn record(
     if shared.print_requests {
         println!("{}", summary(&entry));
     }
-    lock(&shared.log).push(entry);
+    guard(&shared.log).push(entry);
 }
 
 /// One line per request for the terminal: method, path, status, code, fault.
@@ -393,7 +394,7 @@ fn token(shared: &Shared, body: &[u8], now: Instant) -> Answer {
             Answer::error(StatusCode::OK, CODE_WRONG_SECRET, "app secret invalid")
         }
         Some(_) => {
-            let (token, expire) = lock(&shared.tokens).issue(&app_id, now);
+            let (token, expire) = guard(&shared.tokens).issue(&app_id, now);
             let body = TenantTokenResponse {
                 code: CODE_OK,
                 msg: "ok".to_owned(),
@@ -440,7 +441,7 @@ pub(super) fn authenticate(
     if !well_formed(token) {
         return Err(FORMAT);
     }
-    match lock(&shared.tokens).check(token, now) {
+    match guard(&shared.tokens).check(token, now) {
         Ok(app_id) => Ok(app_id.to_owned()),
         Err(TokenProblem::Unknown) => Err(TokenRefused(
             CODE_TOKEN_INVALID,
@@ -465,7 +466,7 @@ fn chat_button(
         Ok(app_id) => app_id,
         Err(TokenRefused(code, msg)) => return Answer::error(StatusCode::BAD_REQUEST, code, msg),
     };
-    if let Err(reset_secs) = lock(&shared.limiter).check(&app_id, now) {
+    if let Err(reset_secs) = guard(&shared.limiter).check(&app_id, now) {
         return Answer::rate_limited(shared.rate_limit, reset_secs).for_app(Some(app_id));
     }
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -486,7 +487,7 @@ fn chat_button(
             .for_app(Some(app_id));
         }
     };
-    let answer = match lock(&shared.world).apply(&request) {
+    let answer = match guard(&shared.world).apply(&request) {
         Err(Refusal::BotNotInChat) => Answer::error(
             StatusCode::BAD_REQUEST,
             CODE_BOT_NOT_IN_CHAT,

@@ -157,17 +157,8 @@ fn banner(
 
 /// Ctrl-C, or SIGTERM where there is one.
 async fn stop_signal() -> Result<(), EmulatorError> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(EmulatorError::Signal)?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map_err(EmulatorError::Signal),
-            _ = term.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.map_err(EmulatorError::Signal)
-    }
+    crate::runtime::shutdown_signal()
+        .map_err(EmulatorError::Signal)?
+        .await;
+    Ok(())
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::ceil_secs;
@@ -122,7 +122,7 @@ impl Default for Faults {
     fn default() -> Faults {
         Faults {
             spec: FaultSpec::default(),
-            rng: StdRng::from_os_rng(),
+            rng: rand::make_rng::<StdRng>(),
             rate_limited_until: None,
         }
     }
@@ -137,7 +137,7 @@ impl Faults {
         }
         self.rng = match spec.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
-            None => StdRng::from_os_rng(),
+            None => rand::make_rng::<StdRng>(),
         };
         self.rate_limited_until = (spec.rate_limited_for_ms > 0)
             .then(|| now + Duration::from_millis(spec.rate_limited_for_ms));

@@ -26,10 +26,11 @@ use crate::feishu::wire::{
     BatchGetIdData, BatchGetIdRequest, ChatMembersData, DepartmentIdType, FindByDepartmentData,
     UserIdType,
 };
+use crate::sync::guard;
 
 use super::api::{Answer, TokenRefused, authenticate};
 use super::fixtures::AppAccess;
-use super::{Shared, lock, validate};
+use super::{Shared, validate};
 
 /// The three APIs, each with its own rate-limit budget per app.
 #[derive(Clone, Copy, Debug)]
@@ -99,7 +100,7 @@ fn admit(
         Box::new(Answer::error(StatusCode::BAD_REQUEST, code, msg))
     })?;
     let key = format!("{}|{app_id}", api.name());
-    if let Err(t) = lock(&shared.directory_limiter).check(&key, now) {
+    if let Err(t) = guard(&shared.directory_limiter).check(&key, now) {
         return Err(Box::new(
             Answer::rate_limited(t.limit, t.reset_secs).for_app(Some(app_id)),
         ));
@@ -160,9 +161,15 @@ fn page_size(params: &HashMap<String, String>, default: usize, max: usize) -> Re
     }
 }
 
-/// A page token: opaque to clients, and good only for the list it was issued for.
+/// A page token: opaque to clients, and good only for the list it was issued for: the offset,
+/// and a digest of the list's name.
 fn page_token(list: &str, offset: usize) -> String {
-    hex::encode(format!("{list}|{offset}"))
+    format!("{offset}-{}", list_digest(list))
+}
+
+fn list_digest(list: &str) -> String {
+    use sha2::Digest as _;
+    crate::text::hex(&sha2::Sha256::digest(list)[..8])
 }
 
 /// The offset a page token stands for; `None` for a token this list never issued.
@@ -170,9 +177,8 @@ fn page_offset(token: Option<&String>, list: &str) -> Option<usize> {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return Some(0);
     };
-    let text = String::from_utf8(hex::decode(token).ok()?).ok()?;
-    let (issued_for, offset) = text.rsplit_once('|')?;
-    (issued_for == list).then(|| offset.parse().ok())?
+    let (offset, issued_for) = token.split_once('-')?;
+    (issued_for == list_digest(list)).then(|| offset.parse().ok())?
 }
 
 /// One page of `slots` from `offset`: the items in it, and the next page's token when there
@@ -247,7 +253,7 @@ pub(super) fn batch_get_id(
     }
     let include_resigned = request.include_resigned.unwrap_or(false);
     let user_list =
-        lock(&shared.world).resolve_ids(&access, id_type, &emails, &mobiles, include_resigned);
+        guard(&shared.world).resolve_ids(&access, id_type, &emails, &mobiles, include_resigned);
     success(BatchGetIdData { user_list }).for_app(Some(app_id))
 }
 
@@ -299,7 +305,7 @@ pub(super) fn chat_members(
         )
         .for_app(app);
     };
-    let roster = match lock(&shared.world).chat_roster(chat_id, id_type) {
+    let roster = match guard(&shared.world).chat_roster(chat_id, id_type) {
         Ok(roster) => roster,
         Err(_) => {
             return Answer::error(
@@ -386,7 +392,7 @@ pub(super) fn find_by_department(
         .for_app(app);
     };
     let wanted = (department != ROOT_DEPARTMENT_ID).then_some(department.as_str());
-    let users = match lock(&shared.world).department_users(&access, wanted, dept_type) {
+    let users = match guard(&shared.world).department_users(&access, wanted, dept_type) {
         Ok(users) => users,
         Err(_) => {
             return Answer::error(

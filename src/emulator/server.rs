@@ -34,7 +34,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/_emulator/chats/{chat_id}/members",
-            put(admin::put_members).post(admin::add_members),
+            put(admin::members).post(admin::members),
         )
         .route(
             "/_emulator/chats/{chat_id}/members/{user_id}",

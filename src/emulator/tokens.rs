@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use rand::RngExt;
 
 use crate::feishu::wire::api::TOKEN_REUSE_MIN_REMAINING_SECS;
 

@@ -103,7 +103,7 @@ impl People {
 /// An id shaped like Feishu's: `ou_`/`on_` and 32 hex digits, or 8 hex digits for a user_id.
 fn made_up_id(t: UserIdType, base: &str, attempt: u32) -> String {
     use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(format!("{t}|{base}|{attempt}")));
+    let digest = crate::text::hex(&sha2::Sha256::digest(format!("{t}|{base}|{attempt}")));
     match t.prefix() {
         Some(prefix) => format!("{prefix}{}", &digest[..32]),
         None => digest[..8].to_owned(),

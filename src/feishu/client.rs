@@ -6,31 +6,28 @@
 //! and one retry policy for 429, 5xx and connection errors. [`Client`] is cheap to clone and
 //! meant to be shared by concurrent tasks: the limiter, not the caller, sets the pace.
 
-use std::error::Error as _;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use backon::Retryable;
-use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
+use super::answer::{
+    AttemptFailure, Verdict, answered_outcome, classify_chat_button, classify_token, code_of, read,
+    unanswered_outcome,
+};
+use super::metrics::{ClientMetrics, EndpointLabel, RequestOutcome};
 use super::ratelimit::Limiter;
 use super::token::{Token, TokenCache};
 use super::wire::api::{
-    CHAT_BUTTON_PATH, CODE_APP_UNAVAILABLE, CODE_BOT_NOT_IN_CHAT, CODE_FIELD_VALIDATION,
-    CODE_MISSING_SCOPE, CODE_NO_TOKEN, CODE_OK, CODE_PARAM_INVALID, CODE_RATE_LIMITED,
-    CODE_TOKEN_EXPIRED, CODE_TOKEN_FORMAT, CODE_TOKEN_INVALID, CODE_TOKEN_PARAM_INVALID,
-    CODE_WRONG_SECRET, HEADER_RATELIMIT_RESET, RATE_LIMIT_PER_SECOND, TOKEN_PATH,
+    CHAT_BUTTON_PATH, CODE_BOT_NOT_IN_CHAT, CODE_MISSING_SCOPE, RATE_LIMIT_PER_SECOND, TOKEN_PATH,
 };
-use super::wire::{
-    ApiResponse, ChatButtonData, ChatButtonRequest, FailedUserReason, TenantTokenRequest,
-    TenantTokenResponse, UserIdType,
-};
+use super::wire::{ChatButtonRequest, FailedUserReason, TenantTokenRequest, UserIdType};
 
 pub use super::ratelimit::{Budget, SharedBudget};
 pub use super::retry::{MAX_RESET_WAIT, RetryPolicy};
@@ -49,9 +46,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// was not the API's JSON (a wrong base URL, a proxy's error page), or the request could not be
 /// built.
 pub const CODE_NOT_API_JSON: i64 = -1;
-
-/// How much of an unexpected answer an error quotes.
-const QUOTE_CHARS: usize = 200;
 
 /// The largest answer read: the API's answers are a few hundred bytes (a chat-button answer
 /// lists at most 20 failed users), so anything near this is not the API, and reading it whole
@@ -226,19 +220,6 @@ pub struct ClientStats {
     pub tokens_refused: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    http_attempts: AtomicU64,
-    rate_limited: AtomicU64,
-    retries: AtomicU64,
-    token_fetches: AtomicU64,
-    tokens_refused: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
 /// The Feishu API client. Clones share one token cache, limiter and set of counters.
 #[derive(Clone)]
 pub struct Client {
@@ -256,7 +237,7 @@ struct Inner {
     limiter: Limiter,
     retry: RetryPolicy,
     tokens: TokenCache,
-    counters: Counters,
+    metrics: ClientMetrics,
     /// Set by [`Client::stop_sending`]: no attempt starts after it.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -297,8 +278,15 @@ impl Client {
                 var: "FEISHU_APP_SECRET",
             });
         }
+        // The system's trust store first (so that a company proxy's CA installed there is
+        // trusted), and the Mozilla roots built in, for hosts that have no store (a minimal
+        // container): a certificate either vouches for is accepted.
+        let bundled = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .filter_map(|der| reqwest::Certificate::from_der(der).ok());
         let mut http = reqwest::Client::builder()
-            .use_rustls_tls()
+            .tls_backend_rustls()
+            .tls_certs_merge(bundled)
             // The API never redirects; following one would carry the token somewhere else.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("feedbuttons/", env!("CARGO_PKG_VERSION")));
@@ -320,7 +308,7 @@ impl Client {
                 limiter: Limiter::shared(config.rate_limit, config.shared_budget),
                 retry: config.retry,
                 tokens: TokenCache::default(),
-                counters: Counters::default(),
+                metrics: ClientMetrics::default(),
                 stop: tokio::sync::watch::Sender::new(false),
             }),
         })
@@ -341,9 +329,9 @@ impl Client {
             inner.token().await.map(drop)
         })
         .retry(inner.retry.backoff())
-        .when(Failure::is_transient)
+        .when(AttemptFailure::is_transient)
         .adjust(|f, next| inner.retry.wait(next, f.server_wait()))
-        .notify(|f, wait| inner.note_retry("token", f, wait))
+        .notify(|f, wait| inner.note_retry(EndpointLabel::Token, f, wait))
         .await;
         result.map_err(|f| f.into_error(attempts.load(Ordering::Relaxed)))
     }
@@ -385,9 +373,9 @@ impl Client {
         let result = (|| inner.try_chat_button(&call))
             .retry(inner.retry.backoff())
             .sleep(sleep)
-            .when(Failure::is_transient)
+            .when(AttemptFailure::is_transient)
             .adjust(|f, next| inner.retry.wait(next, f.server_wait()))
-            .notify(|f, wait| inner.note_retry("chat_button", f, wait))
+            .notify(|f, wait| inner.note_retry(EndpointLabel::ChatButton, f, wait))
             .await;
         let attempts = call.attempts.load(Ordering::Relaxed);
         let unanswered = call.unanswered.load(Ordering::Relaxed);
@@ -400,7 +388,7 @@ impl Client {
             // An attempt that reached the API is settled only by a later one that applied: an
             // error on a later attempt (the bot removed meanwhile, a gateway's refusal) says
             // nothing about what the earlier one did.
-            Err(Failure::Final(e)) if unanswered && !matches!(e, CallError::Stopped) => {
+            Err(AttemptFailure::Final(e)) if unanswered && !matches!(e, CallError::Stopped) => {
                 Err(CallError::Unanswered {
                     attempts,
                     last: e.to_string(),
@@ -425,15 +413,22 @@ impl Client {
 
     /// Counters for the summary: HTTP attempts, 429s seen, retries, token fetches.
     pub fn stats(&self) -> ClientStats {
-        let c = &self.inner.counters;
-        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let m = &self.inner.metrics;
+        let throttled = [RequestOutcome::RateLimited];
         ClientStats {
-            http_attempts: get(&c.http_attempts),
-            rate_limited: get(&c.rate_limited),
-            retries: get(&c.retries),
-            token_fetches: get(&c.token_fetches),
-            tokens_refused: get(&c.tokens_refused),
+            http_attempts: m.requests(EndpointLabel::ChatButton, &[]),
+            rate_limited: m.requests(EndpointLabel::ChatButton, &throttled)
+                + m.requests(EndpointLabel::Token, &throttled),
+            retries: m.retries(),
+            token_fetches: m.requests(EndpointLabel::Token, &[]),
+            tokens_refused: m.tokens_refused(),
         }
+    }
+
+    /// The client's counters, as Prometheus families (shared by every clone), for the
+    /// daemon's `/metrics`.
+    pub fn metrics(&self) -> &ClientMetrics {
+        &self.inner.metrics
     }
 }
 
@@ -447,93 +442,18 @@ struct Call<'a> {
     unanswered: AtomicBool,
 }
 
-/// Why one attempt failed.
-#[derive(Debug)]
-enum Failure {
-    /// 429 / 99991400; `wait` is the server's `x-ogw-ratelimit-reset`, when it sent one.
-    RateLimited { wait: Option<Duration> },
-    /// A connection that could not be made: nothing reached the API.
-    Transient { why: String },
-    /// A 5xx, a timeout or a connection dropped after the request went out: the API may
-    /// have applied it.
-    Unanswered { why: String },
-    /// Not worth another attempt.
-    Final(CallError),
-}
-
-impl Failure {
-    fn is_transient(&self) -> bool {
-        !matches!(self, Failure::Final(_))
-    }
-
-    fn server_wait(&self) -> Option<Duration> {
-        match self {
-            Failure::RateLimited { wait } => *wait,
-            _ => None,
-        }
-    }
-
-    fn into_error(self, attempts: u32) -> CallError {
-        match self {
-            Failure::Final(e) => e,
-            transient => CallError::GaveUp {
-                attempts,
-                last: transient.to_string(),
-            },
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::RateLimited { wait: Some(w) } => write!(
-                f,
-                "rate limited (code {CODE_RATE_LIMITED}, reset in {} s)",
-                w.as_secs()
-            ),
-            Failure::RateLimited { wait: None } => {
-                write!(f, "rate limited (code {CODE_RATE_LIMITED})")
-            }
-            Failure::Transient { why } | Failure::Unanswered { why } => f.write_str(why),
-            Failure::Final(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// What one chat-button answer means.
-#[derive(Debug)]
-enum Verdict {
-    Applied(Vec<FailedUserReason>),
-    /// 99991661/99991663/99991671/99991677: the token, not the request.
-    TokenRefused {
-        code: i64,
-        msg: String,
-        status: u16,
-    },
-    Failed(Failure),
-}
-
-/// An HTTP answer, read in full.
-struct Answer {
-    status: StatusCode,
-    reset: Option<String>,
-    body: Vec<u8>,
-}
-
 impl Inner {
-    async fn token(&self) -> Result<Arc<Token>, Failure> {
+    async fn token(&self) -> Result<Arc<Token>, AttemptFailure> {
         self.tokens.get(|| self.fetch_token()).await
     }
 
-    async fn fetch_token(&self) -> Result<(Token, Duration), Failure> {
-        bump(&self.counters.token_fetches);
+    async fn fetch_token(&self) -> Result<(Token, Duration), AttemptFailure> {
         let request = TenantTokenRequest {
             app_id: self.app_id.clone(),
             app_secret: self.app_secret.expose().to_owned(),
         };
         let bytes = serde_json::to_vec(&request).map_err(|e| {
-            Failure::Final(CallError::Api {
+            AttemptFailure::Final(CallError::Api {
                 code: CODE_NOT_API_JSON,
                 msg: format!("cannot encode the token request: {e}"),
                 status: 0,
@@ -547,27 +467,40 @@ impl Inner {
             .body(bytes)
             .send()
             .await;
-        // A token request changes nothing, so an unanswered one is only transient.
-        let answer = read(sent).await.map_err(|f| match f {
-            Failure::Transient { why } | Failure::Unanswered { why } => Failure::Transient {
-                why: format!("token endpoint: {why}"),
-            },
-            other => other,
-        })?;
+        let answer = match read(sent).await {
+            Ok(answer) => answer,
+            Err(f) => {
+                self.metrics
+                    .request(EndpointLabel::Token, unanswered_outcome(&f));
+                // A token request changes nothing, so an unanswered one is only transient.
+                return Err(match f {
+                    AttemptFailure::Transient { why } | AttemptFailure::Unanswered { why } => {
+                        AttemptFailure::Transient {
+                            why: format!("token endpoint: {why}"),
+                        }
+                    }
+                    other => other,
+                });
+            }
+        };
         let result = classify_token(&answer, &[self.app_secret.expose()]);
+        self.metrics.request(
+            EndpointLabel::Token,
+            answered_outcome(&answer, result.as_ref().err()),
+        );
         match &result {
             Ok((_, expire)) => debug!(expire_secs = expire.as_secs(), "tenant token fetched"),
             Err(f) => {
-                if matches!(f, Failure::RateLimited { .. }) {
-                    bump(&self.counters.rate_limited);
-                }
                 debug!(status = answer.status.as_u16(), failure = %f, "token fetch failed");
             }
         }
         result
     }
 
-    async fn try_chat_button(&self, call: &Call<'_>) -> Result<Vec<FailedUserReason>, Failure> {
+    async fn try_chat_button(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<Vec<FailedUserReason>, AttemptFailure> {
         call.attempts.fetch_add(1, Ordering::Relaxed);
         let mut token = self.token().await?;
         let mut verdict = self.send_chat_button(call, &token).await;
@@ -579,13 +512,13 @@ impl Inner {
                 code,
                 "token refused: fetching a new one and trying once more"
             );
-            bump(&self.counters.tokens_refused);
+            self.metrics.token_refused();
             self.tokens.evict(&token).await;
             call.attempts.fetch_add(1, Ordering::Relaxed);
             token = self.token().await?;
             verdict = self.send_chat_button(call, &token).await;
         }
-        if matches!(verdict, Verdict::Failed(Failure::Unanswered { .. })) {
+        if matches!(verdict, Verdict::Failed(AttemptFailure::Unanswered { .. })) {
             call.unanswered.store(true, Ordering::Relaxed);
         }
         match verdict {
@@ -594,9 +527,9 @@ impl Inner {
             // revoked as they are issued): drop it too and leave the rest to the backoff policy,
             // so that the call neither loops nor fails at the first hiccup.
             Verdict::TokenRefused { code, msg, status } => {
-                bump(&self.counters.tokens_refused);
+                self.metrics.token_refused();
                 self.tokens.evict(&token).await;
-                Err(Failure::Transient {
+                Err(AttemptFailure::Transient {
                     why: format!(
                         "a freshly fetched token was refused too (HTTP {status}, code {code}: {msg})"
                     ),
@@ -614,9 +547,8 @@ impl Inner {
             _ = stop.wait_for(|stopped| *stopped) => {}
         }
         if *stop.borrow() {
-            return Verdict::Failed(Failure::Final(CallError::Stopped));
+            return Verdict::Failed(AttemptFailure::Final(CallError::Stopped));
         }
-        bump(&self.counters.http_attempts);
         let started = Instant::now();
         let sent = self
             .http
@@ -631,11 +563,19 @@ impl Inner {
             Ok(answer) => answer,
             Err(failure) => {
                 debug!(elapsed_ms = started.elapsed().as_millis(), %failure, "chat_button: no answer");
+                self.metrics
+                    .request(EndpointLabel::ChatButton, unanswered_outcome(&failure));
                 return Verdict::Failed(failure);
             }
         };
         let secrets = [token.secret().expose(), self.app_secret.expose()];
         let verdict = classify_chat_button(&answer, call.chat_id, &secrets);
+        let outcome = match &verdict {
+            Verdict::Applied(_) => answered_outcome(&answer, None),
+            Verdict::TokenRefused { .. } => RequestOutcome::TokenRefused,
+            Verdict::Failed(f) => answered_outcome(&answer, Some(f)),
+        };
+        self.metrics.request(EndpointLabel::ChatButton, outcome);
         debug!(
             status = answer.status.as_u16(),
             code = code_of(&answer.body),
@@ -643,22 +583,19 @@ impl Inner {
             verdict = verdict.label(),
             "chat_button answered"
         );
-        if let Verdict::Failed(Failure::RateLimited { wait }) = &verdict {
-            bump(&self.counters.rate_limited);
-            // The server's window is full for everyone, not just this call: hold back the
-            // calls queued behind it too.
-            if let Some(wait) = wait {
-                self.limiter
-                    .pause_until(Instant::now() + (*wait).min(MAX_RESET_WAIT));
-            }
+        // The server's window is full for everyone, not just this call: hold back the calls
+        // queued behind it too.
+        if let Verdict::Failed(AttemptFailure::RateLimited { wait: Some(wait) }) = &verdict {
+            self.limiter
+                .pause_until(Instant::now() + (*wait).min(MAX_RESET_WAIT));
         }
         verdict
     }
 
-    fn note_retry(&self, what: &str, failure: &Failure, wait: Duration) {
-        bump(&self.counters.retries);
+    fn note_retry(&self, endpoint: EndpointLabel, failure: &AttemptFailure, wait: Duration) {
+        self.metrics.retry(endpoint);
         debug!(
-            what,
+            what = endpoint.as_str(),
             wait_ms = wait.as_millis(),
             failure = %failure,
             "retrying after a transient failure"
@@ -666,392 +603,9 @@ impl Inner {
     }
 }
 
-impl Verdict {
-    /// For logs: what happened, without the server's text.
-    fn label(&self) -> &'static str {
-        match self {
-            Verdict::Applied(_) => "applied",
-            Verdict::TokenRefused { .. } => "token refused",
-            Verdict::Failed(Failure::RateLimited { .. }) => "rate limited",
-            Verdict::Failed(Failure::Transient { .. }) => "transient failure",
-            Verdict::Failed(Failure::Unanswered { .. }) => "no answer",
-            Verdict::Failed(Failure::Final(_)) => "failed",
-        }
-    }
-}
-
-/// Sends and reads the whole answer, up to [`MAX_ANSWER_BYTES`]. A connection that could not
-/// be made is transient; a timeout, a connection dropped after the request went out, or an
-/// answer too large to be the API's leaves the call unanswered (it may have applied). Either
-/// is worth another attempt: the call replaces, so sending it again is safe.
-async fn read(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Answer, Failure> {
-    let failure = |e: reqwest::Error| {
-        if e.is_builder() {
-            // Our own request could not be built: sending it again would not help.
-            Failure::Final(CallError::Api {
-                code: CODE_NOT_API_JSON,
-                msg: describe(&e),
-                status: 0,
-            })
-        } else if e.is_connect() {
-            Failure::Transient { why: describe(&e) }
-        } else {
-            Failure::Unanswered { why: describe(&e) }
-        }
-    };
-    let mut response = sent.map_err(failure)?;
-    let status = response.status();
-    let reset = response
-        .headers()
-        .get(HEADER_RATELIMIT_RESET)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let too_large = || Failure::Unanswered {
-        why: format!(
-            "HTTP {}: the answer is larger than {} KiB, which no API answer is",
-            status.as_u16(),
-            MAX_ANSWER_BYTES / 1024
-        ),
-    };
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(failure)? {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Answer {
-        status,
-        reset,
-        body,
-    })
-}
-
-/// A reqwest error with its causes ("connection refused" sits a few sources down). Holds the
-/// URL, never a header.
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    if e.is_timeout() && !text.contains("timed out") {
-        text.push_str(" (timed out)");
-    }
-    text
-}
-
-/// The answer's `code`, for logs (the message may quote the request; the code never does).
-fn code_of(body: &[u8]) -> Option<i64> {
-    #[derive(serde::Deserialize)]
-    struct Code {
-        code: i64,
-    }
-    serde_json::from_slice::<Code>(body).ok().map(|c| c.code)
-}
-
-/// Whole seconds from `x-ogw-ratelimit-reset`, if it holds a number.
-fn parse_reset(reset: Option<&str>) -> Option<Duration> {
-    reset
-        .and_then(|r| r.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-}
-
-/// `text` with every secret in it replaced by `***`.
-fn scrub(text: &str, secrets: &[&str]) -> String {
-    let mut text = text.to_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(secret, "***");
-    }
-    text
-}
-
-/// The start of an answer that is not the API's JSON, with any secret cut out first.
-fn not_api_json(answer: &Answer, secrets: &[&str]) -> CallError {
-    let text = scrub(&String::from_utf8_lossy(&answer.body), secrets);
-    let mut quote: String = text.trim().chars().take(QUOTE_CHARS).collect();
-    if text.trim().chars().count() > QUOTE_CHARS {
-        quote.push('…');
-    }
-    CallError::Api {
-        code: CODE_NOT_API_JSON,
-        msg: format!("the answer is not the API's JSON: {quote:?}"),
-        status: answer.status.as_u16(),
-    }
-}
-
-/// A 5xx, with the body's code and message when it had them. The API may have applied the
-/// request before it failed, so it counts as unanswered.
-fn server_error(status: StatusCode, code: Option<i64>, msg: Option<&str>) -> Failure {
-    let why = match (code, msg) {
-        (Some(code), Some(msg)) => format!("HTTP {} (code {code}: {msg})", status.as_u16()),
-        _ => format!("HTTP {}", status.as_u16()),
-    };
-    Failure::Transient { why }
-}
-
-fn is_rate_limited(status: StatusCode, code: Option<i64>) -> bool {
-    // Some older APIs throttle with HTTP 400 and only the code says so.
-    status == StatusCode::TOO_MANY_REQUESTS || code == Some(CODE_RATE_LIMITED)
-}
-
-fn classify_chat_button(answer: &Answer, chat_id: &str, secrets: &[&str]) -> Verdict {
-    let parsed: Option<ApiResponse<ChatButtonData>> = serde_json::from_slice(&answer.body).ok();
-    let code = parsed.as_ref().map(|p| p.code);
-    if is_rate_limited(answer.status, code) {
-        return Verdict::Failed(Failure::RateLimited {
-            wait: parse_reset(answer.reset.as_deref()),
-        });
-    }
-    if answer.status.is_server_error() {
-        let msg = parsed.as_ref().map(|p| scrub(&p.msg, secrets));
-        let Failure::Transient { why } = server_error(answer.status, code, msg.as_deref()) else {
-            unreachable!("server_error gives a transient failure")
-        };
-        // The API may have applied the request before it failed.
-        return Verdict::Failed(Failure::Unanswered { why });
-    }
-    let Some(parsed) = parsed else {
-        return Verdict::Failed(Failure::Final(not_api_json(answer, secrets)));
-    };
-    // The API's messages may quote the request; never let them carry a secret onward.
-    let (code, msg, status) = (
-        parsed.code,
-        scrub(&parsed.msg, secrets),
-        answer.status.as_u16(),
-    );
-    let error = match code {
-        // An absent list (`"data": {}`) means nobody failed.
-        CODE_OK => {
-            let mut failed = parsed.data.unwrap_or_default().failed_user_reasons;
-            for f in &mut failed {
-                f.error_message = scrub(&f.error_message, secrets);
-            }
-            return Verdict::Applied(failed);
-        }
-        CODE_NO_TOKEN | CODE_TOKEN_INVALID | CODE_TOKEN_FORMAT | CODE_TOKEN_EXPIRED => {
-            return Verdict::TokenRefused { code, msg, status };
-        }
-        CODE_BOT_NOT_IN_CHAT => CallError::BotNotInChat {
-            chat_id: chat_id.to_owned(),
-        },
-        CODE_PARAM_INVALID | CODE_FIELD_VALIDATION => CallError::Rejected { code, msg },
-        CODE_MISSING_SCOPE => CallError::MissingScope { msg },
-        _ => CallError::Api { code, msg, status },
-    };
-    Verdict::Failed(Failure::Final(error))
-}
-
-/// The token and its `expire`, or why there is none. Errors come with HTTP 200: the code decides.
-fn classify_token(answer: &Answer, secrets: &[&str]) -> Result<(Token, Duration), Failure> {
-    let parsed: Option<TenantTokenResponse> = serde_json::from_slice(&answer.body).ok();
-    let code = parsed.as_ref().map(|p| p.code);
-    if is_rate_limited(answer.status, code) {
-        return Err(Failure::RateLimited {
-            wait: parse_reset(answer.reset.as_deref()),
-        });
-    }
-    let token = parsed
-        .as_ref()
-        .and_then(|p| p.tenant_access_token.clone())
-        .unwrap_or_default();
-    let secrets: Vec<&str> = secrets.iter().copied().chain([token.as_str()]).collect();
-    if answer.status.is_server_error() {
-        let msg = parsed.as_ref().map(|p| scrub(&p.msg, &secrets));
-        return Err(server_error(answer.status, code, msg.as_deref()));
-    }
-    let Some(mut parsed) = parsed else {
-        // JSON of another shape may hold a token in any field: say what is wrong, quote
-        // nothing. Anything else (a proxy's page) is quoted to help find a wrong base URL.
-        if serde_json::from_slice::<serde_json::Value>(&answer.body).is_ok() {
-            return Err(Failure::Final(CallError::Api {
-                code: CODE_NOT_API_JSON,
-                msg: "the token endpoint's JSON is not the documented answer (code, msg, \
-                      tenant_access_token, and expire as a whole number of seconds)"
-                    .to_owned(),
-                status: answer.status.as_u16(),
-            }));
-        }
-        return Err(Failure::Final(not_api_json(answer, &secrets)));
-    };
-    parsed.msg = scrub(&parsed.msg, &secrets);
-    let status = answer.status.as_u16();
-    match parsed.code {
-        CODE_OK => {
-            let Some(token) = parsed
-                .tenant_access_token
-                .filter(|t| !t.is_empty())
-                .and_then(Token::new)
-            else {
-                return Err(Failure::Final(CallError::Api {
-                    code: CODE_NOT_API_JSON,
-                    msg: "the token endpoint answered code 0 without a usable tenant_access_token"
-                        .to_owned(),
-                    status,
-                }));
-            };
-            // `expire` is always documented; without it, not caching the token is the safe
-            // reading (Feishu hands back the same token anyway while it has time left). A token
-            // lives at most two hours, whatever an answer claims.
-            let expire = parsed
-                .expire
-                .unwrap_or(0)
-                .min(super::wire::api::TOKEN_MAX_LIFETIME_SECS);
-            Ok((token, Duration::from_secs(expire)))
-        }
-        // 10003 is an empty or missing id/secret: a credentials problem too.
-        CODE_APP_UNAVAILABLE | CODE_WRONG_SECRET | CODE_TOKEN_PARAM_INVALID => {
-            Err(Failure::Final(CallError::Credentials {
-                code: parsed.code,
-                msg: parsed.msg,
-            }))
-        }
-        code => Err(Failure::Final(CallError::Api {
-            code,
-            msg: parsed.msg,
-            status,
-        })),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    fn answer(status: u16, reset: Option<&str>, body: &str) -> Answer {
-        Answer {
-            status: StatusCode::from_u16(status).expect("a status"),
-            reset: reset.map(str::to_owned),
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
-    fn chat_button(status: u16, body: serde_json::Value) -> Verdict {
-        classify_chat_button(&answer(status, None, &body.to_string()), "oc_1", &[])
-    }
-
-    #[test]
-    fn chat_button_codes_map_to_their_errors() {
-        let err = |v: Verdict| match v {
-            Verdict::Failed(Failure::Final(e)) => e,
-            other => panic!("not a final error: {other:?}"),
-        };
-        assert!(matches!(
-            err(chat_button(400, json!({"code": 99991672, "msg": "scope"}))),
-            CallError::MissingScope { .. }
-        ));
-        assert!(matches!(
-            err(chat_button(
-                400,
-                json!({"code": 99992402, "msg": "field validation failed"})
-            )),
-            CallError::Rejected { code: 99992402, .. }
-        ));
-        assert!(matches!(
-            err(chat_button(400, json!({"code": 230027, "msg": "no"}))),
-            CallError::BotNotInChat { chat_id } if chat_id == "oc_1"
-        ));
-        assert!(matches!(
-            err(chat_button(400, json!({"code": 1234, "msg": "odd"}))),
-            CallError::Api {
-                code: 1234,
-                status: 400,
-                ..
-            }
-        ));
-        assert!(matches!(
-            chat_button(400, json!({"code": 99991663, "msg": "invalid"})),
-            Verdict::TokenRefused { code: 99991663, .. }
-        ));
-        assert!(matches!(
-            chat_button(200, json!({"code": 0, "msg": "success", "data": {}})),
-            Verdict::Applied(users) if users.is_empty()
-        ));
-        assert!(matches!(
-            chat_button(200, json!({"code": 0, "msg": "success"})),
-            Verdict::Applied(users) if users.is_empty()
-        ));
-    }
-
-    #[test]
-    fn throttling_is_transient_and_a_server_error_leaves_the_call_unanswered() {
-        // The older APIs' HTTP 400 throttle, known by its code.
-        assert!(matches!(
-            chat_button(400, json!({"code": 99991400, "msg": "limit"})),
-            Verdict::Failed(Failure::RateLimited { wait: None })
-        ));
-        let throttled = classify_chat_button(&answer(429, Some("2"), ""), "oc_1", &[]);
-        assert!(matches!(
-            throttled,
-            Verdict::Failed(Failure::RateLimited { wait: Some(w) }) if w == Duration::from_secs(2)
-        ));
-        let bad_gateway = classify_chat_button(&answer(502, None, "<html>"), "oc_1", &[]);
-        // The API may have applied a call it then failed to answer.
-        assert!(
-            matches!(&bad_gateway, Verdict::Failed(Failure::Unanswered { why }) if why == "HTTP 502")
-        );
-    }
-
-    #[test]
-    fn an_answer_that_is_not_json_is_quoted_without_secrets() {
-        let echo = answer(404, None, "Authorization: Bearer t-abc; secret s3cr3t");
-        let Verdict::Failed(Failure::Final(e)) =
-            classify_chat_button(&echo, "oc_1", &["t-abc", "s3cr3t"])
-        else {
-            panic!("not a final error");
-        };
-        let text = e.to_string();
-        assert!(
-            text.contains("HTTP 404") && text.contains("Bearer ***"),
-            "{text}"
-        );
-        assert!(
-            !text.contains("t-abc") && !text.contains("s3cr3t"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn token_answers() {
-        let ok = answer(
-            200,
-            None,
-            r#"{"code":0,"msg":"ok","tenant_access_token":"t-1","expire":7000}"#,
-        );
-        let (token, expire) = classify_token(&ok, &[]).expect("a token");
-        assert_eq!(
-            (token.secret().expose(), expire),
-            ("t-1", Duration::from_secs(7000))
-        );
-        for code in [10003, 10014, 10015] {
-            let refused = answer(200, None, &format!(r#"{{"code":{code},"msg":"no"}}"#));
-            assert!(matches!(
-                classify_token(&refused, &[]),
-                Err(Failure::Final(CallError::Credentials { code: c, .. })) if c == code
-            ));
-        }
-        let empty = answer(200, None, r#"{"code":0,"msg":"ok"}"#);
-        assert!(matches!(
-            classify_token(&empty, &[]),
-            Err(Failure::Final(CallError::Api {
-                code: CODE_NOT_API_JSON,
-                ..
-            }))
-        ));
-    }
 
     #[test]
     fn only_credentials_and_scope_stop_the_run() {

@@ -5,10 +5,12 @@
 //! reserves its instant under a short lock and sleeps outside it, so calls wait in arrival order
 //! and many can be in flight at once: with 200 ms latency, 10 calls a second still go out.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::sync::guard;
 
 /// Added to each one-second window, spread over its slots. Feishu counts calls when they
 /// arrive, and two calls sent exactly one second apart can arrive less than a second apart
@@ -88,7 +90,7 @@ impl Limiter {
     pub async fn acquire(&self) {
         if let Some(shared) = &self.shared {
             // A pause after a 429 holds for every call of this process.
-            let paused = lock(&self.state).paused_until;
+            let paused = guard(&self.state).paused_until;
             if let Some(p) = paused {
                 tokio::time::sleep_until(p).await;
             }
@@ -104,7 +106,7 @@ impl Limiter {
         }
         loop {
             let slot = {
-                let mut state = lock(&self.state);
+                let mut state = guard(&self.state);
                 let mut at = state.next.max(Instant::now());
                 if let Some(paused) = state.paused_until {
                     at = at.max(paused);
@@ -115,7 +117,7 @@ impl Limiter {
             tokio::time::sleep_until(slot).await;
             // A 429 seen by another call while this one slept means the server's window is full
             // until the pause ends: sending now would only earn another 429.
-            let paused = lock(&self.state).paused_until;
+            let paused = guard(&self.state).paused_until;
             if paused.is_none_or(|p| p <= slot) {
                 return;
             }
@@ -124,14 +126,9 @@ impl Limiter {
 
     /// No slot before `until` (the server's `x-ogw-ratelimit-reset`).
     pub fn pause_until(&self, until: Instant) {
-        let mut state = lock(&self.state);
+        let mut state = guard(&self.state);
         state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
     }
-}
-
-/// Nothing panics while the lock is held, so a poisoned lock still holds consistent data.
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ impl PlanDoc {
         let mut unsummed = self.clone();
         unsummed.checksum = None;
         let bytes = serde_json::to_vec(&unsummed).unwrap_or_default();
-        format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+        format!("sha256:{}", crate::text::hex(&Sha256::digest(&bytes)))
     }
 
     /// Writes a saved plan bound to `state`.

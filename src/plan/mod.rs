@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::feishu::wire::{self, UserIdType, api};
 use crate::state::{OwedReason, Pending, PendingStatus, Record, TargetRecord};
 use crate::target::{Audience, ButtonList, Target};
+use crate::text::{count, group_digits, human_duration};
 
 /// What happens to one target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -118,10 +119,9 @@ impl Note {
                 since,
                 tries,
             } => format!(
-                "waiting since {} ({} {}): {reason}",
+                "waiting since {} ({}): {reason}",
                 at(*since),
-                tries,
-                if *tries == 1 { "try" } else { "tries" }
+                count(*tries as usize, "try", "tries")
             ),
         }
     }
@@ -749,11 +749,7 @@ impl Plan {
     /// `Plan: 12 to add, 3 to change, 2 to remove, 40 unchanged; 5 calls (about 1 s at 10 calls/s).`
     pub fn summary_line(&self) -> String {
         let s = &self.summary;
-        let calls = if s.requests == 1 {
-            "1 call".to_owned()
-        } else {
-            format!("{} calls", group_digits(s.requests as u64))
-        };
+        let calls = count(s.requests, "call", "calls");
         let eta = if s.requests == 0 {
             String::new()
         } else {
@@ -783,28 +779,5 @@ impl Plan {
             group_digits(s.remove as u64),
             group_digits(s.unchanged as u64),
         )
-    }
-}
-
-/// `1234567` -> `1,234,567`.
-pub fn group_digits(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `75` -> `1 min 15 s`; `4000` -> `1 h 7 min`.
-pub fn human_duration(secs: u64) -> String {
-    match secs {
-        0..=59 => format!("{secs} s"),
-        60..=3599 if secs.is_multiple_of(60) => format!("{} min", secs / 60),
-        60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
-        _ => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
     }
 }

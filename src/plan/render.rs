@@ -4,11 +4,13 @@
 
 use std::fmt::Write as _;
 
+use anstyle::AnsiColor;
 use similar::{ChangeTag, TextDiff};
 
-use super::{Action, Change, Note, Plan, group_digits};
+use super::{Action, Change, Note, Plan};
 use crate::feishu::wire::{ActionType, Button, ButtonType};
 use crate::target::ButtonList;
+use crate::text::{count, group_digits};
 
 /// GitHub refuses comments longer than this many characters.
 pub const GITHUB_COMMENT_LIMIT: usize = 65_536;
@@ -24,30 +26,30 @@ pub struct Style {
 }
 
 impl Style {
-    fn paint(self, code: &str, s: &str) -> String {
+    fn paint(self, style: anstyle::Style, s: &str) -> String {
         if self.color {
-            format!("\x1b[{code}m{s}\x1b[0m")
+            format!("{style}{s}{style:#}")
         } else {
             s.to_owned()
         }
     }
     fn green(self, s: &str) -> String {
-        self.paint("32", s)
+        self.paint(AnsiColor::Green.on_default(), s)
     }
     fn yellow(self, s: &str) -> String {
-        self.paint("33", s)
+        self.paint(AnsiColor::Yellow.on_default(), s)
     }
     fn red_bold(self, s: &str) -> String {
-        self.paint("1;31", s)
+        self.paint(AnsiColor::Red.on_default().bold(), s)
     }
     fn red(self, s: &str) -> String {
-        self.paint("31", s)
+        self.paint(AnsiColor::Red.on_default(), s)
     }
     fn bold(self, s: &str) -> String {
-        self.paint("1", s)
+        self.paint(anstyle::Style::new().bold(), s)
     }
     fn dim(self, s: &str) -> String {
-        self.paint("2", s)
+        self.paint(anstyle::Style::new().dimmed(), s)
     }
 }
 
@@ -132,18 +134,13 @@ fn who(targets: &[&str]) -> String {
         return "everyone (the whole chat)".to_owned();
     }
     let n = targets.len();
-    let noun = if n == 1 { "user" } else { "users" };
     let shown: Vec<&str> = targets.iter().take(USERS_SHOWN).copied().collect();
     let more = if n > USERS_SHOWN {
         format!(" and {} more", group_digits((n - USERS_SHOWN) as u64))
     } else {
         String::new()
     };
-    format!(
-        "{} {noun}: {}{more}",
-        group_digits(n as u64),
-        shown.join(", ")
-    )
+    format!("{}: {}{more}", count(n, "user", "users"), shown.join(", "))
 }
 
 fn headline(g: &Group) -> String {
@@ -221,7 +218,7 @@ fn chat_title(plan: &Plan, chat: &str) -> String {
 }
 
 fn chat_counts(changes: &[&Change]) -> String {
-    let count = |a: Action| changes.iter().filter(|c| c.action == a).count();
+    let of = |a: Action| changes.iter().filter(|c| c.action == a).count();
     let mut parts = Vec::new();
     for (a, word) in [
         (Action::Add, "to add"),
@@ -230,7 +227,7 @@ fn chat_counts(changes: &[&Change]) -> String {
         (Action::Resend, "to re-send"),
         (Action::Follow, "following the whole-chat buttons"),
     ] {
-        let n = count(a);
+        let n = of(a);
         if n > 0 {
             parts.push(format!("{} {word}", group_digits(n as u64)));
         }
@@ -301,7 +298,7 @@ pub fn text(plan: &Plan, style: Style) -> String {
         let _ = writeln!(
             out,
             "No changes: the applied buttons match the config ({} unchanged).",
-            targets(plan.summary.unchanged)
+            count(plan.summary.unchanged, "target", "targets")
         );
     }
     out
@@ -322,7 +319,7 @@ pub fn markdown_limited(plan: &Plan, limit: usize) -> String {
         let _ = writeln!(
             head,
             "**Plan: no changes.** The applied buttons match the config ({} unchanged).",
-            targets(plan.summary.unchanged)
+            count(plan.summary.unchanged, "target", "targets")
         );
     }
     if let Some(w) = removal_warning(plan) {
@@ -379,15 +376,6 @@ pub fn markdown_limited(plan: &Plan, limit: usize) -> String {
         out.push_str(&s);
     }
     out
-}
-
-/// `1 target`, `2 targets`.
-fn targets(n: usize) -> String {
-    if n == 1 {
-        "1 target".to_owned()
-    } else {
-        format!("{} targets", group_digits(n as u64))
-    }
 }
 
 fn escape_html(s: &str) -> String {

@@ -140,9 +140,9 @@ pub fn condition(record: &TargetRecord) -> String {
                 last_try,
                 ..
             } => format!(
-                "waiting since {} ({tries} {}, the last at {}): {}; wants {}",
+                "waiting since {} ({}, the last at {}): {}; wants {}",
                 at(p.since),
-                if *tries == 1 { "try" } else { "tries" },
+                crate::text::count(*tries as usize, "try", "tries"),
                 at(*last_try),
                 reason,
                 texts(goal)
@@ -222,7 +222,8 @@ fn quote(s: &str) -> String {
 pub enum ShowFormat {
     /// Each target and its buttons, field by field.
     Text,
-    /// `[{"chat_id", "audience": {"kind", "id_type", "id"}, "buttons": [wire buttons]}]`.
+    /// `{"format_version": 1, "targets": [{"chat_id", "audience": {"kind", "id_type", "id"},
+    /// "buttons": [wire buttons], "follows", "pending"}]}`.
     Json,
 }
 
@@ -246,30 +247,100 @@ pub fn show(
     })
 }
 
-fn show_json(selected: &[(&Target, &TargetRecord)]) -> String {
-    #[derive(Serialize)]
-    struct Shown<'a> {
-        #[serde(flatten)]
-        target: &'a Target,
-        /// `null` when the API never accepted a list for it.
-        buttons: Option<&'a ButtonList>,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        follows: bool,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pending: Option<PendingJson<'a>>,
-    }
-    let shown: Vec<Shown> = selected
-        .iter()
-        .map(|&(target, record)| Shown {
+/// The version of the JSON that `state list` and `state show` print, their `format_version`.
+pub const JSON_FORMAT_VERSION: u32 = 1;
+
+/// One recorded target in `state list|show --format json`.
+#[derive(Serialize)]
+struct TargetJson<'a> {
+    #[serde(flatten)]
+    target: &'a Target,
+    /// `null` when the API never accepted a list for it.
+    buttons: Option<&'a ButtonList>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    follows: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending: Option<PendingJson<'a>>,
+}
+
+impl<'a> TargetJson<'a> {
+    fn of(target: &'a Target, record: &'a TargetRecord) -> TargetJson<'a> {
+        TargetJson {
             target,
             buttons: record.shown(),
             follows: record.follows(),
             pending: record.pending().map(PendingJson::of),
-        })
-        .collect();
-    let mut out = serde_json::to_string_pretty(&shown).unwrap_or_default();
+        }
+    }
+}
+
+fn to_json_text(value: &impl Serialize) -> String {
+    let mut out = serde_json::to_string_pretty(value).unwrap_or_default();
     out.push('\n');
     out
+}
+
+fn show_json(selected: &[(&Target, &TargetRecord)]) -> String {
+    #[derive(Serialize)]
+    struct Shown<'a> {
+        format_version: u32,
+        targets: Vec<TargetJson<'a>>,
+    }
+    to_json_text(&Shown {
+        format_version: JSON_FORMAT_VERSION,
+        targets: selected
+            .iter()
+            .map(|&(target, record)| TargetJson::of(target, record))
+            .collect(),
+    })
+}
+
+/// [`summary`] and [`list`] as one JSON document: `format_version`, `state` (where), `lineage`
+/// and `serial`, `binding` (`base_url`, `app_id`, or `null`), `counts` (`targets`, `chats`,
+/// `button_lists`, `followers`, `uncertain`, `owed`, `waiting`) and `targets` (as `show` gives
+/// them), every target or one chat's.
+pub fn list_json(state: &AppliedState, location: &str, chat: Option<&str>) -> String {
+    #[derive(Serialize)]
+    struct Listing<'a> {
+        format_version: u32,
+        state: &'a str,
+        /// `null` until something is recorded.
+        lineage: Option<&'a str>,
+        serial: u64,
+        binding: Option<&'a super::Binding>,
+        counts: CountsJson,
+        targets: Vec<TargetJson<'a>>,
+    }
+    #[derive(Serialize)]
+    struct CountsJson {
+        targets: usize,
+        chats: usize,
+        button_lists: usize,
+        #[serde(flatten)]
+        conditions: super::Counts,
+    }
+    let targets: Vec<TargetJson> = match chat {
+        Some(c) => state.chat(c).map(|(t, r)| TargetJson::of(t, r)).collect(),
+        None => state
+            .targets
+            .iter()
+            .map(|(t, r)| TargetJson::of(t, r))
+            .collect(),
+    };
+    to_json_text(&Listing {
+        format_version: JSON_FORMAT_VERSION,
+        state: location,
+        lineage: (!state.lineage.is_empty()).then_some(state.lineage.as_str()),
+        serial: state.serial,
+        binding: state.binding.as_ref(),
+        counts: CountsJson {
+            targets: state.targets.len(),
+            chats: state.chat_ids().len(),
+            button_lists: state.distinct_button_lists(),
+            conditions: state.counts(),
+        },
+        targets,
+    })
 }
 
 /// A pending condition in `state show --format json`.

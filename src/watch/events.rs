@@ -9,14 +9,16 @@
 //! to the new revision.
 
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::sync;
+
 /// What changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
+pub enum DirChange {
     /// A file or folder under the config directory (hidden names excepted, as the loader
     /// skips them: `.git/`, and the state's own `.feedbuttons/`).
     Files,
@@ -49,7 +51,7 @@ pub struct DirWatcher {
 
 impl DirWatcher {
     /// Starts watching `dir`; every relevant change is sent on `changes`.
-    pub fn new(dir: &Path, changes: UnboundedSender<Change>) -> DirWatcher {
+    pub fn new(dir: &Path, changes: UnboundedSender<DirChange>) -> DirWatcher {
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         let filter = Arc::new(RwLock::new(Filter::default()));
         let seen = Arc::clone(&filter);
@@ -64,7 +66,7 @@ impl DirWatcher {
                     return;
                 }
             };
-            let filter = seen.read().unwrap_or_else(PoisonError::into_inner);
+            let filter = sync::read(&seen);
             if let Some(change) = classify(&filter, &event) {
                 // The receiver is gone only when the daemon is stopping.
                 let _ = changes.send(change);
@@ -99,7 +101,7 @@ impl DirWatcher {
         };
         let (filter, wanted) = plan_watches(&self.dir);
         let changed = {
-            let current = self.filter.read().unwrap_or_else(PoisonError::into_inner);
+            let current = sync::read(&self.filter);
             current.tree != filter.tree
         };
         for (path, mode) in &self.watched {
@@ -124,7 +126,7 @@ impl DirWatcher {
             }
         }
         self.watched = now_watched;
-        *self.filter.write().unwrap_or_else(PoisonError::into_inner) = filter;
+        *sync::write(&self.filter) = filter;
         changed
     }
 }
@@ -163,24 +165,24 @@ fn plan_watches(dir: &Path) -> (Filter, Vec<(PathBuf, RecursiveMode)>) {
 }
 
 /// Whether an event can change the config, and how.
-fn classify(filter: &Filter, event: &notify::Event) -> Option<Change> {
+fn classify(filter: &Filter, event: &notify::Event) -> Option<DirChange> {
     // The loader's own reads open files: those events must not start another reconcile.
     if matches!(event.kind, EventKind::Access(_)) {
         return None;
     }
     if event.need_rescan() {
-        return Some(Change::Link);
+        return Some(DirChange::Link);
     }
     let mut change = None;
     for path in &event.paths {
         if filter.entries.iter().any(|e| e == path) {
-            return Some(Change::Link);
+            return Some(DirChange::Link);
         }
         if let Some(tree) = &filter.tree
             && let Ok(rel) = path.strip_prefix(tree)
             && !hidden(rel)
         {
-            change = Some(Change::Files);
+            change = Some(DirChange::Files);
         }
     }
     change
@@ -234,7 +236,7 @@ mod tests {
         let modify = EventKind::Modify(ModifyKind::Any);
         assert_eq!(
             classify(&filter, &event(modify, "/git/rev-a/team/buttons.yaml")),
-            Some(Change::Files)
+            Some(DirChange::Files)
         );
         assert_eq!(
             classify(
@@ -262,7 +264,7 @@ mod tests {
                 &filter,
                 &event(EventKind::Create(CreateKind::Any), "/git/current")
             ),
-            Some(Change::Link)
+            Some(DirChange::Link)
         );
         assert_eq!(
             classify(&filter, &event(modify, "/git/.worktrees/x/buttons.yaml")),

@@ -2,7 +2,7 @@
 //! succeeded with a valid config), `/status` (the same as JSON, with the config's diagnostics)
 //! and `/metrics` (Prometheus text). Reads what the controller publishes; changes nothing.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -12,17 +12,22 @@ use axum::routing::get;
 use serde::Serialize;
 
 use super::metrics::Metrics;
+use crate::sync::guard;
 
 /// What the controller publishes after every reconcile, shared with the HTTP handlers.
 #[derive(Debug, Default)]
 pub struct Health {
-    pub metrics: Metrics,
     pub status: Status,
 }
 
+/// The version of `/status`'s shape, its `format_version`.
+pub const STATUS_FORMAT_VERSION: u32 = 1;
+
 /// The daemon's state as `/status` shows it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Status {
+    /// [`STATUS_FORMAT_VERSION`]: raised when a field changes meaning or goes away.
+    pub format_version: u32,
     /// What `/readyz` answers: the last reconcile succeeded, so the config is valid and applied.
     pub ready: bool,
     /// `null` until the first reconcile read the config.
@@ -35,6 +40,20 @@ pub struct Status {
     /// The targets the API refused (their user is not in the chat), the first
     /// [`WAITING_SHOWN`] of them: they are retried with a backoff.
     pub waiting: Vec<WaitingTarget>,
+}
+
+impl Default for Status {
+    fn default() -> Status {
+        Status {
+            format_version: STATUS_FORMAT_VERSION,
+            ready: false,
+            config_valid: None,
+            last_reconcile: None,
+            diagnostics: None,
+            pending: PendingCounts::default(),
+            waiting: Vec::new(),
+        }
+    }
 }
 
 /// How many waiting targets `/status` lists (all are counted).
@@ -68,6 +87,8 @@ pub struct WaitingTarget {
 pub struct LastReconcile {
     /// As the `outcome` label of `feedbuttons_reconciles_total`.
     pub outcome: &'static str,
+    /// What started it, as the `reason` label of `feedbuttons_reconcile_reasons_total`.
+    pub reason: &'static str,
     /// The summary line the log got.
     pub message: String,
     pub finished_unix: f64,
@@ -77,27 +98,28 @@ pub struct LastReconcile {
 /// The handle the controller and the handlers share.
 pub type SharedHealth = Arc<Mutex<Health>>;
 
-/// Locks the shared health. Nothing panics while holding it, so a poisoned lock still holds
-/// consistent data.
-pub fn lock(h: &Mutex<Health>) -> MutexGuard<'_, Health> {
-    h.lock().unwrap_or_else(PoisonError::into_inner)
+/// What the handlers read.
+#[derive(Clone)]
+struct Published {
+    health: SharedHealth,
+    metrics: Arc<Metrics>,
 }
 
-pub fn router(health: SharedHealth) -> Router {
+pub fn router(health: SharedHealth, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .with_state(health)
+        .route("/metrics", get(render_metrics))
+        .with_state(Published { health, metrics })
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(health): State<SharedHealth>) -> Response {
-    let status = lock(&health).status.clone();
+async fn readyz(State(p): State<Published>) -> Response {
+    let status = guard(&p.health).status.clone();
     let mut body = String::new();
     match &status.last_reconcile {
         Some(last) => {
@@ -117,19 +139,12 @@ async fn readyz(State(health): State<SharedHealth>) -> Response {
     (code, body).into_response()
 }
 
-async fn status(State(health): State<SharedHealth>) -> Response {
-    let status = lock(&health).status.clone();
+async fn status(State(p): State<Published>) -> Response {
+    let status = guard(&p.health).status.clone();
     axum::Json(status).into_response()
 }
 
-async fn metrics(State(health): State<SharedHealth>) -> Response {
-    let text = lock(&health).metrics.render();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+async fn render_metrics(State(p): State<Published>) -> Response {
+    let text = p.metrics.render();
+    ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response()
 }

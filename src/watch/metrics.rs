@@ -1,14 +1,29 @@
-//! The daemon's metrics: counters and gauges the controller updates, rendered by hand in the
-//! Prometheus text exposition format (version 0.0.4) for `GET /metrics`.
+//! The daemon's metrics, as prometheus-client families in one registry, encoded in the
+//! Prometheus text format (version 0.0.4) for `GET /metrics`: reconciles (by outcome, and by
+//! what started them), their calls and duration, the targets, the API client's own counters,
+//! the build, and the process (`process_*`, where there is a `/proc`).
 //!
-//! By hand rather than with a metrics crate: there are nine series with fixed label values,
-//! the format is a few lines of text, and a registry crate would add more code (and memory at
-//! idle) than it saves.
+//! One label vocabulary throughout: an `outcome` of `success` or `failed` means the same in
+//! every family.
 
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::feishu::metrics::ClientMetrics;
+
+/// The `Content-Type` of `GET /metrics`.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// How a reconcile ended (the `outcome` label of `feedbuttons_reconciles_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {
     /// The config is valid and every planned change was applied (or there was none).
     Success,
@@ -42,8 +57,55 @@ impl Outcome {
     }
 }
 
+/// What started a reconcile (the `reason` label of `feedbuttons_reconcile_reasons_total`, and
+/// the summary line's `reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// The first reconcile, at start.
+    Start,
+    /// Files under the config directory changed.
+    FileChange,
+    /// The config directory, or a symbolic link on its path, was replaced (a revision swap).
+    LinkSwap,
+    /// `--interval` passed with nothing else to do (in case an event was missed).
+    Interval,
+    /// A requeue: after a failure (with backoff), or for users waiting to join a chat.
+    Retry,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 5] = [
+        Reason::Start,
+        Reason::FileChange,
+        Reason::LinkSwap,
+        Reason::Interval,
+        Reason::Retry,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Start => "start",
+            Reason::FileChange => "file_change",
+            Reason::LinkSwap => "link_swap",
+            Reason::Interval => "interval",
+            Reason::Retry => "retry",
+        }
+    }
+
+    /// For the summary line: `file change`.
+    pub fn words(self) -> &'static str {
+        match self {
+            Reason::Start => "start",
+            Reason::FileChange => "file change",
+            Reason::LinkSwap => "link swap",
+            Reason::Interval => "interval",
+            Reason::Retry => "retry",
+        }
+    }
+}
+
 /// Which work a call was part of (the `kind` label of `feedbuttons_calls_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CallKind {
     /// A call of a reconcile's plan.
     Reconcile,
@@ -51,15 +113,75 @@ pub enum CallKind {
     Resync,
 }
 
+impl CallKind {
+    const ALL: [CallKind; 2] = [CallKind::Reconcile, CallKind::Resync];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Reconcile => "reconcile",
+            CallKind::Resync => "resync",
+        }
+    }
+}
+
 /// How a call ended (the `outcome` label of `feedbuttons_calls_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CallOutcome {
     /// Answered with success (some of its users may still have failed).
-    Ok,
+    Success,
     /// Failed after its retries, or skipped because its chat could not go on.
     Failed,
     /// Never sent: the run stopped first (a signal, a fatal error).
     NotSent,
+}
+
+impl CallOutcome {
+    const ALL: [CallOutcome; 3] = [
+        CallOutcome::Success,
+        CallOutcome::Failed,
+        CallOutcome::NotSent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Success => "success",
+            CallOutcome::Failed => "failed",
+            CallOutcome::NotSent => "not_sent",
+        }
+    }
+}
+
+macro_rules! label_value {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+label_value!(Outcome, Reason, CallKind, CallOutcome);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: Reason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CallLabels {
+    kind: CallKind,
+    outcome: CallOutcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
 }
 
 /// Upper bounds of the reconcile duration histogram, in seconds: from a no-op reconcile of a
@@ -68,186 +190,162 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-/// Every series the daemon exports.
-#[derive(Clone, Debug, Default)]
+/// Every series the daemon exports. Updates are atomic: no lock is needed to count.
+#[derive(Debug)]
 pub struct Metrics {
-    /// By [`Outcome`], in `Outcome::ALL` order.
-    reconciles: [u64; 5],
-    /// By kind (reconcile, resync) then outcome (ok, failed, not_sent).
-    calls: [[u64; 3]; 2],
-    /// Per bucket of [`DURATION_BUCKETS`] (not cumulative; summed when rendered).
-    duration_buckets: [u64; DURATION_BUCKETS.len()],
-    duration_sum: f64,
-    duration_count: u64,
-    pub targets_managed: u64,
-    pub targets_pending: u64,
+    registry: Registry,
+    reconciles: Family<OutcomeLabels, Counter>,
+    reasons: Family<ReasonLabels, Counter>,
+    calls: Family<CallLabels, Counter>,
+    duration: Histogram,
+    pub targets_managed: Gauge,
+    pub targets_pending: Gauge,
     /// Recorded targets by condition (see `state::PendingStatus`).
-    pub targets_waiting: u64,
-    pub targets_uncertain: u64,
-    pub targets_owed: u64,
-    /// `None` until the first reconcile has read the config.
-    pub config_valid: Option<bool>,
-    /// Seconds since the Unix epoch; 0 until the first success.
-    pub last_success_unix: f64,
-    pub mass_removal_blocked: bool,
-    pub resync_cycles: u64,
+    pub targets_waiting: Gauge,
+    pub targets_uncertain: Gauge,
+    pub targets_owed: Gauge,
+    pub config_valid: Gauge,
+    last_success: Gauge<f64, AtomicU64>,
+    pub mass_removal_blocked: Gauge,
+    resync_cycles: Counter,
 }
 
 impl Metrics {
-    /// Counts one reconcile and how long it took.
-    pub fn reconciled(&mut self, outcome: Outcome, seconds: f64) {
-        if let Some(i) = Outcome::ALL.iter().position(|o| *o == outcome) {
-            self.reconciles[i] += 1;
+    /// The daemon's families, the API client's (`client`), the build, and the process. Every
+    /// series exists from the start (zeros included), so that rates and alerts work before the
+    /// first event.
+    pub fn new(client: &ClientMetrics) -> Metrics {
+        let mut registry = Registry::default();
+        let reconciles = Family::<OutcomeLabels, Counter>::default();
+        for outcome in Outcome::ALL {
+            let _ = reconciles.get_or_create(&OutcomeLabels { outcome });
         }
-        if let Some(i) = DURATION_BUCKETS.iter().position(|b| seconds <= *b) {
-            self.duration_buckets[i] += 1;
+        let reasons = Family::<ReasonLabels, Counter>::default();
+        for reason in Reason::ALL {
+            let _ = reasons.get_or_create(&ReasonLabels { reason });
         }
-        self.duration_sum += seconds;
-        self.duration_count += 1;
+        let calls = Family::<CallLabels, Counter>::default();
+        for kind in CallKind::ALL {
+            for outcome in CallOutcome::ALL {
+                let _ = calls.get_or_create(&CallLabels { kind, outcome });
+            }
+        }
+        let m = Metrics {
+            reconciles,
+            reasons,
+            calls,
+            duration: Histogram::new(DURATION_BUCKETS),
+            targets_managed: Gauge::default(),
+            targets_pending: Gauge::default(),
+            targets_waiting: Gauge::default(),
+            targets_uncertain: Gauge::default(),
+            targets_owed: Gauge::default(),
+            config_valid: Gauge::default(),
+            last_success: Gauge::default(),
+            mass_removal_blocked: Gauge::default(),
+            resync_cycles: Counter::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        // Name (prometheus-client adds `_total` to counters) => help => metric, in /metrics order.
+        macro_rules! register {
+            ($($name:literal => $help:literal => $metric:expr;)*) => {
+                $(r.register($name, $help, $metric.clone());)*
+            };
+        }
+        register! {
+            "feedbuttons_reconciles" => "Reconciles (plan, then apply), by how they ended"
+                => m.reconciles;
+            "feedbuttons_reconcile_reasons" => "Reconciles by what started them" => m.reasons;
+            "feedbuttons_calls"
+                => "Chat-button API calls, by what they were part of and how they ended"
+                => m.calls;
+            "feedbuttons_reconcile_duration_seconds"
+                => "How long a reconcile took: reading the config, planning and applying"
+                => m.duration;
+            "feedbuttons_targets_managed"
+                => "Targets (chat and audience) recorded as applied in the state"
+                => m.targets_managed;
+            "feedbuttons_targets_pending"
+                => "Target changes the last plan held that are not applied yet (failed, not sent, or blocked)"
+                => m.targets_pending;
+            "feedbuttons_targets_waiting"
+                => "Targets the API refused (their user is not in the chat): retried with a backoff"
+                => m.targets_waiting;
+            "feedbuttons_targets_uncertain"
+                => "Targets whose last call went unanswered: the next reconcile sends them again"
+                => m.targets_uncertain;
+            "feedbuttons_targets_owed"
+                => "Targets owed a re-send (another call of the tool may have overwritten them)"
+                => m.targets_owed;
+            "feedbuttons_config_valid"
+                => "1 when the config read by the last reconcile had no errors, else 0"
+                => m.config_valid;
+            "feedbuttons_last_success_timestamp_seconds"
+                => "When a reconcile last succeeded, in seconds since the Unix epoch (0: never)"
+                => m.last_success;
+            "feedbuttons_mass_removal_blocked"
+                => "1 while the current plan is held back by the mass-removal guard, else 0"
+                => m.mass_removal_blocked;
+            "feedbuttons_resync_cycles" => "Completed passes of --resync over every applied target"
+                => m.resync_cycles;
+        }
+        client.register(r);
+        r.register(
+            "feedbuttons_build",
+            "The running version and the git revision it was built from",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                revision: env!("FEEDBUTTONS_GIT_REV"),
+            }),
+        );
+        super::process::register(r);
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one reconcile: what started it, how it ended and how long it took.
+    pub fn reconciled(&self, reason: Reason, outcome: Outcome, seconds: f64) {
+        self.reconciles
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        self.reasons.get_or_create(&ReasonLabels { reason }).inc();
+        self.duration.observe(seconds);
     }
 
     /// Counts `n` calls of one kind and outcome.
-    pub fn calls(&mut self, kind: CallKind, outcome: CallOutcome, n: usize) {
-        self.calls[kind as usize][outcome as usize] += n as u64;
+    pub fn calls(&self, kind: CallKind, outcome: CallOutcome, n: usize) {
+        self.calls
+            .get_or_create(&CallLabels { kind, outcome })
+            .inc_by(n as u64);
     }
 
-    /// How many reconciles ended with `outcome`.
-    pub fn reconciles(&self, outcome: Outcome) -> u64 {
-        Outcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .map_or(0, |i| self.reconciles[i])
+    /// When a reconcile last succeeded, in seconds since the Unix epoch.
+    pub fn succeeded_at(&self, unix_secs: f64) {
+        self.last_success.set(unix_secs);
     }
 
-    /// The text exposition format, every series present from the start (zeros included), so
-    /// that rates and alerts work before the first event.
+    /// Counts a finished `--resync` pass.
+    pub fn resync_cycle(&self) {
+        self.resync_cycles.inc();
+    }
+
+    /// Finished `--resync` passes.
+    pub fn resync_cycles(&self) -> u64 {
+        self.resync_cycles.get()
+    }
+
+    /// The text exposition format.
     pub fn render(&self) -> String {
-        let mut s = String::with_capacity(4096);
-        header(
-            &mut s,
-            "feedbuttons_reconciles_total",
-            "counter",
-            "Reconciles (plan, then apply), by how they ended.",
-        );
-        for (i, o) in Outcome::ALL.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "feedbuttons_reconciles_total{{outcome=\"{}\"}} {}",
-                o.as_str(),
-                self.reconciles[i]
-            );
-        }
-        header(
-            &mut s,
-            "feedbuttons_calls_total",
-            "counter",
-            "Chat-button API calls, by what they were part of and how they ended.",
-        );
-        for (k, kind) in ["reconcile", "resync"].iter().enumerate() {
-            for (o, outcome) in ["ok", "failed", "not_sent"].iter().enumerate() {
-                let _ = writeln!(
-                    s,
-                    "feedbuttons_calls_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {}",
-                    self.calls[k][o]
-                );
-            }
-        }
-        header(
-            &mut s,
-            "feedbuttons_reconcile_duration_seconds",
-            "histogram",
-            "How long a reconcile took: reading the config, planning and applying.",
-        );
-        let mut cumulative = 0;
-        for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
-            cumulative += self.duration_buckets[i];
-            let _ = writeln!(
-                s,
-                "feedbuttons_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            s,
-            "feedbuttons_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            self.duration_count
-        );
-        let _ = writeln!(
-            s,
-            "feedbuttons_reconcile_duration_seconds_sum {}",
-            self.duration_sum
-        );
-        let _ = writeln!(
-            s,
-            "feedbuttons_reconcile_duration_seconds_count {}",
-            self.duration_count
-        );
-        gauge(
-            &mut s,
-            "feedbuttons_targets_managed",
-            "Targets (chat and audience) recorded as applied in the state.",
-            self.targets_managed as f64,
-        );
-        gauge(
-            &mut s,
-            "feedbuttons_targets_pending",
-            "Target changes the last plan held that are not applied yet (failed, not sent, or blocked).",
-            self.targets_pending as f64,
-        );
-        gauge(
-            &mut s,
-            "feedbuttons_targets_waiting",
-            "Targets the API refused (their user is not in the chat): retried with a backoff.",
-            self.targets_waiting as f64,
-        );
-        gauge(
-            &mut s,
-            "feedbuttons_targets_uncertain",
-            "Targets whose last call went unanswered: the next reconcile sends them again.",
-            self.targets_uncertain as f64,
-        );
-        gauge(
-            &mut s,
-            "feedbuttons_targets_owed",
-            "Targets owed a re-send (another call of the tool may have overwritten them).",
-            self.targets_owed as f64,
-        );
-        gauge(
-            &mut s,
-            "feedbuttons_config_valid",
-            "1 when the config read by the last reconcile had no errors, else 0.",
-            f64::from(u8::from(self.config_valid.unwrap_or(false))),
-        );
-        gauge(
-            &mut s,
-            "feedbuttons_last_success_timestamp_seconds",
-            "When a reconcile last succeeded, in seconds since the Unix epoch (0: never).",
-            self.last_success_unix,
-        );
-        gauge(
-            &mut s,
-            "feedbuttons_mass_removal_blocked",
-            "1 while the current plan is held back by the mass-removal guard, else 0.",
-            f64::from(u8::from(self.mass_removal_blocked)),
-        );
-        header(
-            &mut s,
-            "feedbuttons_resync_cycles_total",
-            "counter",
-            "Completed passes of --resync over every applied target.",
-        );
-        let _ = writeln!(s, "feedbuttons_resync_cycles_total {}", self.resync_cycles);
+        let mut s = String::with_capacity(8192);
+        // Writing to a String fails only if an encoder reports an error, which ours never do.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut s, &self.registry);
         s
     }
 }
 
-fn header(s: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(s, "# HELP {name} {help}");
-    let _ = writeln!(s, "# TYPE {name} {kind}");
-}
-
-fn gauge(s: &mut String, name: &str, help: &str, value: f64) {
-    header(s, name, "gauge", help);
-    let _ = writeln!(s, "{name} {value}");
+/// A gauge's value for a count.
+pub fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -256,18 +354,20 @@ mod tests {
 
     #[test]
     fn every_series_is_rendered_with_help_and_type() {
-        let mut m = Metrics::default();
-        m.reconciled(Outcome::Success, 0.03);
-        m.reconciled(Outcome::MassRemovalBlocked, 7.0);
-        m.calls(CallKind::Reconcile, CallOutcome::Ok, 3);
+        let m = Metrics::new(&ClientMetrics::default());
+        m.reconciled(Reason::Start, Outcome::Success, 0.03);
+        m.reconciled(Reason::FileChange, Outcome::MassRemovalBlocked, 7.0);
+        m.calls(CallKind::Reconcile, CallOutcome::Success, 3);
         m.calls(CallKind::Resync, CallOutcome::Failed, 1);
-        m.config_valid = Some(true);
+        m.config_valid.set(1);
         let text = m.render();
         for line in [
             "feedbuttons_reconciles_total{outcome=\"success\"} 1",
             "feedbuttons_reconciles_total{outcome=\"mass_removal_blocked\"} 1",
             "feedbuttons_reconciles_total{outcome=\"error\"} 0",
-            "feedbuttons_calls_total{kind=\"reconcile\",outcome=\"ok\"} 3",
+            "feedbuttons_reconcile_reasons_total{reason=\"file_change\"} 1",
+            "feedbuttons_reconcile_reasons_total{reason=\"interval\"} 0",
+            "feedbuttons_calls_total{kind=\"reconcile\",outcome=\"success\"} 3",
             "feedbuttons_calls_total{kind=\"resync\",outcome=\"failed\"} 1",
             "feedbuttons_reconcile_duration_seconds_bucket{le=\"0.025\"} 0",
             "feedbuttons_reconcile_duration_seconds_bucket{le=\"0.05\"} 1",
@@ -276,6 +376,7 @@ mod tests {
             "feedbuttons_reconcile_duration_seconds_count 2",
             "feedbuttons_config_valid 1",
             "feedbuttons_mass_removal_blocked 0",
+            "feedbuttons_api_requests_total{endpoint=\"chat_button\",outcome=\"success\"} 0",
             "# TYPE feedbuttons_reconcile_duration_seconds histogram",
             "# TYPE feedbuttons_targets_pending gauge",
         ] {
@@ -290,7 +391,8 @@ mod tests {
             if let Some(rest) = l.strip_prefix("# TYPE ") {
                 family = rest.split(' ').next().unwrap_or_default().to_owned();
             } else if !l.starts_with('#') {
-                assert!(l.starts_with(&family), "{l} outside {family}");
+                let base = family.trim_end_matches("_total");
+                assert!(l.starts_with(base), "{l} outside {family}");
             }
         }
     }

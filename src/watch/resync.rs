@@ -26,8 +26,7 @@ use crate::plan::{self, PlanOptions};
 use crate::state::{AppliedState, TargetRecord};
 use crate::target::{ButtonList, Target};
 
-use super::http::{SharedHealth, lock};
-use super::metrics::{CallKind, CallOutcome};
+use super::metrics::{CallKind, CallOutcome, Metrics};
 
 /// The resync schedule and the pass in progress.
 pub struct Resync {
@@ -98,7 +97,7 @@ impl Resync {
         &mut self,
         state: &AppliedState,
         now: Instant,
-        health: &SharedHealth,
+        metrics: &Metrics,
     ) -> Option<RequestDoc> {
         if self.pass.is_none() {
             if self.next_pass.is_none_or(|t| t > now) {
@@ -127,7 +126,7 @@ impl Resync {
                     pass.current = Some(chat);
                 }
                 None => {
-                    self.finish(now, health);
+                    self.finish(now, metrics);
                     return None;
                 }
             }
@@ -156,7 +155,7 @@ impl Resync {
         &mut self,
         request: &RequestDoc,
         result: &Result<ChatButtonOutcome, CallError>,
-        health: &SharedHealth,
+        metrics: &Metrics,
     ) {
         let Some(pass) = self.pass.as_mut() else {
             return;
@@ -174,7 +173,7 @@ impl Resync {
                         "resync: the API refused some users (not in the chat): they are recorded as waiting, and reconciles retry them with a backoff"
                     );
                 }
-                CallOutcome::Ok
+                CallOutcome::Success
             }
             Err(e) => {
                 pass.calls_failed += 1;
@@ -191,10 +190,8 @@ impl Resync {
                 CallOutcome::Failed
             }
         };
-        let mut h = lock(health);
-        h.metrics.calls(CallKind::Resync, outcome, 1);
-        h.metrics
-            .calls(CallKind::Resync, CallOutcome::NotSent, not_sent);
+        metrics.calls(CallKind::Resync, outcome, 1);
+        metrics.calls(CallKind::Resync, CallOutcome::NotSent, not_sent);
     }
 
     /// Whether a pass is under way.
@@ -244,9 +241,10 @@ impl Resync {
         }
     }
 
-    fn finish(&mut self, now: Instant, health: &SharedHealth) {
+    fn finish(&mut self, now: Instant, metrics: &Metrics) {
         let Some(p) = self.pass.take() else { return };
         tracing::info!(
+            reason = "resync",
             calls_ok = p.calls_ok,
             calls_failed = p.calls_failed,
             targets = p.targets_sent,
@@ -257,7 +255,7 @@ impl Resync {
             p.targets_sent
         );
         self.next_pass = Some((p.started + self.period).max(now));
-        lock(health).metrics.resync_cycles += 1;
+        metrics.resync_cycle();
     }
 }
 
@@ -333,7 +331,7 @@ mod tests {
     #[test]
     fn a_pass_sends_each_chat_whole_chat_first_and_spaces_calls_within_half_the_rate() {
         let state = state();
-        let h = SharedHealth::default();
+        let h = Metrics::new(&crate::feishu::metrics::ClientMetrics::default());
         let mut r = Resync::new(Duration::from_secs(60), 10);
         let start = Instant::now();
         assert!(
@@ -363,13 +361,13 @@ mod tests {
         );
         assert!(!r.in_progress());
         assert!(r.due_at().expect("next pass") >= start + Duration::from_secs(60));
-        assert_eq!(lock(&h).metrics.resync_cycles, 1);
+        assert_eq!(h.resync_cycles(), 1);
     }
 
     #[test]
     fn a_short_period_is_held_to_half_the_rate_limit() {
         let state = state();
-        let h = SharedHealth::default();
+        let h = Metrics::new(&crate::feishu::metrics::ClientMetrics::default());
         let mut r = Resync::new(Duration::from_millis(100), 10);
         r.after_reconcile(false);
         let now = Instant::now() + Duration::from_millis(1);

@@ -1,0 +1,201 @@
+//! `feedbuttons plan`: what apply would change, against the applied state or another config
+//! directory (`--base`), as text, markdown or JSON; optionally saved for `apply --plan`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::args::{PlanArgs, PlanFormat};
+use super::{Error, load, term};
+use crate::plan::{self, Plan};
+use crate::settings::{self, DEFAULT_BASE_URL, StateLocation};
+use crate::state::{self, Binding};
+
+/// Exit 0, or 2 with `--detailed-exitcode` when there are changes.
+pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
+    let (desired, config_files) = load::desired(&args.dir)?;
+    let options = plan::PlanOptions {
+        chats: args.chats.clone(),
+        rate_limit: args.rate_limit,
+        ..Default::default()
+    };
+    let (the_plan, state_ref) = match &args.base {
+        Some(base_dir) => {
+            let base = load::base(base_dir)?;
+            let known = |c: &str| load::declares(&base, c);
+            load::check_chats_known(&args.chats, &desired, known, "the base config")?;
+            // Chats that only the base declares keep their names in the plan.
+            let mut names = base.chat_names.clone();
+            names.extend(desired.chat_names.clone());
+            let p = plan::plan(&desired.targets, &names, &base.targets, &options);
+            (p, None)
+        }
+        None => {
+            let location = StateLocation::resolve(&args.dir, args.state.as_deref());
+            if let Some(out) = &args.out {
+                check_plan_out(out, &args.dir, location.spec(), &config_files)?;
+            }
+            let applied = location.open()?.load()?;
+            let known = |c: &str| applied.chat(c).next().is_some();
+            load::check_chats_known(&args.chats, &desired, known, "the state")?;
+            // With an app configured, a plan against another app's state would mislead.
+            if let Some(app_id) = settings::app_id_from_env() {
+                // Without a base URL given, the app id alone is compared: a state applied with
+                // `--base-url` is still the same app's.
+                let base_url = match args.base_url.as_deref().filter(|u| !u.is_empty()) {
+                    Some(u) => u.to_owned(),
+                    None => applied
+                        .binding
+                        .as_ref()
+                        .map_or_else(|| DEFAULT_BASE_URL.to_owned(), |b| b.base_url.clone()),
+                };
+                applied.check_binding(&Binding::new(base_url, app_id))?;
+            }
+            let p = plan::plan(
+                &desired.targets,
+                &desired.chat_names,
+                &applied.targets,
+                &options,
+            );
+            let state_ref = plan::json::StateRef {
+                lineage: applied.lineage.clone(),
+                serial: applied.serial,
+            };
+            (p, Some(state_ref))
+        }
+    };
+    if let (Some(out), Some(state_ref)) = (&args.out, state_ref) {
+        plan::json::PlanDoc::new(&the_plan).save(out, state_ref)?;
+    }
+    print(&the_plan, args.format)?;
+    if let Some(out) = &args.out {
+        eprintln!(
+            "Saved the plan to {}; apply it with `{}`.",
+            out.display(),
+            apply_command(args, out)
+        );
+    }
+    Ok(if args.detailed_exitcode && the_plan.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print(the_plan: &Plan, format: PlanFormat) -> Result<(), Error> {
+    match format {
+        PlanFormat::Text => term::print(&plan::render::text(
+            the_plan,
+            plan::render::Style {
+                color: term::stdout_color(),
+            },
+        )),
+        PlanFormat::Markdown => term::print(&plan::render::markdown(the_plan)),
+        PlanFormat::Json => term::write_stdout(|w| plan::json::write_json(the_plan, w)),
+    }
+}
+
+/// The command that applies a plan saved to `out`: the config directory (whose default state
+/// the plan was made against) and, when one was named, the state, each quoted for a POSIX
+/// shell where needed.
+fn apply_command(args: &PlanArgs, out: &Path) -> String {
+    let mut words = vec![
+        "feedbuttons".to_owned(),
+        "apply".to_owned(),
+        shell_word(&args.dir.to_string_lossy()),
+    ];
+    if let Some(state) = &args.state {
+        words.push("--state".to_owned());
+        words.push(shell_word(&state.to_string_lossy()));
+    }
+    words.push("--plan".to_owned());
+    words.push(shell_word(&out.to_string_lossy()));
+    words.join(" ")
+}
+
+/// `s` as one word for a POSIX shell: as it is when it holds nothing special, else in single
+/// quotes.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The path with its parent resolved (symbolic links, `..`), for comparing where files land.
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (parent.canonicalize(), path.file_name()) {
+        (Ok(p), Some(name)) => p.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Refuses a `plan --out` path that would overwrite what the plan was made from: the state's
+/// files, or a config file (or a YAML file in the config directory, which the next run would
+/// read as config).
+fn check_plan_out(
+    out: &Path,
+    dir: &Path,
+    state_path: &Path,
+    config_files: &[PathBuf],
+) -> Result<(), Error> {
+    let target = resolved(out);
+    let refuse = |what: &'static str| {
+        Err(Error::PlanOut {
+            path: out.to_path_buf(),
+            what,
+        })
+    };
+    if let Ok(store) = state::FileStore::new(state_path) {
+        for (p, what) in [
+            (store.snapshot_path(), "the state snapshot"),
+            (store.journal_path(), "the state journal"),
+            (store.lock_path(), "the state lock"),
+        ] {
+            if resolved(p) == target {
+                return refuse(what);
+            }
+        }
+        let mut temp = store.snapshot_path().as_os_str().to_owned();
+        temp.push(".tmp");
+        if resolved(Path::new(&temp)) == target {
+            return refuse("the state's next snapshot");
+        }
+    }
+    if config_files.iter().any(|f| resolved(f) == target) {
+        return refuse("a file of the config");
+    }
+    let yaml = target
+        .extension()
+        .is_some_and(|e| e == "yaml" || e == "yml");
+    if yaml && target.starts_with(resolved(dir)) {
+        return refuse(
+            "a YAML file in the config directory, which the next run would read as config",
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn words_are_quoted_only_when_a_shell_would_split_or_expand_them() {
+        assert_eq!(shell_word("buttons/team-a"), "buttons/team-a");
+        assert_eq!(shell_word("my config"), "'my config'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word("$HOME"), "'$HOME'");
+        assert_eq!(shell_word(""), "''");
+    }
+}
