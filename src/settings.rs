@@ -4,7 +4,8 @@
 //! neither reads the environment for credentials, picks the state's location or builds an API
 //! client on its own.
 //!
-//! - [`StateLocation`]: where the applied state lives (a path; a store URL later).
+//! - [`StateLocation`]: where the applied state lives (a path, or a PostgreSQL URL and a state
+//!   name), and how long a writer waits for another to finish.
 //! - [`Credentials`]: the app id and secret, from the environment only.
 //! - [`Endpoint`] -> [`Connection`]: the API base URL and rate limit, then the binding a state
 //!   must carry and the client that calls the API with them.
@@ -13,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::feishu::client::{Client, ClientConfig, ClientError, RetryPolicy, Secret};
+use crate::feishu::client::{Client, ClientConfig, ClientError, RetryPolicy, Secret, SharedBudget};
 use crate::state::{self, Binding, StateError, StateStore};
 
 /// Feishu's API (Lark's is `https://open.larksuite.com`).
@@ -35,12 +36,15 @@ pub const APP_ID_VAR: &str = "FEISHU_APP_ID";
 pub const APP_SECRET_VAR: &str = "FEISHU_APP_SECRET";
 
 /// Where the applied state lives: `--state` (or `FEEDBUTTONS_STATE`) when given, else
-/// `DIR/.feedbuttons/state.json`. Kept as the user wrote it, so that a store named by a URL can
-/// be told from a path by [`state::open`], the one place that opens stores.
+/// `DIR/.feedbuttons/state.json`, and the state's name in a PostgreSQL store (`--state-name`).
+/// Kept as the user wrote it, so that a store named by a URL can be told from a path by
+/// [`state::open_named`], the one place that opens stores.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateLocation {
     spec: PathBuf,
     given: bool,
+    name: Option<String>,
+    lock_timeout: Duration,
 }
 
 impl StateLocation {
@@ -50,17 +54,51 @@ impl StateLocation {
             Some(spec) => StateLocation {
                 spec: spec.to_path_buf(),
                 given: true,
+                name: None,
+                lock_timeout: Duration::ZERO,
             },
             None => StateLocation {
                 spec: state::default_path(dir),
                 given: false,
+                name: None,
+                lock_timeout: Duration::ZERO,
             },
         }
+    }
+
+    /// The same location, with the state named `name` inside a PostgreSQL store
+    /// (`--state-name`, `FEEDBUTTONS_STATE_NAME`).
+    pub fn named(mut self, name: Option<&str>) -> StateLocation {
+        self.name = name.map(str::to_owned);
+        self
+    }
+
+    /// The same location, where a writer waits up to `wait` for another to finish
+    /// (`--lock-timeout`).
+    pub fn waiting(mut self, wait: Duration) -> StateLocation {
+        self.lock_timeout = wait;
+        self
     }
 
     /// The location as given (or defaulted): a path, or a store URL.
     pub fn spec(&self) -> &Path {
         &self.spec
+    }
+
+    /// The state's name inside a shared store, when one was given.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// How long a writer waits for another to finish.
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
+    /// Whether the state is kept in PostgreSQL (shared by every machine that reaches it)
+    /// rather than in a file.
+    pub fn is_shared(&self) -> bool {
+        state::is_postgres(&self.spec)
     }
 
     /// Whether `--state` or `FEEDBUTTONS_STATE` named it (rather than the default beside the
@@ -71,7 +109,29 @@ impl StateLocation {
 
     /// Opens the store; nothing is read or created until it is used.
     pub fn open(&self) -> Result<Box<dyn StateStore>, StateError> {
-        state::open(&self.spec)
+        state::open_named(&self.spec, self.name.as_deref())
+    }
+
+    /// Takes the store's one writer for `holder`, waiting up to the lock timeout for another
+    /// writer to finish.
+    pub fn writer(
+        &self,
+        store: &dyn StateStore,
+        holder: &str,
+    ) -> Result<Box<dyn state::StateWriter>, StateError> {
+        store.writer_waiting(holder, self.lock_timeout)
+    }
+
+    /// The app's rate budget shared through the state's database, when the state is kept in
+    /// PostgreSQL: every process that calls the API for one app with a state in that database
+    /// (several repositories' jobs, a daemon and a job) takes its calls from one budget.
+    pub fn shared_budget(&self, binding: &Binding, rate_limit: u32) -> Option<SharedBudget> {
+        let url = self.spec.to_str().filter(|_| self.is_shared())?;
+        let url = state::postgres::PgUrl::parse(url).ok()?;
+        let key = format!("{} {}", binding.base_url, binding.app_id);
+        Some(SharedBudget(std::sync::Arc::new(
+            state::postgres::budget::PgBudget::new(&url, &key, rate_limit),
+        )))
     }
 }
 
@@ -145,6 +205,26 @@ pub struct Connection {
 impl Connection {
     /// Builds the client for `endpoint` with `credentials`; refuses a malformed base URL.
     pub fn new(endpoint: &Endpoint, credentials: Credentials) -> Result<Connection, ClientError> {
+        Connection::sharing(endpoint, credentials, None)
+    }
+
+    /// [`Connection::new`], pacing its calls by the budget `state` shares with the app's other
+    /// callers, when the state is kept in PostgreSQL.
+    pub fn for_state(
+        endpoint: &Endpoint,
+        credentials: Credentials,
+        state: &StateLocation,
+    ) -> Result<Connection, ClientError> {
+        let binding = Binding::new(&endpoint.base_url, &credentials.app_id);
+        let budget = state.shared_budget(&binding, endpoint.rate_limit);
+        Connection::sharing(endpoint, credentials, budget)
+    }
+
+    fn sharing(
+        endpoint: &Endpoint,
+        credentials: Credentials,
+        shared_budget: Option<SharedBudget>,
+    ) -> Result<Connection, ClientError> {
         let binding = Binding::new(&endpoint.base_url, &credentials.app_id);
         let client = Client::new(ClientConfig {
             base_url: endpoint.base_url.clone(),
@@ -156,7 +236,7 @@ impl Connection {
                 ..RetryPolicy::default()
             },
             timeout: CALL_TIMEOUT,
-            shared_budget: None,
+            shared_budget,
         })?;
         Ok(Connection {
             client,
@@ -187,17 +267,17 @@ pub enum SettingsError {
 }
 
 impl Settings {
-    /// Resolves the state's location, the credentials (from the environment) and the client:
-    /// the credentials are checked first, as the first thing a user must put right.
+    /// Resolves the credentials (from the environment) and the client for `state`: the
+    /// credentials are checked first, as the first thing a user must put right.
     pub fn resolve(
         dir: PathBuf,
-        state_flag: Option<&Path>,
+        state: StateLocation,
         endpoint: &Endpoint,
     ) -> Result<Settings, SettingsError> {
         let credentials = Credentials::from_env()?;
-        let connection = Connection::new(endpoint, credentials)?;
+        let connection = Connection::for_state(endpoint, credentials, &state)?;
         Ok(Settings {
-            state: StateLocation::resolve(&dir, state_flag),
+            state,
             dir,
             connection,
         })

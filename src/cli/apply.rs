@@ -11,7 +11,7 @@ use super::{Error, load, term};
 use crate::apply::{ApplyReport, Failure};
 use crate::plan::{self, json::PlanDoc};
 use crate::runtime::Signal;
-use crate::settings::Settings;
+use crate::settings::{Settings, StateLocation};
 use crate::state::{self, StateWriter};
 
 /// The version of `apply --format json`'s shape, its `format_version`.
@@ -22,14 +22,16 @@ pub const JSON_FORMAT_VERSION: u32 = 1;
 /// stopped it.
 pub fn run(args: &ApplyArgs) -> Result<ExitCode, Error> {
     let out = Output(args.format);
-    let settings = Settings::resolve(
-        args.dir.clone(),
-        args.state.as_deref(),
-        &args.api.endpoint(),
-    )
-    .map_err(refused)?;
+    let location = StateLocation::resolve(&args.dir, args.state.as_deref())
+        .named(args.state_name.as_deref())
+        .waiting(args.lock_timeout);
+    let settings =
+        Settings::resolve(args.dir.clone(), location, &args.api.endpoint()).map_err(refused)?;
     let store = settings.state.open()?;
-    let mut writer = store.writer(&state::holder("apply")).map_err(refused)?;
+    let mut writer = settings
+        .state
+        .writer(store.as_ref(), &state::holder("apply"))
+        .map_err(refused)?;
     let connection = &settings.connection;
     writer
         .state()

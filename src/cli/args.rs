@@ -84,9 +84,15 @@ pub struct PlanArgs {
     /// The config directory.
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// The applied state [default: DIR/.feedbuttons/state.json].
-    #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH")]
+    /// The applied state: a file [default: DIR/.feedbuttons/state.json], or a PostgreSQL URL
+    /// (postgres://USER@HOST:PORT/DB?sslmode=...; the password from the URL, PGPASSWORD or
+    /// ~/.pgpass).
+    #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH|URL")]
     pub state: Option<PathBuf>,
+    /// The state's name in a PostgreSQL database, which holds several (say, one per
+    /// repository) [default: default].
+    #[arg(long, env = "FEEDBUTTONS_STATE_NAME", value_name = "NAME")]
+    pub state_name: Option<String>,
     /// Compare with another config directory (say, the base branch's) instead of the state:
     /// what would change if this config were applied on top of that one. Needs no state and no
     /// credentials (a state given by --state or FEEDBUTTONS_STATE is not read).
@@ -143,9 +149,19 @@ pub struct ApplyArgs {
     /// The config directory.
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// The applied state [default: DIR/.feedbuttons/state.json].
-    #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH")]
+    /// The applied state: a file [default: DIR/.feedbuttons/state.json], or a PostgreSQL URL
+    /// (postgres://USER@HOST:PORT/DB?sslmode=...; the password from the URL, PGPASSWORD or
+    /// ~/.pgpass).
+    #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH|URL")]
     pub state: Option<PathBuf>,
+    /// The state's name in a PostgreSQL database, which holds several (say, one per
+    /// repository) [default: default].
+    #[arg(long, env = "FEEDBUTTONS_STATE_NAME", value_name = "NAME")]
+    pub state_name: Option<String>,
+    /// Wait this long for another writer of the state to finish instead of failing at once
+    /// (`30s`, `10m`).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    pub lock_timeout: Duration,
     /// Apply without asking (needed when not on a terminal, unless --plan is given).
     #[arg(long)]
     pub yes: bool,
@@ -170,9 +186,29 @@ pub struct ApplyArgs {
 pub struct StateArgs {
     #[command(subcommand)]
     pub command: StateCommand,
-    /// The applied state [default: DIR/.feedbuttons/state.json].
-    #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH", global = true)]
+    /// The applied state: a file [default: DIR/.feedbuttons/state.json], or a PostgreSQL URL
+    /// (postgres://USER@HOST:PORT/DB?sslmode=...; the password from the URL, PGPASSWORD or
+    /// ~/.pgpass).
+    #[arg(
+        long,
+        env = "FEEDBUTTONS_STATE",
+        value_name = "PATH|URL",
+        global = true
+    )]
     pub state: Option<PathBuf>,
+    /// The state's name in a PostgreSQL database, which holds several (say, one per
+    /// repository) [default: default].
+    #[arg(
+        long,
+        env = "FEEDBUTTONS_STATE_NAME",
+        value_name = "NAME",
+        global = true
+    )]
+    pub state_name: Option<String>,
+    /// Wait this long for another writer of the state to finish instead of failing at once
+    /// (`30s`, `10m`).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration, global = true)]
+    pub lock_timeout: Duration,
     /// The config directory whose default state to use (`list` and `adopt` take it as their
     /// argument too) [default: .].
     #[arg(long = "dir", value_name = "DIR", global = true)]
@@ -207,6 +243,22 @@ pub enum StateCommand {
         chat_id: String,
         /// `everyone`, a user id, or `open_id:ou_...` (default: every target of the chat).
         audience: Option<String>,
+    },
+    /// Copy a state between a file and PostgreSQL (either way), lineage and serial kept, into an
+    /// empty destination; the source is left as it was.
+    Migrate {
+        /// Where the state is now: a file, or a PostgreSQL URL.
+        #[arg(long, value_name = "PATH|URL")]
+        from: PathBuf,
+        /// Where it goes: a file, or a PostgreSQL URL.
+        #[arg(long, value_name = "PATH|URL")]
+        to: PathBuf,
+        /// The state's name in the source database [default: --state-name, or default].
+        #[arg(long, value_name = "NAME")]
+        from_name: Option<String>,
+        /// The state's name in the destination database [default: --state-name, or default].
+        #[arg(long, value_name = "NAME")]
+        to_name: Option<String>,
     },
     /// Record the config's targets as applied without calling the API: for buttons that were set
     /// before this tool managed them.
@@ -244,10 +296,20 @@ pub struct WatchArgs {
     /// symbolic link to the current revision is followed when it is swapped).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// The applied state [default: DIR/.feedbuttons/state.json]. Required when DIR's path
-    /// passes through a symbolic link: a state inside a revision would vanish with it.
-    #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH")]
+    /// The applied state: a file [default: DIR/.feedbuttons/state.json], or a PostgreSQL URL
+    /// (then several replicas may run: one leads, the others stand by). A file is required
+    /// elsewhere when DIR's path passes through a symbolic link: a state inside a revision would
+    /// vanish with it.
+    #[arg(long, env = "FEEDBUTTONS_STATE", value_name = "PATH|URL")]
     pub state: Option<PathBuf>,
+    /// The state's name in a PostgreSQL database, which holds several (say, one per
+    /// repository) [default: default].
+    #[arg(long, env = "FEEDBUTTONS_STATE_NAME", value_name = "NAME")]
+    pub state_name: Option<String>,
+    /// Wait this long for another writer of the state to finish instead of failing at once
+    /// (`30s`, `10m`).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    pub lock_timeout: Duration,
     /// Where to serve /healthz, /readyz, /status and /metrics (port 0: any free port; the
     /// address is logged at start).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]

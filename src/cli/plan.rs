@@ -30,7 +30,8 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
             (p, None)
         }
         None => {
-            let location = StateLocation::resolve(&args.dir, args.state.as_deref());
+            let location = StateLocation::resolve(&args.dir, args.state.as_deref())
+                .named(args.state_name.as_deref());
             if let Some(out) = &args.out {
                 check_plan_out(out, &args.dir, location.spec(), &config_files)?;
             }
@@ -103,13 +104,41 @@ fn apply_command(args: &PlanArgs, out: &Path) -> String {
         "apply".to_owned(),
         shell_word(&args.dir.to_string_lossy()),
     ];
-    if let Some(state) = &args.state {
+    // What the environment gives apply as well is left out; a database URL's password is
+    // never printed (apply takes it from PGPASSWORD or the password file just as well).
+    let from_env =
+        |var: &str, value: &std::ffi::OsStr| std::env::var_os(var).as_deref() == Some(value);
+    if let Some(state) = args.state.as_deref()
+        && !from_env("FEEDBUTTONS_STATE", state.as_os_str())
+    {
+        let shown = match state::is_postgres(state) {
+            true => without_password(&state.to_string_lossy()),
+            false => state.to_string_lossy().into_owned(),
+        };
         words.push("--state".to_owned());
-        words.push(shell_word(&state.to_string_lossy()));
+        words.push(shell_word(&shown));
+    }
+    if let Some(name) = &args.state_name
+        && !from_env("FEEDBUTTONS_STATE_NAME", std::ffi::OsStr::new(name))
+    {
+        words.push("--state-name".to_owned());
+        words.push(shell_word(name));
     }
     words.push("--plan".to_owned());
     words.push(shell_word(&out.to_string_lossy()));
     words.join(" ")
+}
+
+/// A database URL without its password (which apply reads from PGPASSWORD or the password
+/// file as well).
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => state::redact_url(url),
+    }
 }
 
 /// `s` as one word for a POSIX shell: as it is when it holds nothing special, else in single

@@ -13,16 +13,23 @@ pub fn run(args: StateArgs) -> Result<ExitCode, Error> {
     let StateArgs {
         command,
         state: state_flag,
+        state_name,
+        lock_timeout,
         dir_flag,
     } = args;
     let given = match &command {
         StateCommand::List { dir, .. } | StateCommand::Adopt { dir, .. } => dir.clone(),
-        StateCommand::Show { .. } | StateCommand::Rm { .. } => None,
+        StateCommand::Show { .. } | StateCommand::Rm { .. } | StateCommand::Migrate { .. } => None,
     };
     let dir = config_dir(given, dir_flag)?;
-    let store = StateLocation::resolve(&dir, state_flag.as_deref()).open()?;
+    let location = StateLocation::resolve(&dir, state_flag.as_deref())
+        .named(state_name.as_deref())
+        .waiting(lock_timeout);
+    // Opened by the commands that use it (migrate names its own two).
+    let open = || location.open();
     let text = match command {
         StateCommand::List { chat, format, .. } => {
+            let store = open()?;
             let st = store.load()?;
             match format {
                 StateFormat::Json => commands::list_json(&st, &store.location(), chat.as_deref()),
@@ -43,13 +50,15 @@ pub fn run(args: StateArgs) -> Result<ExitCode, Error> {
                 StateFormat::Text => ShowFormat::Text,
                 StateFormat::Json => ShowFormat::Json,
             };
+            let store = open()?;
             let st = store.load()?;
             commands::show(&st, &store.location(), &selector(chat_id, audience), format)?
         }
         StateCommand::Rm { chat_id, audience } => {
             let selector = selector(chat_id, audience);
-            let removed = store
-                .writer(&state::holder("state rm"))
+            let store = open()?;
+            let removed = location
+                .writer(store.as_ref(), &state::holder("state rm"))
                 .and_then(|mut writer| {
                     let removed = commands::rm(writer.as_mut(), &selector)?;
                     writer.compact()?;
@@ -67,8 +76,9 @@ pub fn run(args: StateArgs) -> Result<ExitCode, Error> {
         StateCommand::Adopt { chats, .. } => {
             let (mut desired, _) = load::desired(&dir)?;
             desired.retain_chats(&chats);
-            let adopted = store
-                .writer(&state::holder("state adopt"))
+            let store = open()?;
+            let adopted = location
+                .writer(store.as_ref(), &state::holder("state adopt"))
                 .and_then(|mut writer| {
                     let targets = desired.targets.iter().map(|(t, b)| (t, b.as_ref()));
                     let adopted = commands::adopt(writer.as_mut(), targets)?;
@@ -80,9 +90,59 @@ pub fn run(args: StateArgs) -> Result<ExitCode, Error> {
                 adopted.recorded, adopted.unchanged
             )
         }
+        StateCommand::Migrate {
+            from,
+            to,
+            from_name,
+            to_name,
+        } => {
+            let name = state_name.as_deref();
+            migrate(
+                (&from, from_name.as_deref().or(name)),
+                (&to, to_name.as_deref().or(name)),
+                lock_timeout,
+            )?
+        }
     };
     term::print(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `state migrate`: copies the state at `from` into the empty `to`, each a file or a PostgreSQL
+/// URL; a name applies to a PostgreSQL side only (so FEEDBUTTONS_STATE_NAME set for the
+/// database side does not trouble the file side).
+fn migrate(
+    (from, from_name): (&Path, Option<&str>),
+    (to, to_name): (&Path, Option<&str>),
+    wait: std::time::Duration,
+) -> Result<String, Error> {
+    let open = |spec: &Path, name: Option<&str>| {
+        state::open_named(spec, name.filter(|_| state::is_postgres(spec)))
+    };
+    let source = open(from, from_name)?;
+    let target = open(to, to_name)?;
+    if source.location() == target.location() {
+        return Err(StateError::InvalidPath {
+            path: to.to_path_buf(),
+            why: "it is the state to migrate from; name another place".to_owned(),
+        }
+        .into());
+    }
+    let done = state::migrate_waiting(
+        source.as_ref(),
+        target.as_ref(),
+        &state::holder("state migrate"),
+        wait,
+    )?;
+    Ok(format!(
+        "Migrated the state from {} to {}: lineage {}, serial {}, {} target(s). {} is left as it was; point FEEDBUTTONS_STATE at the new one.\n",
+        source.location(),
+        target.location(),
+        done.lineage,
+        done.serial,
+        done.targets,
+        source.location(),
+    ))
 }
 
 /// The config directory: `list DIR` and `adopt DIR` as every other command takes it, or

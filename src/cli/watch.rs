@@ -4,13 +4,16 @@
 use std::process::ExitCode;
 
 use super::args::WatchArgs;
-use crate::settings::Settings;
+use crate::settings::{Settings, StateLocation};
 use crate::watch::{self, Options};
 
 /// Exit 0 after a clean stop, 1 when the daemon could not start.
 pub fn run(args: WatchArgs) -> ExitCode {
     let endpoint = args.api.endpoint();
-    let settings = match Settings::resolve(args.dir, args.state.as_deref(), &endpoint) {
+    let location = StateLocation::resolve(&args.dir, args.state.as_deref())
+        .named(args.state_name.as_deref())
+        .waiting(args.lock_timeout);
+    let settings = match Settings::resolve(args.dir, location, &endpoint) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}; nothing was applied");

@@ -52,6 +52,8 @@ struct State {
     next: Instant,
     /// Set by a 429: no call before this (the server said when its window frees).
     paused_until: Option<Instant>,
+    /// The shared budget could not be reached at the last try (said once, not per call).
+    shared_down: bool,
 }
 
 impl Limiter {
@@ -66,6 +68,7 @@ impl Limiter {
             state: Mutex::new(State {
                 next: Instant::now(),
                 paused_until: None,
+                shared_down: false,
             }),
             shared: None,
         }
@@ -96,11 +99,16 @@ impl Limiter {
             }
             match shared.0.reserve().await {
                 Ok(wait) => {
+                    if std::mem::take(&mut guard(&self.state).shared_down) {
+                        tracing::info!("the shared rate budget is back");
+                    }
                     tokio::time::sleep(wait).await;
                     return;
                 }
                 Err(why) => {
-                    tracing::warn!(%why, "the shared rate budget cannot be reached; pacing this process alone");
+                    if !std::mem::replace(&mut guard(&self.state).shared_down, true) {
+                        tracing::warn!(%why, "the shared rate budget cannot be reached; pacing this process alone");
+                    }
                 }
             }
         }

@@ -451,8 +451,18 @@ pub fn migrate(
     to: &dyn StateStore,
     holder: &str,
 ) -> Result<Migrated, StateError> {
-    let source = from.writer(holder)?;
-    let mut target = to.writer(holder)?;
+    migrate_waiting(from, to, holder, std::time::Duration::ZERO)
+}
+
+/// [`migrate`], waiting up to `wait` for each store's writer (`--lock-timeout`).
+pub fn migrate_waiting(
+    from: &dyn StateStore,
+    to: &dyn StateStore,
+    holder: &str,
+    wait: std::time::Duration,
+) -> Result<Migrated, StateError> {
+    let source = from.writer_waiting(holder, wait)?;
+    let mut target = to.writer_waiting(holder, wait)?;
     let existing = target.state();
     if existing.serial > 0 || !existing.targets.is_empty() {
         return Err(StateError::InvalidPath {

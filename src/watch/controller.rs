@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::error::{Backoff, ReconcileError, error_policy};
 use super::events::{self, DirChange, DirWatcher};
 use super::http::SharedHealth;
+use super::leader::{self, Lead, STANDBY_POLL};
 use super::metrics::{Metrics, Outcome, Reason};
 use super::reconcile::{Reconciliation, Requeue, reconcile};
 use super::resync::Resync;
@@ -27,9 +28,15 @@ use crate::time;
 /// Everything a reconcile needs and keeps between reconciles.
 pub struct Controller {
     pub dir: PathBuf,
-    pub store: Box<dyn StateStore>,
-    /// `None` after a write to the state failed: the writer is dropped and taken again.
+    pub store: Arc<dyn StateStore>,
+    /// Whether the state is shared by replicas (PostgreSQL): then a replica without the writer
+    /// stands by and tries to lead (see `leader`).
+    pub shared: bool,
+    /// `None` after a write to the state failed (the writer is dropped and taken again), and on
+    /// a standby.
     pub writer: Option<Box<dyn StateWriter>>,
+    /// Turns true when the writer loses its lock (a shared state's).
+    pub lost: Option<watch::Receiver<bool>>,
     pub binding: Binding,
     pub client: Client,
     /// The credentials were checked and the state bound to this endpoint and app.
@@ -91,6 +98,35 @@ pub async fn control_loop(
         if *stop.borrow() {
             break;
         }
+        if ctl.shared && ctl.writer.is_none() {
+            if ctl.has_lost() {
+                ctl.step_down("lost the state's lock").await;
+            }
+            match ctl.try_lead().await {
+                Lead::Took => {
+                    // Whatever changed meanwhile is read now.
+                    next_reconcile = Instant::now();
+                    due_reason = Reason::Leader;
+                    dirty = None;
+                    swapped = false;
+                }
+                Lead::Standby => {
+                    // The leader reconciles; a standby only keeps its watches on the current
+                    // revision, and tries again.
+                    tokio::select! {
+                        biased;
+                        () = stopped(&mut stop) => break,
+                        change = changes.recv(), if events_open => match change {
+                            None => events_open = false,
+                            Some(DirChange::Link) => follow(&mut watcher, &ctl.dir),
+                            Some(_) => {}
+                        },
+                        () = tokio::time::sleep(STANDBY_POLL) => {}
+                    }
+                    continue;
+                }
+            }
+        }
         let debounce_at = dirty.map(|d| timing.debounced(d));
         let mut wake = next_reconcile;
         if let Some(d) = debounce_at {
@@ -99,9 +135,14 @@ pub async fn control_loop(
         if let Some(r) = resync.as_ref().and_then(Resync::due_at) {
             wake = wake.min(r);
         }
+        let mut lost = ctl.lost.clone();
         tokio::select! {
             biased;
             () = stopped(&mut stop) => break,
+            () = leader::lost(&mut lost) => {
+                ctl.step_down("lost the state's lock (its database connection broke, or another replica took over)").await;
+                continue;
+            }
             change = changes.recv(), if events_open => {
                 let Some(change) = change else {
                     events_open = false;
@@ -144,6 +185,11 @@ pub async fn control_loop(
                 );
                 break;
             };
+            if ctl.has_lost() {
+                ctl.step_down("lost the state's lock during a reconcile")
+                    .await;
+                continue;
+            }
             let (after, why) = match action {
                 Requeue::After(d) if d < timing.interval => (d, Reason::Retry),
                 Requeue::After(_) | Requeue::OnChange => (timing.interval, Reason::Interval),

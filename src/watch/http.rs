@@ -28,7 +28,18 @@ pub const STATUS_FORMAT_VERSION: u32 = 1;
 pub struct Status {
     /// [`STATUS_FORMAT_VERSION`]: raised when a field changes meaning or goes away.
     pub format_version: u32,
-    /// What `/readyz` answers: the last reconcile succeeded, so the config is valid and applied.
+    /// Where the state lives (a path, or a database URL without its password and the state's
+    /// name).
+    pub state: String,
+    /// `leader`: this replica holds the state's lock and reconciles (always, with a state
+    /// file); `standby`: another replica leads, and this one takes over when it goes.
+    pub role: Role,
+    /// Who leads, as the leader describes itself (command, pid, host, since), on a standby.
+    pub leader: Option<String>,
+    /// On a standby whose last try to lead did not reach the state's database: why.
+    pub standby_error: Option<String>,
+    /// What `/readyz` answers: on the leader, the last reconcile succeeded, so the config is
+    /// valid and applied; on a standby, the state's database answered its last try to lead.
     pub ready: bool,
     /// `null` until the first reconcile read the config.
     pub config_valid: Option<bool>,
@@ -46,6 +57,10 @@ impl Default for Status {
     fn default() -> Status {
         Status {
             format_version: STATUS_FORMAT_VERSION,
+            state: String::new(),
+            role: Role::Leader,
+            leader: None,
+            standby_error: None,
             ready: false,
             config_valid: None,
             last_reconcile: None,
@@ -54,6 +69,14 @@ impl Default for Status {
             waiting: Vec::new(),
         }
     }
+}
+
+/// A replica's part in a shared state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Leader,
+    Standby,
 }
 
 /// How many waiting targets `/status` lists (all are counted).
@@ -122,6 +145,13 @@ async fn readyz(State(p): State<Published>) -> Response {
     let status = guard(&p.health).status.clone();
     let mut body = String::new();
     match &status.last_reconcile {
+        _ if status.role == Role::Standby => match (&status.standby_error, &status.leader) {
+            (Some(why), _) => body.push_str(&format!("standby: {why}\n")),
+            (None, Some(leader)) => body.push_str(&format!(
+                "standby: {leader} leads; this replica takes over when it goes\n"
+            )),
+            (None, None) => body.push_str("standby: trying to lead\n"),
+        },
         Some(last) => {
             body.push_str(&format!("{}: {}\n", last.outcome, last.message));
         }

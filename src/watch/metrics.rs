@@ -71,15 +71,19 @@ pub enum Reason {
     Interval,
     /// A requeue: after a failure (with backoff), or for users waiting to join a chat.
     Retry,
+    /// This replica took the lead of a shared state (the leader stopped, died or lost the
+    /// database).
+    Leader,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 6] = [
         Reason::Start,
         Reason::FileChange,
         Reason::LinkSwap,
         Reason::Interval,
         Reason::Retry,
+        Reason::Leader,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +93,7 @@ impl Reason {
             Reason::LinkSwap => "link_swap",
             Reason::Interval => "interval",
             Reason::Retry => "retry",
+            Reason::Leader => "leader",
         }
     }
 
@@ -100,6 +105,7 @@ impl Reason {
             Reason::LinkSwap => "link swap",
             Reason::Interval => "interval",
             Reason::Retry => "retry",
+            Reason::Leader => "took the lead",
         }
     }
 }
@@ -207,6 +213,8 @@ pub struct Metrics {
     pub config_valid: Gauge,
     last_success: Gauge<f64, AtomicU64>,
     pub mass_removal_blocked: Gauge,
+    /// 1 while this replica leads, 0 while it stands by.
+    pub leader: Gauge,
     resync_cycles: Counter,
 }
 
@@ -243,6 +251,7 @@ impl Metrics {
             config_valid: Gauge::default(),
             last_success: Gauge::default(),
             mass_removal_blocked: Gauge::default(),
+            leader: Gauge::default(),
             resync_cycles: Counter::default(),
             registry: Registry::default(),
         };
@@ -287,6 +296,9 @@ impl Metrics {
             "feedbuttons_mass_removal_blocked"
                 => "1 while the current plan is held back by the mass-removal guard, else 0"
                 => m.mass_removal_blocked;
+            "feedbuttons_leader"
+                => "1 while this replica leads (holds the state's lock and reconciles), 0 while it stands by"
+                => m.leader;
             "feedbuttons_resync_cycles" => "Completed passes of --resync over every applied target"
                 => m.resync_cycles;
         }
@@ -376,6 +388,7 @@ mod tests {
             "feedbuttons_reconcile_duration_seconds_count 2",
             "feedbuttons_config_valid 1",
             "feedbuttons_mass_removal_blocked 0",
+            "feedbuttons_leader 0",
             "feedbuttons_api_requests_total{endpoint=\"chat_button\",outcome=\"success\"} 0",
             "# TYPE feedbuttons_reconcile_duration_seconds histogram",
             "# TYPE feedbuttons_targets_pending gauge",

@@ -16,6 +16,7 @@
 //! - `http`: `/healthz`, `/readyz`, `/status`, `/metrics`.
 //! - `metrics`: the counters and gauges, as Prometheus text; `process`: the `process_*` ones.
 //! - `resync`: re-sending applied targets within half the rate limit (`--resync`).
+//! - `leader`: with a PostgreSQL state, one replica leads and the others stand by.
 //!
 //! This module starts the daemon and stops it.
 
@@ -23,6 +24,7 @@ mod controller;
 mod error;
 pub mod events;
 pub mod http;
+mod leader;
 pub mod metrics;
 mod process;
 mod reconcile;
@@ -36,7 +38,7 @@ use tokio::sync::mpsc::unbounded_channel;
 use tokio::sync::watch;
 
 use crate::settings::Settings;
-use crate::state;
+use crate::{state, sync};
 
 use controller::{Controller, Timing, control_loop, stopped};
 use events::DirWatcher;
@@ -92,9 +94,18 @@ pub async fn run(settings: Settings, options: Options) -> Result<(), StartError>
             link,
         });
     }
-    let store = location.open()?;
-    let writer = store.writer(&state::holder("watch"))?;
-    writer.state().check_binding(&connection.binding)?;
+    let store: Arc<dyn state::StateStore> = Arc::from(location.open()?);
+    let shared = location.is_shared();
+    // A state file has one daemon; a shared state's replicas stand by while another leads.
+    let writer = match store.writer(&state::holder("watch")) {
+        Ok(writer) => Some(writer),
+        // Said by the first try to lead, in the loop.
+        Err(state::StateError::Locked { .. }) if shared => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(writer) = &writer {
+        writer.state().check_binding(&connection.binding)?;
+    }
 
     let listener = tokio::net::TcpListener::bind(&options.listen)
         .await
@@ -112,9 +123,20 @@ pub async fn run(settings: Settings, options: Options) -> Result<(), StartError>
 
     let health: SharedHealth = Arc::new(Mutex::new(Health::default()));
     let metrics = Arc::new(Metrics::new(connection.client.metrics()));
-    metrics
-        .targets_managed
-        .set(metrics::gauge_value(writer.state().targets.len()));
+    {
+        let mut h = sync::guard(&health);
+        h.status.state = store.location();
+        h.status.role = match writer {
+            Some(_) => http::Role::Leader,
+            None => http::Role::Standby,
+        };
+    }
+    if let Some(writer) = &writer {
+        metrics.leader.set(1);
+        metrics
+            .targets_managed
+            .set(metrics::gauge_value(writer.state().targets.len()));
+    }
     let server = {
         let mut stop = stop.clone();
         let app = http::router(Arc::clone(&health), Arc::clone(&metrics));
@@ -140,7 +162,9 @@ pub async fn run(settings: Settings, options: Options) -> Result<(), StartError>
     let controller = Controller {
         dir,
         store,
-        writer: Some(writer),
+        shared,
+        lost: writer.as_ref().and_then(|w| w.lost()),
+        writer,
         binding: connection.binding,
         client: connection.client,
         verified: false,

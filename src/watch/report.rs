@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::controller::Controller;
 use super::error::ReconcileError;
-use super::http::{self, LastReconcile};
+use super::http::LastReconcile;
 use super::metrics::{CallKind, CallOutcome, Outcome, Reason, gauge_value};
 use super::reconcile::{Reconciliation, Requeue, waiting_targets};
 use crate::sync::guard;
@@ -55,22 +55,19 @@ impl Controller {
         m.targets_uncertain.set(gauge_value(pending.uncertain));
         m.targets_owed.set(gauge_value(pending.owed));
         let mut h = guard(&self.health);
-        let config_valid = found.config_valid.or(h.status.config_valid);
-        h.status = http::Status {
-            format_version: http::STATUS_FORMAT_VERSION,
-            ready: outcome == Outcome::Success,
-            config_valid,
-            last_reconcile: Some(LastReconcile {
-                outcome: outcome.as_str(),
-                reason: reason.as_str(),
-                message: message.to_owned(),
-                finished_unix: now,
-                duration_seconds: elapsed.as_secs_f64(),
-            }),
-            diagnostics: found.diagnostics.clone(),
-            pending,
-            waiting,
-        };
+        let st = &mut h.status;
+        st.config_valid = found.config_valid.or(st.config_valid);
+        st.ready = outcome == Outcome::Success;
+        st.last_reconcile = Some(LastReconcile {
+            outcome: outcome.as_str(),
+            reason: reason.as_str(),
+            message: message.to_owned(),
+            finished_unix: now,
+            duration_seconds: elapsed.as_secs_f64(),
+        });
+        st.diagnostics = found.diagnostics.clone();
+        st.pending = pending;
+        st.waiting = waiting;
     }
 }
 

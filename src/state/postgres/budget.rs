@@ -9,62 +9,127 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, Statement};
 
 use super::conn::{PgUrl, describe};
 use crate::feishu::client::Budget;
 
-/// A budget shared through the database.
+/// How long one slot may take to hand out (connecting included) before this process paces
+/// itself alone for the call.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// After the database could not be reached, how long to pace alone before trying it again (so
+/// that an outage costs one slow call, not one per call).
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// A budget shared through the database. It connects on first use, on the runtime that uses it,
+/// and again after its connection breaks.
 pub struct PgBudget {
-    client: Client,
-    take: Statement,
+    url: PgUrl,
     app: String,
     interval_ms: f64,
+    conn: tokio::sync::Mutex<Conn>,
 }
+
+#[derive(Default)]
+struct Conn {
+    open: Option<(Client, Statement)>,
+    /// No new connection before this instant.
+    quiet_until: Option<Instant>,
+}
+
+const TAKE: &str =
+    "INSERT INTO feedbuttons_rate_budget AS b (app, next_slot) VALUES ($1, clock_timestamp())
+     ON CONFLICT (app) DO UPDATE SET next_slot =
+       GREATEST(b.next_slot + $2 * interval '1 millisecond', clock_timestamp())
+     RETURNING GREATEST(EXTRACT(EPOCH FROM (next_slot - clock_timestamp())) * 1000, 0)::float8";
 
 impl PgBudget {
     /// The budget of the app `app_key` (its base URL and app id) at `per_second` calls a
-    /// second, through a connection of its own on the current runtime.
-    pub async fn connect(url: &PgUrl, app_key: &str, per_second: u32) -> Result<PgBudget, String> {
-        let mut client = url.connect().await?;
-        super::conn::migrate(&mut client, &url.display).await?;
-        let take = client
-            .prepare(
-                "INSERT INTO feedbuttons_rate_budget AS b (app, next_slot) VALUES ($1, clock_timestamp())
-                 ON CONFLICT (app) DO UPDATE SET next_slot =
-                   GREATEST(b.next_slot + $2 * interval '1 millisecond', clock_timestamp())
-                 RETURNING GREATEST(EXTRACT(EPOCH FROM (next_slot - clock_timestamp())) * 1000, 0)::float8",
-            )
-            .await
-            .map_err(|e| describe(&e))?;
+    /// second. Nothing is connected until the first slot is asked for.
+    pub fn new(url: &PgUrl, app_key: &str, per_second: u32) -> PgBudget {
         let interval = match per_second {
             0 => Duration::ZERO,
             n => (Duration::from_secs(1) + crate::feishu::ratelimit::WINDOW_SLACK) / n,
         };
-        Ok(PgBudget {
-            client,
-            take,
+        PgBudget {
+            url: url.clone(),
             app: app_key.to_owned(),
             interval_ms: interval.as_secs_f64() * 1000.0,
-        })
+            conn: tokio::sync::Mutex::new(Conn::default()),
+        }
+    }
+
+    /// [`PgBudget::new`], connected now on the current runtime (an error if it cannot be).
+    pub async fn connect(url: &PgUrl, app_key: &str, per_second: u32) -> Result<PgBudget, String> {
+        let budget = PgBudget::new(url, app_key, per_second);
+        let opened = budget.open().await?;
+        budget.conn.lock().await.open = Some(opened);
+        Ok(budget)
+    }
+
+    async fn open(&self) -> Result<(Client, Statement), String> {
+        let mut client = self.url.connect().await?;
+        super::conn::migrate(&mut client, &self.url.display).await?;
+        let take = client.prepare(TAKE).await.map_err(|e| describe(&e))?;
+        Ok((client, take))
+    }
+
+    async fn take(&self) -> Result<Duration, String> {
+        let mut conn = self.conn.lock().await;
+        if conn.open.as_ref().is_some_and(|(c, _)| c.is_closed()) {
+            conn.open = None;
+        }
+        if conn.open.is_none() {
+            if conn.quiet_until.is_some_and(|t| Instant::now() < t) {
+                return Err("the state database could not be reached a moment ago".to_owned());
+            }
+            match self.open().await {
+                Ok(opened) => conn.open = Some(opened),
+                Err(why) => {
+                    conn.quiet_until = Some(Instant::now() + RETRY_AFTER);
+                    return Err(why);
+                }
+            }
+        }
+        let Some((client, take)) = &conn.open else {
+            return Err("no connection to the state database".to_owned());
+        };
+        match client
+            .query_one(take, &[&self.app, &self.interval_ms])
+            .await
+        {
+            Ok(row) => {
+                let wait_ms: f64 = row.get(0);
+                Ok(Duration::from_secs_f64(wait_ms.max(0.0) / 1000.0))
+            }
+            Err(e) => {
+                conn.open = None;
+                Err(describe(&e))
+            }
+        }
     }
 }
 
 impl Budget for PgBudget {
     fn reserve(&self) -> Pin<Box<dyn Future<Output = Result<Duration, String>> + Send + '_>> {
         Box::pin(async move {
-            let row = tokio::time::timeout(
-                Duration::from_secs(2),
-                self.client
-                    .query_one(&self.take, &[&self.app, &self.interval_ms]),
-            )
-            .await
-            .map_err(|_| "the state database did not answer within 2 s".to_owned())?
-            .map_err(|e| describe(&e))?;
-            let wait_ms: f64 = row.get(0);
-            Ok(Duration::from_secs_f64(wait_ms.max(0.0) / 1000.0))
+            match tokio::time::timeout(ANSWER_WITHIN, self.take()).await {
+                Ok(taken) => taken,
+                Err(_) => {
+                    // A connection that hangs is dropped, and left alone for a while.
+                    if let Ok(mut conn) = self.conn.try_lock() {
+                        conn.open = None;
+                        conn.quiet_until = Some(Instant::now() + RETRY_AFTER);
+                    }
+                    Err(format!(
+                        "the state database did not hand out a slot within {} s",
+                        ANSWER_WITHIN.as_secs()
+                    ))
+                }
+            }
         })
     }
 }
