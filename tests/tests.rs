@@ -13,6 +13,7 @@ mod model;
 mod monitoring;
 mod ordering;
 mod outage;
+mod pgprocess;
 mod pgserver;
 mod plan;
 mod postgres;

@@ -411,6 +411,12 @@ impl Client {
         self.inner.stop.send_replace(true);
     }
 
+    /// Lets calls go out again after [`Client::stop_sending`]: a daemon replica that lost the
+    /// lead stopped its calls, and sends again once it leads again.
+    pub fn resume_sending(&self) {
+        self.inner.stop.send_replace(false);
+    }
+
     /// Counters for the summary: HTTP attempts, 429s seen, retries, token fetches.
     pub fn stats(&self) -> ClientStats {
         let m = &self.inner.metrics;

@@ -37,6 +37,8 @@ pub struct Controller {
     pub writer: Option<Box<dyn StateWriter>>,
     /// Turns true when the writer loses its lock (a shared state's).
     pub lost: Option<watch::Receiver<bool>>,
+    /// A replica that lost the lead tries again only after this.
+    pub lead_after: Option<Instant>,
     pub binding: Binding,
     pub client: Client,
     /// The credentials were checked and the state bound to this endpoint and app.

@@ -24,6 +24,11 @@ use crate::sync::guard;
 /// it dies, a standby takes over within this (plus the wait for the old leader's calls).
 pub const STANDBY_POLL: Duration = Duration::from_secs(1);
 
+/// How long a replica that lost the lock waits before it tries to lead again: a replica whose
+/// database connection broke is the likelier one to be in trouble, so a healthy standby
+/// (trying every [`STANDBY_POLL`]) takes over first.
+pub const STEP_DOWN_PAUSE: Duration = Duration::from_secs(3);
+
 /// What a try to lead came to.
 #[derive(Debug)]
 pub enum Lead {
@@ -37,6 +42,12 @@ impl Controller {
     /// Tries to take the state's writer lock once: leads when it is free (and the state is this
     /// app's), stands by when another replica holds it or the database cannot be reached.
     pub async fn try_lead(&mut self) -> Lead {
+        if self
+            .lead_after
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+        {
+            return Lead::Standby;
+        }
         let store = Arc::clone(&self.store);
         let taken = tokio::task::spawn_blocking(move || store.writer(&state::holder("watch")))
             .await
@@ -68,6 +79,8 @@ impl Controller {
         tracing::info!(state = %self.store.location(), "leading: this replica holds the state's lock and reconciles");
         self.lost = writer.lost();
         self.writer = Some(writer);
+        // A replica that led before stopped its client's calls when it lost the lock.
+        self.client.resume_sending();
         self.verified = false;
         self.metrics.leader.set(1);
         let mut h = guard(&self.health);
@@ -83,6 +96,7 @@ impl Controller {
     pub async fn step_down(&mut self, why: &str) {
         tracing::warn!(state = %self.store.location(), "{why}: this replica stopped sending and stands by");
         self.lost = None;
+        self.lead_after = Some(tokio::time::Instant::now() + STEP_DOWN_PAUSE);
         if let Some(writer) = self.writer.take() {
             release(writer).await;
         }

@@ -164,6 +164,7 @@ pub async fn run(settings: Settings, options: Options) -> Result<(), StartError>
         store,
         shared,
         lost: writer.as_ref().and_then(|w| w.lost()),
+        lead_after: None,
         writer,
         binding: connection.binding,
         client: connection.client,

@@ -67,7 +67,8 @@ impl PgUrl {
             percent_decode(s).map_err(|_| format!("{display}: a part of the URL is not UTF-8"))
         };
         let mut config = Config::new();
-        config.application_name("feedbuttons");
+        // Which process a session belongs to, for pg_stat_activity (and whoever must cut it).
+        config.application_name(&format!("feedbuttons pid {}", std::process::id()));
         config.connect_timeout(CONNECT_TIMEOUT);
         // Notice a dead server within seconds, not hours (the lock holder relies on it).
         config.keepalives(true);

@@ -66,6 +66,9 @@ enum Request {
         keep: Vec<String>,
         reply: std_mpsc::Sender<Result<(), String>>,
     },
+    /// Nothing is in flight any more: say so now rather than at the next heartbeat, so that a
+    /// writer taking over from an idle one need not wait (nobody waits for the answer).
+    Idle,
 }
 
 /// The one writer of a PostgreSQL state.
@@ -320,8 +323,13 @@ impl StateWriter for PgWriter {
     fn calls_in_flight(&mut self, n: usize) -> Result<(), StateError> {
         self.in_flight.store(n, Ordering::SeqCst);
         if n == 0 {
-            // The heartbeat records it: nothing is in flight.
-            self.busy_recorded = false;
+            if std::mem::take(&mut self.busy_recorded)
+                && let Some(requests) = &self.requests
+            {
+                // Recorded on the connection's thread without waiting for it (the heartbeat
+                // would record it within a second anyway).
+                let _ = requests.send(Request::Idle);
+            }
             return Ok(());
         }
         if !self.busy_recorded {
@@ -528,6 +536,7 @@ impl Actor {
         if *self.lost.borrow() {
             let why = "it lost the state's lock".to_owned();
             match request {
+                Request::Idle => {}
                 Request::Record { reply, .. } | Request::Bind { reply, .. } => {
                     let _ = reply.send(Err(why));
                 }
@@ -555,6 +564,11 @@ impl Actor {
             Request::Replace { state, reply } => {
                 let out = self.replace(client, &state).await;
                 let _ = reply.send(out);
+            }
+            Request::Idle => {
+                if self.busy_in_db && self.in_flight.load(Ordering::SeqCst) == 0 {
+                    self.heartbeat(client).await;
+                }
             }
             Request::Compact { keep, reply } => {
                 let out = self.compact(client, &keep).await;
