@@ -258,6 +258,21 @@ pub trait Applied {
         self.len() == 0
     }
     fn entries(&self) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_>;
+    /// The records of one chat, in order.
+    fn chat_entries<'s>(
+        &'s self,
+        chat_id: &'s str,
+    ) -> Box<dyn Iterator<Item = (&'s Target, Recorded<'s>)> + 's>;
+}
+
+/// The entries of one chat in a map sorted by target: a chat's targets are neighbours, its
+/// whole-chat target first.
+fn chat_range<'m, V>(
+    map: &'m BTreeMap<Target, V>,
+    chat_id: &'m str,
+) -> impl Iterator<Item = (&'m Target, &'m V)> + 'm {
+    map.range(Target::everyone(chat_id)..)
+        .take_while(move |(t, _)| t.chat_id == chat_id)
 }
 
 /// An applied state's records.
@@ -268,6 +283,12 @@ impl Applied for BTreeMap<Target, TargetRecord> {
     fn entries(&self) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_> {
         Box::new(self.iter().map(|(t, r)| (t, Recorded::of(r))))
     }
+    fn chat_entries<'s>(
+        &'s self,
+        chat_id: &'s str,
+    ) -> Box<dyn Iterator<Item = (&'s Target, Recorded<'s>)> + 's> {
+        Box::new(chat_range(self, chat_id).map(|(t, r)| (t, Recorded::of(r))))
+    }
 }
 
 /// Another config's desired targets (`plan --base`): every one applied as declared.
@@ -277,6 +298,12 @@ impl Applied for BTreeMap<Target, Arc<ButtonList>> {
     }
     fn entries(&self) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_> {
         Box::new(self.iter().map(|(t, b)| (t, Recorded::applied(b))))
+    }
+    fn chat_entries<'s>(
+        &'s self,
+        chat_id: &'s str,
+    ) -> Box<dyn Iterator<Item = (&'s Target, Recorded<'s>)> + 's> {
+        Box::new(chat_range(self, chat_id).map(|(t, b)| (t, Recorded::applied(b))))
     }
 }
 
@@ -322,6 +349,72 @@ pub fn plan(
     applied: &dyn Applied,
     options: &PlanOptions,
 ) -> Plan {
+    plan_in(
+        desired,
+        chat_names,
+        applied,
+        options,
+        Scope::Every,
+        &mut |_, _| {},
+    )
+}
+
+/// What one chat adds to a plan beyond its calls. A chat whose plan is *quiet* (no call, nothing
+/// to settle, no waiting target held back) plans the same way again for as long as neither its
+/// declared targets nor its records change, so `watch` keeps its tally and plans only the chats
+/// an edit or a call touched ([`Scope::Chats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChatTally {
+    /// Its targets by fate (`requests` is not counted here).
+    pub summary: Summary,
+    /// Its recorded targets that the config manages (not followers).
+    pub managed: usize,
+    /// Its declared targets.
+    pub declared: usize,
+    /// Nothing to send, settle or wait for.
+    pub quiet: bool,
+}
+
+impl ChatTally {
+    /// The counts of `self` and `other` together (quiet when both are).
+    pub fn add(&mut self, other: &ChatTally) {
+        let (s, o) = (&mut self.summary, &other.summary);
+        s.add += o.add;
+        s.change += o.change;
+        s.remove += o.remove;
+        s.unchanged += o.unchanged;
+        s.resend += o.resend;
+        s.follow += o.follow;
+        s.waiting += o.waiting;
+        s.requests += o.requests;
+        self.managed += other.managed;
+        self.declared += other.declared;
+        self.quiet &= other.quiet;
+    }
+}
+
+/// Which chats a plan compares.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope<'s> {
+    /// Every chat of the desired and applied targets.
+    Every,
+    /// Only these chats; `rest` is the sum of the tallies of every other chat, all quiet, so
+    /// that the plan is the one [`Scope::Every`] would give.
+    Chats {
+        chats: &'s BTreeSet<String>,
+        rest: ChatTally,
+    },
+}
+
+/// [`plan`] over a [`Scope`], telling `tally` what each chat it compared adds (in chat order).
+pub fn plan_in(
+    desired: &BTreeMap<Target, Arc<ButtonList>>,
+    chat_names: &BTreeMap<String, String>,
+    applied: &dyn Applied,
+    options: &PlanOptions,
+    scope: Scope<'_>,
+    tally: &mut dyn FnMut(&str, ChatTally),
+) -> Plan {
     let wanted = |t: &Target| options.chats.is_empty() || options.chats.contains(&t.chat_id);
     let mut ctx = Ctx {
         empty: Arc::new(Vec::new()),
@@ -332,44 +425,41 @@ pub fn plan(
         next_retry: None,
         managed: 0,
     };
-
-    // Merge-join the two sorted sequences, one chat at a time.
-    let mut d = desired.iter().filter(|(t, _)| wanted(t)).peekable();
-    let mut a = applied.entries().filter(|(t, _)| wanted(t)).peekable();
     let mut chat: Vec<Pair<'_>> = Vec::new();
-    loop {
-        let next_chat: &str = match (d.peek(), a.peek()) {
-            (None, None) => break,
-            (Some((dt, _)), None) => &dt.chat_id,
-            (None, Some((at, _))) => &at.chat_id,
-            (Some((dt, _)), Some((at, _))) => dt.chat_id.as_str().min(at.chat_id.as_str()),
-        };
-        chat.clear();
-        loop {
-            let dt = d.peek().map(|(t, _)| *t).filter(|t| t.chat_id == next_chat);
-            let at = a.peek().map(|(t, _)| *t).filter(|t| t.chat_id == next_chat);
-            let (take_d, take_a) = match (dt, at) {
-                (None, None) => break,
-                (Some(_), None) => (true, false),
-                (None, Some(_)) => (false, true),
-                (Some(x), Some(y)) => (x <= y, y <= x),
-            };
-            let desired_entry = if take_d { d.next() } else { None };
-            let applied_entry = if take_a { a.next() } else { None };
-            match (desired_entry, applied_entry) {
-                (Some((t, new)), old) => chat.push((t, Some(new), old.map(|(_, r)| r))),
-                (None, Some((t, old))) => chat.push((t, None, Some(old))),
-                (None, None) => break,
-            }
+    let desired_total = match scope {
+        Scope::Every => {
+            let d = desired.iter().filter(|(t, _)| wanted(t));
+            let a = applied.entries().filter(|(t, _)| wanted(t));
+            ctx.merge(d, a, &mut chat, tally);
+            desired.len()
         }
-        ctx.chat(next_chat, &chat);
-    }
+        Scope::Chats { chats, rest } => {
+            let mut declared = rest.declared;
+            let mut counted = |chat_id: &str, t: ChatTally| {
+                declared += t.declared;
+                tally(chat_id, t);
+            };
+            for chat_id in chats {
+                let d = chat_range(desired, chat_id).filter(|(t, _)| wanted(t));
+                let a = applied.chat_entries(chat_id).filter(|(t, _)| wanted(t));
+                ctx.merge(d, a, &mut chat, &mut counted);
+            }
+            let mut total = rest;
+            total.add(&ChatTally {
+                summary: ctx.summary,
+                managed: ctx.managed,
+                ..ChatTally::default()
+            });
+            ctx.summary = total.summary;
+            ctx.managed = total.managed;
+            declared
+        }
+    };
     let mut summary = ctx.summary;
     summary.requests = ctx.requests.len();
 
     // Only targets the config manages count: followers left it already.
     let applied_total = ctx.managed;
-    let desired_total = desired.len();
     let mass_removal = if summary.remove > 0 && desired_total == 0 {
         Some(MassRemoval {
             remove: summary.remove,
@@ -450,7 +540,81 @@ struct Quiet<'a> {
     follows: bool,
 }
 
-impl Ctx<'_> {
+impl<'o> Ctx<'o> {
+    /// Merge-joins two sorted sequences of targets, planning one chat at a time, and tells
+    /// `tally` what each chat added.
+    fn merge<'a>(
+        &mut self,
+        desired: impl Iterator<Item = (&'a Target, &'a Arc<ButtonList>)>,
+        applied: impl Iterator<Item = (&'a Target, Recorded<'a>)>,
+        chat: &mut Vec<Pair<'a>>,
+        tally: &mut dyn FnMut(&str, ChatTally),
+    ) {
+        let mut d = desired.peekable();
+        let mut a = applied.peekable();
+        loop {
+            let next_chat: &str = match (d.peek(), a.peek()) {
+                (None, None) => break,
+                (Some((dt, _)), None) => &dt.chat_id,
+                (None, Some((at, _))) => &at.chat_id,
+                (Some((dt, _)), Some((at, _))) => dt.chat_id.as_str().min(at.chat_id.as_str()),
+            };
+            chat.clear();
+            let mut declared = 0;
+            loop {
+                let dt = d.peek().map(|(t, _)| *t).filter(|t| t.chat_id == next_chat);
+                let at = a.peek().map(|(t, _)| *t).filter(|t| t.chat_id == next_chat);
+                let (take_d, take_a) = match (dt, at) {
+                    (None, None) => break,
+                    (Some(_), None) => (true, false),
+                    (None, Some(_)) => (false, true),
+                    (Some(x), Some(y)) => (x <= y, y <= x),
+                };
+                let desired_entry = if take_d { d.next() } else { None };
+                let applied_entry = if take_a { a.next() } else { None };
+                match (desired_entry, applied_entry) {
+                    (Some((t, new)), old) => {
+                        declared += 1;
+                        chat.push((t, Some(new), old.map(|(_, r)| r)));
+                    }
+                    (None, Some((t, old))) => chat.push((t, None, Some(old))),
+                    (None, None) => break,
+                }
+            }
+            let before = (
+                self.summary,
+                self.managed,
+                self.requests.len(),
+                self.settle.len(),
+                self.next_retry,
+            );
+            self.chat(next_chat, chat);
+            let s = &self.summary;
+            let b = &before.0;
+            tally(
+                next_chat,
+                ChatTally {
+                    summary: Summary {
+                        add: s.add - b.add,
+                        change: s.change - b.change,
+                        remove: s.remove - b.remove,
+                        unchanged: s.unchanged - b.unchanged,
+                        resend: s.resend - b.resend,
+                        follow: s.follow - b.follow,
+                        waiting: s.waiting - b.waiting,
+                        requests: 0,
+                    },
+                    managed: self.managed - before.1,
+                    declared,
+                    quiet: self.requests.len() == before.2
+                        && self.settle.len() == before.3
+                        && self.next_retry == before.4
+                        && s.waiting == b.waiting,
+                },
+            );
+        }
+    }
+
     /// Plans one chat.
     fn chat(&mut self, chat_id: &str, entries: &[Pair<'_>]) {
         let everyone_desired = entries
