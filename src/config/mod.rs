@@ -2,6 +2,7 @@
 //! with every diagnostic collected on the way (see `format.md`).
 
 pub mod diag;
+pub mod incremental;
 pub mod raw;
 pub mod schema;
 pub mod syntax;
@@ -45,6 +46,24 @@ pub struct Loaded {
 
 /// Loads and validates every config file under `dir`.
 pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
+    let rel_paths = list_files(dir)?;
+    let mut report = Report::default();
+    let mut sources = Sources::default();
+    let mut text_known = Vec::with_capacity(rel_paths.len());
+    for rel in &rel_paths {
+        let read = read_file(dir, rel, sources.files.len());
+        report.diagnostics.extend(read.problem);
+        text_known.push(read.text_known);
+        sources.files.push(read.source);
+    }
+    if sources.files.is_empty() {
+        report.push(no_config_files(dir));
+    }
+    Ok(finish(sources, report, &text_known))
+}
+
+/// The config files under `dir`, relative to it, in sorted order.
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     if !dir.is_dir() {
         return Err(LoadError::NotADirectory {
             path: dir.to_path_buf(),
@@ -53,49 +72,63 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
     let mut rel_paths = Vec::new();
     collect_files(dir, Path::new(""), &mut rel_paths, &mut Vec::new())?;
     rel_paths.sort();
-    let shown_dir = if dir == Path::new(".") {
-        Path::new("")
+    Ok(rel_paths)
+}
+
+/// The error for a directory without config files.
+fn no_config_files(dir: &Path) -> Diagnostic {
+    Diagnostic::error(
+        "no-config-files",
+        format!("no *.yaml or *.yml files under {}", dir.display()),
+    )
+    .help("point feedbuttons at the directory that holds your config files")
+}
+
+/// One config file as read.
+#[derive(Debug)]
+struct ReadFile {
+    source: SourceFile,
+    /// Whether its text could be read at all (a file that is not UTF-8 is shown all the same).
+    text_known: bool,
+    /// Why it cannot be parsed: it could not be read, or is not UTF-8.
+    problem: Option<Diagnostic>,
+}
+
+/// How the file `rel` of the config `dir` is named in diagnostics.
+fn shown_path(dir: &Path, rel: &Path) -> PathBuf {
+    if dir == Path::new(".") {
+        rel.to_path_buf()
     } else {
-        dir
-    };
-    let mut report = Report::default();
-    let mut sources = Sources::default();
-    let mut text_known = Vec::with_capacity(rel_paths.len());
-    for rel in &rel_paths {
-        let full = dir.join(rel);
-        let shown = shown_dir.join(rel);
-        let file = sources.files.len();
-        let text = match read_config_file(&full) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    let bytes = e.into_bytes();
-                    report.push(not_utf8(file, &bytes));
-                    // Kept, with the bad bytes replaced, so that the error shows its line.
-                    Some(String::from_utf8_lossy(&bytes).into_owned())
-                }
-            },
-            Err(problem) => {
-                report.push(problem.diagnostic(file, &shown));
-                None
+        dir.join(rel)
+    }
+}
+
+/// Reads `dir/rel`, file `file` of the config.
+fn read_file(dir: &Path, rel: &Path, file: FileId) -> ReadFile {
+    let shown = shown_path(dir, rel);
+    let (text, problem) = match read_config_file(&dir.join(rel)) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(t) => (Some(t), None),
+            Err(e) => {
+                let bytes = e.into_bytes();
+                // Kept, with the bad bytes replaced, so that the error shows its line.
+                let problem = not_utf8(file, &bytes);
+                (
+                    Some(String::from_utf8_lossy(&bytes).into_owned()),
+                    Some(problem),
+                )
             }
-        };
-        text_known.push(text.is_some());
-        sources.files.push(SourceFile {
+        },
+        Err(problem) => (None, Some(problem.diagnostic(file, &shown))),
+    };
+    ReadFile {
+        text_known: text.is_some(),
+        source: SourceFile {
             path: shown,
             text: text.unwrap_or_default(),
-        });
+        },
+        problem,
     }
-    if sources.files.is_empty() {
-        report.push(
-            Diagnostic::error(
-                "no-config-files",
-                format!("no *.yaml or *.yml files under {}", dir.display()),
-            )
-            .help("point feedbuttons at the directory that holds your config files"),
-        );
-    }
-    Ok(finish(sources, report, &text_known))
 }
 
 /// Loads and validates config files given as text (for tests and tools that hold files in memory).
@@ -121,7 +154,14 @@ fn finish(sources: Sources, mut report: Report, text_known: &[bool]) -> Loaded {
                 .any(|d| d.labels.first().is_some_and(|l| l.file == i))
         })
         .collect();
-    let decoded = parse_and_decode(&sources, &readable);
+    let to_parse: Vec<(FileId, &str)> = sources
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| readable[*i])
+        .map(|(i, f)| (i, f.text.as_str()))
+        .collect();
+    let decoded = parse_and_decode(&to_parse);
     let mut raws = Vec::with_capacity(decoded.len());
     let mut parsed = vec![false; sources.files.len()];
     for (file, raw, file_report) in decoded {
@@ -348,11 +388,11 @@ fn collect_files(
 type Decoded = (FileId, Option<raw::RawFile>, Report);
 
 /// Parses and decodes the files on every core: files are independent until validation.
-fn parse_and_decode(sources: &Sources, readable: &[bool]) -> Vec<Decoded> {
+fn parse_and_decode(files: &[(FileId, &str)]) -> Vec<Decoded> {
     let next = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(sources.files.len().max(1));
+        .min(files.len().max(1));
     let mut results: Vec<Decoded> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -360,16 +400,13 @@ fn parse_and_decode(sources: &Sources, readable: &[bool]) -> Vec<Decoded> {
                     let mut done = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(file) = sources.files.get(i) else {
+                        let Some(&(file, text)) = files.get(i) else {
                             break;
                         };
-                        if !readable[i] {
-                            continue;
-                        }
                         let mut report = Report::default();
-                        let raw = parse(i, &file.text, &mut report)
-                            .map(|node| raw::decode_file(i, &node, &mut report));
-                        done.push((i, raw, report));
+                        let raw = parse(file, text, &mut report)
+                            .map(|node| raw::decode_file(file, &node, &mut report));
+                        done.push((file, raw, report));
                     }
                     done
                 })

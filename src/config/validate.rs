@@ -1,7 +1,7 @@
 //! Stage 3 of loading: every file's raw values -> the desired state, checking the rules of
 //! `format.md` that span fields, assignments and files (names, references, ids, duplicates).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::diag::{Diagnostic, FileId, Label, Report, Severity};
@@ -26,6 +26,46 @@ pub fn validate(
     unparsed: &[Unparsed],
     report: &mut Report,
 ) -> DesiredState {
+    let files: Vec<(FileId, &RawFile)> = files.iter().map(|(i, raw)| (*i, raw)).collect();
+    validate_with(&files, unparsed, report, None)
+}
+
+/// What checking one chat found: kept between reloads (see `config::incremental`), so that an
+/// edit re-checks only the chats it touches.
+#[derive(Clone, Debug, Default)]
+pub struct ChatFacts {
+    /// Its diagnostics, in the order they were found.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The user sets its assignments use.
+    pub used_sets: Vec<String>,
+}
+
+/// What validation keeps between reloads of one config.
+#[derive(Debug, Default)]
+pub struct Memo {
+    /// One shared copy of each distinct button list.
+    pub interned: HashMap<ButtonList, Arc<ButtonList>>,
+    /// Every chat's facts, by chat id.
+    pub chats: BTreeMap<String, ChatFacts>,
+}
+
+/// [`validate`], remembering what each chat found in `memo`. With `only`, just those chats are
+/// checked and built (the desired state holds only them); every other chat is taken to be as
+/// `memo` remembers it, which holds when the files that declare it, and every definition, are
+/// unchanged since the memo was made, and every file parsed.
+pub fn validate_with(
+    files: &[(FileId, &RawFile)],
+    unparsed: &[Unparsed],
+    report: &mut Report,
+    mut memo: Option<(&mut Memo, Option<&BTreeSet<String>>)>,
+) -> DesiredState {
+    let only = memo.as_ref().and_then(|(_, only)| *only);
+    if let Some((memo, _)) = memo.as_mut() {
+        match only {
+            None => memo.chats.clear(),
+            Some(only) => memo.chats.retain(|c, _| !only.contains(c)),
+        }
+    }
     // The error that keeps each unparsed file out: waiting names are shown on it.
     let blocking: Vec<(FileId, Option<&str>, usize)> = unparsed
         .iter()
@@ -38,19 +78,26 @@ pub fn validate(
         .collect();
     let mut v = Validator {
         report,
-        interned: HashMap::new(),
+        interned: memo
+            .as_mut()
+            .map(|(m, _)| std::mem::take(&mut m.interned))
+            .unwrap_or_default(),
         blocking: &blocking,
         waiting: Vec::new(),
     };
     let buttons = v.define_buttons(files);
     let sets = v.define_sets(files);
-    let mut used_sets: HashSet<&str> = HashSet::new();
+    // In the order of use, so that what each chat uses can be told apart.
+    let mut used_sets: Vec<&str> = Vec::new();
 
     // A chat may be declared in several places: gather them so duplicates across files are found.
     let mut chats: BTreeMap<&str, Vec<(FileId, &RawFile, &super::raw::RawChat)>> = BTreeMap::new();
     for (file, raw) in files {
         for chat in &raw.chats {
             let Some(id) = &chat.chat_id else { continue };
+            if only.is_some_and(|only| !only.contains(&id.value)) {
+                continue;
+            }
             if let Some(problem) = IdProblem::of(&id.value, Some(CHAT_ID_PREFIX)) {
                 v.report.push(
                     Diagnostic::error(
@@ -77,15 +124,18 @@ pub fn validate(
     let mut desired = DesiredState::default();
     let mut targets: Vec<(Target, Arc<ButtonList>)> = Vec::new();
     for (chat_id, places) in &chats {
+        let marks = (v.report.diagnostics.len(), used_sets.len(), targets.len());
         let mut name: Option<(FileId, &At<String>)> = None;
         // (id type, user id) -> index into `origins`, for finding users assigned twice.
-        let mut seen: HashMap<(UserIdType, &str), usize> = HashMap::new();
+        // A fast hash: these maps see every user of the config (the ids come from the
+        // config's own files, not from strangers).
+        let mut seen: foldhash::HashMap<(UserIdType, &str), usize> = Default::default();
         let mut origins: Vec<Origin> = Vec::new();
         let mut twice: BTreeMap<(usize, usize), Vec<&str>> = BTreeMap::new();
         // Users named twice within one assignment: (first place, second place) -> ids.
         let mut repeated: BTreeMap<(usize, usize), Vec<&str>> = BTreeMap::new();
         let mut everyone: Option<usize> = None;
-        let mut bad_ids: HashSet<(UserIdType, &str)> = HashSet::new();
+        let mut bad_ids: foldhash::HashSet<(UserIdType, &str)> = Default::default();
 
         for (file, raw, chat) in places {
             if let Some(n) = &chat.name {
@@ -204,7 +254,7 @@ pub fn validate(
                         v.report.push(d);
                         continue;
                     };
-                    used_sets.insert(s.value.as_str());
+                    used_sets.push(s.value.as_str());
                     origins.push(Origin {
                         file: *file,
                         pos: s.pos,
@@ -225,7 +275,7 @@ pub fn validate(
                         }
                     }
                 }
-                let mut in_this: HashMap<&str, usize> = HashMap::new();
+                let mut in_this: foldhash::HashMap<&str, usize> = Default::default();
                 for (id, o) in members {
                     if let Some(&o0) = in_this.get(id) {
                         // Named twice in one assignment: harmless, but one of the two is dead
@@ -296,7 +346,34 @@ pub fn validate(
                 .chat_names
                 .insert((*chat_id).to_owned(), n.value.clone());
         }
+        // Chats come in order: sorting each chat's targets sorts them all.
+        targets[marks.2..].sort_unstable_by(|a, b| a.0.audience.cmp(&b.0.audience));
+        if let Some((memo, _)) = memo.as_mut() {
+            let mut used: Vec<String> = used_sets[marks.1..]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+            used.sort_unstable();
+            used.dedup();
+            let facts = ChatFacts {
+                diagnostics: v.report.diagnostics.split_off(marks.0),
+                used_sets: used,
+            };
+            memo.chats.insert((*chat_id).to_owned(), facts);
+        }
     }
+    // Every chat's findings in chat order, as checking them all in one go gives them.
+    let mut remembered: HashSet<&str> = HashSet::new();
+    if let Some((memo, _)) = memo.as_mut() {
+        memo.interned = std::mem::take(&mut v.interned);
+        for facts in memo.chats.values() {
+            v.report
+                .diagnostics
+                .extend(facts.diagnostics.iter().cloned());
+            remembered.extend(facts.used_sets.iter().map(String::as_str));
+        }
+    }
+    let used_sets: HashSet<&str> = used_sets.into_iter().chain(remembered).collect();
 
     // A file that did not parse may be the one that uses a set: say nothing rather than
     // something false.
@@ -317,7 +394,6 @@ pub fn validate(
     let waiting = std::mem::take(&mut v.waiting);
     show_waiting(v.report, &blocking, waiting);
 
-    targets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     desired.targets = targets.into_iter().collect();
     desired
 }
@@ -441,7 +517,7 @@ impl Validator<'_> {
 
     fn define_buttons<'a>(
         &mut self,
-        files: &'a [(FileId, RawFile)],
+        files: &[(FileId, &'a RawFile)],
     ) -> HashMap<&'a str, (FileId, Pos, Option<wire::Button>)> {
         let mut out: HashMap<&'a str, (FileId, Pos, Option<wire::Button>)> = HashMap::new();
         for (file, raw) in files {
@@ -465,7 +541,10 @@ impl Validator<'_> {
         out
     }
 
-    fn define_sets<'a>(&mut self, files: &'a [(FileId, RawFile)]) -> BTreeMap<&'a str, SetDef<'a>> {
+    fn define_sets<'a>(
+        &mut self,
+        files: &[(FileId, &'a RawFile)],
+    ) -> BTreeMap<&'a str, SetDef<'a>> {
         let mut out: BTreeMap<&'a str, SetDef<'a>> = BTreeMap::new();
         for (file, raw) in files {
             for (name, ids) in &raw.user_sets {
@@ -520,7 +599,7 @@ impl Validator<'_> {
         file: FileId,
         pos: Pos,
         reference: Option<(FileId, Pos)>,
-        bad: &mut HashSet<(UserIdType, &'a str)>,
+        bad: &mut foldhash::HashSet<(UserIdType, &'a str)>,
     ) -> bool {
         let Some(problem) = IdProblem::of(id, id_type.prefix()) else {
             return true;

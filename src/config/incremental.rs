@@ -1,0 +1,289 @@
+//! Reloading a config directory again and again (the `watch` daemon): takes the directory,
+//! gives what [`super::load_dir`] gives, for less. Each file's text and parsed part are kept;
+//! a reload reads every file, parses only those whose text changed, and re-checks only the
+//! chats that they declare or declared. Everything else is taken from the last reload: every
+//! diagnostic of a file or chat is the same as long as its inputs are.
+//!
+//! A reload checks every chat again (still without parsing unchanged files) when a file was
+//! added, removed or renamed (file ids, and so diagnostics, shift), when a changed file's
+//! `buttons:` or `user_sets:` changed (any chat may use them), when a file does not parse, or
+//! when the last reload found errors.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::diag::{Diagnostic, FileId, Report, Sources};
+use super::raw::RawFile;
+use super::validate::{self, Memo};
+use super::{LoadError, ReadFile};
+use crate::desired::DesiredState;
+
+/// One file as last read and parsed.
+#[derive(Debug)]
+struct CachedFile {
+    rel: PathBuf,
+    /// How the file looked just before it was read.
+    stamp: Option<Stamp>,
+    text_known: bool,
+    /// It was read without a problem (its text is all there is to compare).
+    read_ok: bool,
+    /// Its own diagnostics: reading, parsing and decoding it.
+    diagnostics: Vec<Diagnostic>,
+    /// `None` when it could not be read or parsed.
+    raw: Option<RawFile>,
+}
+
+/// What a file's metadata says of its content: a file with the same stamp as when it was read,
+/// read a while after its last change, holds what was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    /// Device and inode: a file replaced by another (a checkout, an editor's save) is another.
+    id: (u64, u64),
+    /// When the stamp was taken (not compared).
+    taken: Comparable<SystemTime>,
+}
+
+/// A value left out of comparisons.
+#[derive(Clone, Copy, Debug)]
+struct Comparable<T>(T);
+
+impl<T> PartialEq for Comparable<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Comparable<T> {}
+
+/// A file changed less than this long before it was read may change again within the same
+/// tick of the file system's clock, unseen in its stamp: it is read again next time.
+const SETTLE: Duration = Duration::from_secs(2);
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        let taken = SystemTime::now();
+        let meta = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let id = (0, 0);
+        Some(Stamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            id,
+            taken: Comparable(taken),
+        })
+    }
+
+    /// Whether the file had not changed for a while when the stamp was taken (just before it
+    /// was read): then a change since shows in its stamp.
+    fn settled(&self) -> bool {
+        self.modified.is_some_and(|m| m + SETTLE <= self.taken.0)
+    }
+}
+
+/// A config directory's files and findings, kept from one reload to the next.
+#[derive(Debug, Default)]
+pub struct ConfigCache {
+    dir: PathBuf,
+    files: Vec<CachedFile>,
+    sources: Sources,
+    memo: Memo,
+    /// The last reload checked every file and found no error: its memo can be built on.
+    clean: bool,
+}
+
+/// What a reload found.
+#[derive(Debug)]
+pub struct Reload<'c> {
+    /// Every file of the config, for rendering the report.
+    pub sources: &'c Sources,
+    /// Every diagnostic of the config, as [`super::load_dir`] reports them.
+    pub report: Report,
+    /// Present only when the config has no errors: the chats of `chats`, or every chat.
+    pub desired: Option<DesiredState>,
+    /// The chats checked again, when not all were: every other chat declares what it declared
+    /// at the last reload.
+    pub chats: Option<BTreeSet<String>>,
+}
+
+impl ConfigCache {
+    /// Reads `dir` again, parsing only the files that changed since the last reload, and
+    /// checking only the chats they declare or declared, and the chats of `also`.
+    pub fn reload(&mut self, dir: &Path, also: &BTreeSet<String>) -> Result<Reload<'_>, LoadError> {
+        let rels = super::list_files(dir)?;
+        let same_files = self.dir == dir
+            && rels.len() == self.files.len()
+            && rels.iter().zip(&self.files).all(|(r, f)| *r == f.rel);
+        // Every file as last seen, by path.
+        let mut old: HashMap<PathBuf, (CachedFile, String)> = std::mem::take(&mut self.files)
+            .into_iter()
+            .zip(std::mem::take(&mut self.sources.files))
+            .map(|(f, s)| (f.rel.clone(), (f, s.text)))
+            .collect();
+        // A file whose stamp is the one it had when read last, long enough after its last
+        // change, is not read again: the config can be large, and an edit touches one file.
+        let mut read: Vec<ReadFile> = Vec::with_capacity(rels.len());
+        let mut stamps: Vec<Option<Stamp>> = Vec::with_capacity(rels.len());
+        let mut unread: Vec<bool> = Vec::with_capacity(rels.len());
+        for (i, rel) in rels.iter().enumerate() {
+            let stamp = Stamp::of(&dir.join(rel));
+            let known = match (self.dir == dir, &stamp, old.get_mut(rel)) {
+                (true, Some(stamp), Some((f, text)))
+                    if f.read_ok
+                        && f.stamp.as_ref() == Some(stamp)
+                        && f.stamp.as_ref().is_some_and(Stamp::settled) =>
+                {
+                    Some(std::mem::take(text))
+                }
+                _ => None,
+            };
+            unread.push(known.is_some());
+            read.push(match known {
+                Some(text) => ReadFile {
+                    source: super::diag::SourceFile {
+                        path: super::shown_path(dir, rel),
+                        text,
+                    },
+                    text_known: true,
+                    problem: None,
+                },
+                None => super::read_file(dir, rel, i),
+            });
+            stamps.push(stamp);
+        }
+        let mut files: Vec<Option<CachedFile>> = Vec::with_capacity(read.len());
+        // Changed files, with what they held before (`None`: new, or not parsed then).
+        let mut changed: Vec<(FileId, Option<RawFile>)> = Vec::new();
+        for (i, (rel, r)) in rels.iter().zip(&read).enumerate() {
+            match old.remove(rel) {
+                Some((mut f, text))
+                    if f.read_ok && r.problem.is_none() && (unread[i] || text == r.source.text) =>
+                {
+                    f.stamp = stamps[i].take();
+                    // Same text, maybe at another place in the list: its diagnostics say so.
+                    for d in &mut f.diagnostics {
+                        for l in &mut d.labels {
+                            l.file = i;
+                        }
+                    }
+                    files.push(Some(f));
+                }
+                Some((f, _)) => {
+                    changed.push((i, f.raw));
+                    files.push(None);
+                }
+                None => {
+                    changed.push((i, None));
+                    files.push(None);
+                }
+            }
+        }
+        // A file that is gone may have defined names, or declared chats.
+        let mut defs_changed = !old.is_empty();
+        drop(old);
+
+        let to_parse: Vec<(FileId, &str)> = changed
+            .iter()
+            .filter(|(i, _)| read[*i].problem.is_none())
+            .map(|(i, _)| (*i, read[*i].source.text.as_str()))
+            .collect();
+        let mut parsed: HashMap<FileId, (Option<RawFile>, Report)> =
+            super::parse_and_decode(&to_parse)
+                .into_iter()
+                .map(|(i, raw, report)| (i, (raw, report)))
+                .collect();
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        for (i, before) in changed {
+            let r = &mut read[i];
+            let mut diagnostics: Vec<Diagnostic> = r.problem.take().into_iter().collect();
+            let read_ok = diagnostics.is_empty();
+            let (raw, file_report) = parsed.remove(&i).unwrap_or_default();
+            diagnostics.extend(file_report.diagnostics);
+            for raw in [&before, &raw].into_iter().flatten() {
+                touched.extend(
+                    raw.chats
+                        .iter()
+                        .filter_map(|c| c.chat_id.as_ref().map(|id| id.value.clone())),
+                );
+            }
+            defs_changed |= match (&before, &raw) {
+                (Some(b), Some(n)) => b.buttons != n.buttons || b.user_sets != n.user_sets,
+                _ => true,
+            };
+            files[i] = Some(CachedFile {
+                stamp: stamps[i].take(),
+                rel: rels[i].clone(),
+                text_known: r.text_known,
+                read_ok,
+                diagnostics,
+                raw,
+            });
+        }
+        let files: Vec<CachedFile> = files.into_iter().flatten().collect();
+        let all_parsed = files.iter().all(|f| f.raw.is_some());
+        let scoped = same_files && self.clean && all_parsed && !defs_changed;
+        self.dir = dir.to_path_buf();
+        self.sources.files = read.into_iter().map(|r| r.source).collect();
+        self.files = files;
+
+        let mut report = Report::default();
+        for f in &self.files {
+            report.diagnostics.extend(f.diagnostics.iter().cloned());
+        }
+        if self.files.is_empty() {
+            report.push(super::no_config_files(dir));
+        }
+        let raws: Vec<(FileId, &RawFile)> = self
+            .files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.raw.as_ref().map(|r| (i, r)))
+            .collect();
+        let unparsed: Vec<validate::Unparsed> = self
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.raw.is_none())
+            .map(|(i, f)| validate::Unparsed {
+                file: i,
+                text: f.text_known.then_some(self.sources.files[i].text.as_str()),
+            })
+            .collect();
+        let chats = scoped.then(|| {
+            touched.extend(also.iter().cloned());
+            touched
+        });
+        let desired = validate::validate_with(
+            &raws,
+            &unparsed,
+            &mut report,
+            Some((&mut self.memo, chats.as_ref())),
+        );
+        report.sort();
+        self.clean = all_parsed && !report.has_errors();
+        let desired = (!report.has_errors()).then_some(desired);
+        Ok(Reload {
+            sources: &self.sources,
+            report,
+            desired,
+            chats,
+        })
+    }
+
+    /// Makes the next reload check every chat (parsing only the files that changed).
+    pub fn check_every_chat(&mut self) {
+        self.clean = false;
+    }
+
+    /// The config's files as last read.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+}
