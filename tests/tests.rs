@@ -9,6 +9,7 @@ mod client;
 mod color;
 mod emulator;
 mod emulator_directory;
+mod incremental;
 mod model;
 mod monitoring;
 mod ordering;

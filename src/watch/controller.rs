@@ -50,6 +50,8 @@ pub struct Controller {
     pub stop: watch::Receiver<bool>,
     pub health: SharedHealth,
     pub metrics: Arc<Metrics>,
+    /// What the last reconcile read and planned, to build the next on.
+    pub incremental: super::incremental::Incremental,
 }
 
 /// How the loop spaces reconciles: `--interval` and `--debounce`.

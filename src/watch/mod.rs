@@ -24,6 +24,7 @@ mod controller;
 mod error;
 pub mod events;
 pub mod http;
+pub mod incremental;
 mod leader;
 pub mod metrics;
 mod process;
@@ -175,6 +176,7 @@ pub async fn run(settings: Settings, options: Options) -> Result<(), StartError>
         stop: stop.clone(),
         health,
         metrics,
+        incremental: Default::default(),
     };
     let timing = Timing {
         interval: options.interval,

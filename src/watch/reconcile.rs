@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use super::controller::Controller;
 use super::error::ReconcileError;
+use super::incremental::Reloaded;
 use super::{events, http};
 use crate::apply::{self, ApplyReport};
+use crate::plan;
 use crate::plan::json::PlanDoc;
 use crate::state;
 use crate::time;
-use crate::{config, plan};
 
 /// When to reconcile again after a reconcile (as kube-runtime's `Action`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +53,26 @@ pub async fn reconcile(
     ctl: &mut Controller,
     found: &mut Reconciliation,
 ) -> Result<Requeue, ReconcileError> {
+    let result = reconcile_once(ctl, found).await;
+    // The next plan builds on this one's while the state is as this reconcile leaves it; after
+    // a failed write, what the writer holds may be ahead of what is stored.
+    let failed_write = matches!(result, Err(ReconcileError::State(_)))
+        || found
+            .report
+            .as_ref()
+            .is_some_and(|r| r.state_error.is_some());
+    match ctl.writer.as_ref() {
+        Some(writer) if !failed_write => ctl.incremental.recorded(writer.state()),
+        _ => ctl.incremental.forget_state(),
+    }
+    super::incremental::release_free_memory();
+    result
+}
+
+async fn reconcile_once(
+    ctl: &mut Controller,
+    found: &mut Reconciliation,
+) -> Result<Requeue, ReconcileError> {
     let writer = match ctl.writer.as_mut() {
         Some(writer) => writer,
         None => {
@@ -61,9 +82,22 @@ pub async fn reconcile(
         }
     };
     let root = events::config_root(&ctl.dir);
-    let loaded = tokio::task::spawn_blocking(move || config::load_dir(&root))
-        .await
-        .map_err(ReconcileError::LoadPanicked)?;
+    // Only what changed is read again and planned (see `incremental`); the cache goes to the
+    // blocking thread and back (a panic there loses it: everything is read again next time).
+    ctl.incremental.check_state(writer.state());
+    let mut incremental = std::mem::take(&mut ctl.incremental);
+    let (incremental, loaded, rendered) = tokio::task::spawn_blocking(move || {
+        let loaded = incremental.reload(&root);
+        let rendered = loaded
+            .as_ref()
+            .ok()
+            .filter(|l| !l.report.diagnostics.is_empty())
+            .map(|l| l.report.render_text(incremental.sources()));
+        (incremental, loaded, rendered)
+    })
+    .await
+    .map_err(ReconcileError::LoadPanicked)?;
+    ctl.incremental = incremental;
     let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
@@ -71,15 +105,12 @@ pub async fn reconcile(
             return Err(e.into());
         }
     };
-    let config::Loaded {
-        sources,
+    let Reloaded {
         report,
         desired,
+        chats,
     } = loaded;
-    if !report.diagnostics.is_empty() {
-        found.diagnostics = Some(report.render_text(&sources));
-    }
-    drop(sources);
+    found.diagnostics = rendered;
     let Some(desired) = desired else {
         found.config_valid = Some(false);
         return Err(ReconcileError::InvalidConfig {
@@ -89,10 +120,10 @@ pub async fn reconcile(
     found.config_valid = Some(true);
     let now = time::unix_secs_now();
     let doc = {
-        let p = plan::plan(
-            &desired.targets,
-            &desired.chat_names,
-            &writer.state().targets,
+        let p = ctl.incremental.plan(
+            &desired,
+            chats.as_ref(),
+            writer.state(),
             &plan::PlanOptions {
                 chats: Vec::new(),
                 rate_limit: ctl.rate_limit,
