@@ -9,6 +9,9 @@
 //! (utime + stime), for a config of 20 chats and one of 1,000. Exits 1 when a latency reaches 1 s, the idle daemon holds 30 MB or more,
 //! or it used more than one clock tick per 10 s idle. Loopback only, bounded in time.
 
+#[path = "common/gen.rs"]
+mod generate;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -22,19 +25,24 @@ use serde_json::Value;
 
 const LATENCY_LIMIT_MS: u64 = 1000;
 const RSS_LIMIT_KB: u64 = 30 * 1024;
+/// The bound for the daemon holding 1,000,000 targets.
+const LARGE_RSS_LIMIT_KB: u64 = 200 * 1024;
 const WAIT: Duration = Duration::from_secs(60);
 
 struct Options {
     edits: usize,
     idle_secs: u64,
+    /// `--small`: skip the 1,000,000-target daemon.
+    small_only: bool,
 }
 
 fn options() -> Options {
+    let args: Vec<String> = std::env::args().collect();
     let mut o = Options {
         edits: 10,
         idle_secs: 10,
+        small_only: args.iter().any(|a| a == "--small"),
     };
-    let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
         // `cargo bench` adds `--bench`; anything not ours is ignored.
         match (pair[0].as_str(), pair[1].parse::<u64>()) {
@@ -89,9 +97,18 @@ impl Drop for Daemon {
 }
 
 fn start_daemon(emu: &RunningEmulator, dir: &Path) -> Result<(Daemon, String), String> {
+    start_daemon_with(emu, dir, &[])
+}
+
+fn start_daemon_with(
+    emu: &RunningEmulator,
+    dir: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> Result<(Daemon, String), String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_feedbuttons"))
         .arg("watch")
         .arg(dir)
+        .args(extra)
         // Unthrottled so that the large config's first apply is quick: it is not what is timed.
         .args([
             "--listen",
@@ -220,6 +237,84 @@ async fn latencies(chats: usize, users: usize, edits: usize) -> Result<Vec<u64>,
     Ok(out)
 }
 
+/// The default `--debounce`: what a latency is beyond.
+const DEBOUNCE_MS: u64 = 200;
+
+/// The size: 10,000 chats and 1,000,000 user targets in 100 files, with a state that
+/// records all of them as applied (the daemon starts with nothing to send). Each edit gives the
+/// first assignment of one chat in one file another button list (50 users: 3 calls). Returns
+/// the latencies (ms) and, after the edits and `idle_secs` of idling, VmRSS, VmHWM (kB) and the
+/// CPU ticks of the idle time.
+async fn large(edits: usize, idle_secs: u64) -> Result<(Vec<u64>, (u64, u64, u64)), String> {
+    let emu = Emulator::start(EmulatorConfig {
+        rate_limit: 0,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = tmp.path().join("config");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    generate::write_config(&dir, 100, 10_000, 100, 0);
+    let state_path = tmp.path().join("state.json");
+    {
+        let desired = feedbuttons::config::load_dir(&dir)
+            .map_err(|e| e.to_string())?
+            .desired
+            .ok_or("the generated config is invalid")?;
+        let store = feedbuttons::state::open(&state_path).map_err(|e| e.to_string())?;
+        let mut writer = store.writer("bench").map_err(|e| e.to_string())?;
+        let records: Vec<feedbuttons::state::Record> = desired
+            .targets
+            .iter()
+            .map(|(t, b)| feedbuttons::state::Record::Set {
+                target: t.clone(),
+                buttons: b.to_vec(),
+            })
+            .collect();
+        writer.record(&records).map_err(|e| e.to_string())?;
+        writer.compact().map_err(|e| e.to_string())?;
+    }
+    let (daemon, addr) =
+        start_daemon_with(&emu, &dir, &["--state".as_ref(), state_path.as_os_str()])?;
+    wait_ready(&addr).await?;
+    let file = dir.join("team-042.yaml");
+    let original = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+    // The file's first assignment line, to give other buttons.
+    let first = original
+        .lines()
+        .find(|l| l.trim_start().starts_with("- buttons: ["))
+        .ok_or("no assignment in the generated file")?
+        .to_owned();
+    let mut out = Vec::with_capacity(edits);
+    for i in 0..edits {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let before = call_times(&emu).await?.len();
+        let line = format!("      - buttons: [b{}, b{}]", 90 + i % 10, i % 7);
+        let text = original.replacen(&first, &line, 1);
+        let written = unix_ms();
+        std::fs::write(&file, text).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(t) = call_times(&emu).await?.get(before) {
+                out.push(t.saturating_sub(written));
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("edit {i} caused no call"));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = daemon.child.id();
+    let (_, _, before) = proc_figures(pid)?;
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let (rss, hwm, after) = proc_figures(pid)?;
+    drop(daemon);
+    Ok((out, (rss, hwm, after - before)))
+}
+
 /// VmRSS and VmHWM in kB, and utime + stime in clock ticks.
 fn proc_figures(pid: u32) -> Result<(u64, u64, u64), String> {
     let status =
@@ -323,6 +418,37 @@ fn main() -> ExitCode {
         }
     }
     let tck = clock_ticks_per_second();
+    if !o.small_only {
+        let dir = tempfile::tempdir().ok();
+        let bound = dir.as_ref().map_or(0.0, |d| {
+            generate::write_config(d.path(), 100, 10_000, 100, 0);
+            generate::parser_bound_secs(d.path(), 1)
+        });
+        drop(dir);
+        match rt.block_on(large(o.edits, o.idle_secs)) {
+            Ok((ms, (rss, hwm, ticks))) => {
+                let (min, median, max, _) = summary(&ms);
+                let beyond = |ms: u64| ms.saturating_sub(DEBOUNCE_MS);
+                println!(
+                    "write -> first call, 10,000 chats, 1,000,000 targets in 100 files, one file edited, {} edits: median {median} ms ({} ms beyond the {DEBOUNCE_MS} ms debounce; min {min}, max {max}); the YAML parser alone on all 100 files: {:.0} ms",
+                    ms.len(),
+                    beyond(median),
+                    bound * 1e3
+                );
+                println!(
+                    "idle over {} s after the edits, 1,000,000 targets: resident {:.1} MB (peak {:.1} MB), CPU {ticks} ticks",
+                    o.idle_secs,
+                    rss as f64 / 1024.0,
+                    hwm as f64 / 1024.0,
+                );
+                ok &= beyond(median) <= 100 && rss <= LARGE_RSS_LIMIT_KB;
+            }
+            Err(e) => {
+                eprintln!("1,000,000 targets: {e}");
+                ok = false;
+            }
+        }
+    }
     for (chats, users, label) in [(20, 10, "20 chats"), (1000, 10, "1,000 chats")] {
         match rt.block_on(idle(o.idle_secs, chats, users)) {
             Ok((rss, hwm, ticks)) => {

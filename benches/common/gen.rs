@@ -86,3 +86,51 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
 }
+
+/// The YAML parser's own time on every config file of `dir`, in seconds (median of `rounds`):
+/// serde-saphyr reading each file into nothing (`IgnoredAny`), with the loader's limits, on
+/// as many threads as the loader parses files on. No load of the same files can beat it: it is
+/// the bound each figure is shown beside.
+pub fn parser_bound_secs(dir: &Path, rounds: usize) -> f64 {
+    let mut texts = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths {
+            if p.extension().is_some_and(|e| e == "yaml") {
+                texts.push(std::fs::read_to_string(&p).unwrap_or_default());
+            }
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(texts.len().max(1));
+    let limits =
+        feedbuttons::config::syntax::Limits::for_nodes(feedbuttons::config::MAX_NODES_PER_FILE);
+    let times = (0..rounds.max(1))
+        .map(|_| {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let t = std::time::Instant::now();
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    scope.spawn(|| {
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(text) = texts.get(i) else { break };
+                            let options = serde_saphyr::options! {
+                                budget: Some(limits.budget()),
+                                with_snippet: false,
+                            };
+                            let parsed = serde_saphyr::from_str_with_options::<
+                                serde::de::IgnoredAny,
+                            >(text, options);
+                            assert!(parsed.is_ok(), "the generated files parse");
+                        }
+                    });
+                }
+            });
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(times)
+}
