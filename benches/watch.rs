@@ -1,13 +1,17 @@
 //! The watch daemon as it runs: how long from a config file's write to the first API call it
 //! causes, and what the daemon costs at idle (resident memory, CPU).
 //!
-//! `cargo bench --bench watch [-- --edits N --idle-secs S]`. Starts the in-process emulator and
-//! `feedbuttons watch` as a child process, edits one chat's button `--edits` times for a config
-//! of 1 chat and one of 1,000 chats (10,000 user targets), and reads the latency from the
-//! emulator's request log (its `unix_ms` against the write's wall-clock time). Then lets the
-//! daemon idle for `--idle-secs` and reads /proc/PID/status (VmRSS) and /proc/PID/stat
-//! (utime + stime), for a config of 20 chats and one of 1,000. Exits 1 when a latency reaches 1 s, the idle daemon holds 30 MB or more,
-//! or it used more than one clock tick per 10 s idle. Loopback only, bounded in time.
+//! `cargo bench --bench watch [-- --edits N --idle-secs S --small]`. Starts the in-process
+//! emulator and `feedbuttons watch` as a child process, edits one chat's button `--edits` times
+//! for a config of 1 chat and one of 1,000 chats (10,000 user targets), and reads the latency
+//! from the emulator's request log (its `unix_ms` against the write's wall-clock time). Then,
+//! unless `--small`, does the same for one file of the config (10,000 chats, 1,000,000
+//! user targets in 100 files, all recorded as applied), beside the YAML parser's own time on
+//! those files, and reads that daemon's idle memory. Then lets the daemon idle for
+//! `--idle-secs` and reads /proc/PID/status (VmRSS) and /proc/PID/stat (utime + stime), for a
+//! config of 20 chats and one of 1,000. Exits 1 when a latency reaches 1 s (100 ms beyond the
+//! debounce at 1,000,000 targets), the idle daemon holds 30 MB or more (200 MB at 1,000,000
+//! targets), or it used more than one clock tick per 10 s idle. Loopback only, bounded in time.
 
 #[path = "common/gen.rs"]
 mod generate;

@@ -510,6 +510,20 @@ fn an_edit_checks_only_the_chats_its_file_declares() {
     assert_eq!(p.summary.add, CHATS);
     apply(&mut state, &p, &[2], 1_000_000);
     inc.recorded(&state);
+    // The chats that had calls are planned once more, and are quiet then.
+    inc.check_state(&state);
+    let again = inc.reload(dir.path()).expect("a directory");
+    let chats: Vec<String> = again
+        .chats
+        .clone()
+        .expect("checked in part")
+        .into_iter()
+        .collect();
+    assert_eq!(chats.len(), CHATS);
+    let desired = again.desired.expect("valid");
+    let p = inc.plan(&desired, again.chats.as_ref(), &state, &options(1_000_050));
+    assert!(!p.has_changes());
+    inc.recorded(&state);
 
     // Chat 1 is declared in slot 1's file: give its user another button.
     model.edit(&Edit::Assign {

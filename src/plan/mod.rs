@@ -18,7 +18,7 @@
 pub mod json;
 pub mod render;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -813,7 +813,11 @@ impl<'o> Ctx<'o> {
     /// Turns a chat's changes into calls: its whole-chat call, then the users leaving the
     /// config, then the rest, each grouped by (id type, list), 20 users a call.
     fn batch(&mut self, chat_id: &str, mut calls: Vec<(Phase, Change)>) {
-        calls.sort_by(|(pa, a), (pb, b)| pa.cmp(pb).then_with(|| a.target.cmp(&b.target)));
+        // One chat's calls: their targets differ in their audience only.
+        calls.sort_by(|(pa, a), (pb, b)| {
+            pa.cmp(pb)
+                .then_with(|| a.target.audience.cmp(&b.target.audience))
+        });
         let mut per_user: Vec<(Phase, Change)> = Vec::new();
         for (phase, change) in calls {
             if phase == Phase::WholeChat {
@@ -838,8 +842,9 @@ impl<'o> Ctx<'o> {
         // always share a group.
         type Key = (Phase, UserIdType);
         let mut groups: Vec<(Key, Arc<ButtonList>, Vec<Change>)> = Vec::new();
-        let mut by_ptr: HashMap<(Key, *const ButtonList), usize> = HashMap::new();
-        let mut by_content: HashMap<(Key, ButtonList), usize> = HashMap::new();
+        // A fast hash: a plan looks up every change it makes.
+        let mut by_ptr: foldhash::HashMap<(Key, *const ButtonList), usize> = Default::default();
+        let mut by_content: foldhash::HashMap<(Key, ButtonList), usize> = Default::default();
         for (phase, change) in per_user {
             let key = (phase, id_type(&change.target).unwrap_or(UserIdType::OpenId));
             let ptr = Arc::as_ptr(&change.new);

@@ -105,8 +105,8 @@ type GroupKey<'a> = (
 
 fn chat_groups<'a>(changes: impl Iterator<Item = &'a Change>) -> Vec<Group<'a>> {
     let mut groups: Vec<Group<'a>> = Vec::new();
-    let mut index: std::collections::HashMap<GroupKey<'a>, usize> =
-        std::collections::HashMap::new();
+    // A fast hash: every change of the plan is looked up, by its lists' content.
+    let mut index: foldhash::HashMap<GroupKey<'a>, usize> = Default::default();
     for c in changes {
         let key = (
             c.action,
