@@ -100,6 +100,7 @@ fn main() {
     let json_s = t0.elapsed().as_secs_f64();
     let json_len = std::fs::metadata(tmp.path().join("plan.json")).map_or(0, |m| m.len());
 
+    let bound = generate::parser_bound_secs(&config_dir, 3);
     let s = p.summary;
     println!(
         "plan: {} desired vs {} applied targets: {} add, {} change, {} remove, {} unchanged; {} calls",
@@ -116,7 +117,7 @@ fn main() {
         text.len() as f64 / 1e6,
     );
     println!(
-        "  total (the default text plan) {total:.3} s; peak RSS {peak_text:.0} MiB (after parse+validate {peak_parse:.0} MiB, after loading the state {peak_state:.0} MiB)"
+        "  total (the default text plan) {total:.3} s; peak RSS {peak_text:.0} MiB (after parse+validate {peak_parse:.0} MiB, after loading the state {peak_state:.0} MiB); the YAML parser alone on the same files: {bound:.3} s"
     );
     println!(
         "  other formats: markdown {md_s:.3} s ({} KB, cut at the comment limit), json streamed to a file {json_s:.3} s ({:.0} MB); peak RSS then {:.0} MiB",
