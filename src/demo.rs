@@ -93,12 +93,18 @@ pub async fn run(dir: Option<&Path>, color: bool) -> Result<(), DemoError> {
         ..Default::default()
     };
     // The config against what the state records now.
-    let plan_against = |applied: &BTreeMap<Target, TargetRecord>| {
-        plan::plan(&desired.targets, &desired.chat_names, applied, &options)
-    };
-    let first = plan_against(&writer.state().targets);
+    fn plan_against<'a>(
+        desired: &'a crate::desired::DesiredState,
+        applied: &'a BTreeMap<Target, TargetRecord>,
+        options: &plan::PlanOptions,
+    ) -> plan::Plan<'a> {
+        plan::plan(&desired.targets, &desired.chat_names, applied, options)
+    }
+    let first = plan_against(&desired, &writer.state().targets, &options);
     println!("2. The plan (what `feedbuttons plan` shows):\n");
     print!("{}", render::text(&first, render::Style { color }));
+    let doc = PlanDoc::new(&first);
+    drop(first);
 
     let credentials = Credentials::new(
         BUILTIN_APP_ID.to_owned(),
@@ -113,7 +119,6 @@ pub async fn run(dir: Option<&Path>, color: bool) -> Result<(), DemoError> {
     } = Connection::new(&endpoint, credentials)?;
     client.check_credentials().await?;
     writer.bind(&binding)?;
-    let doc = PlanDoc::new(&first);
     let (_never, stop) = tokio::sync::watch::channel(false);
     let report = crate::apply::apply(
         &doc,
@@ -137,7 +142,7 @@ pub async fn run(dir: Option<&Path>, color: bool) -> Result<(), DemoError> {
             .map_err(DemoError::Inspect)?
     );
 
-    let again = plan_against(&writer.state().targets);
+    let again = plan_against(&desired, &writer.state().targets, &options);
     println!("\n5. Planning again:\n");
     print!("{}", render::text(&again, render::Style { color }));
     emulator.shutdown().await;

@@ -293,12 +293,11 @@ fn write(dir: &std::path::Path, files: &BTreeMap<String, String>) {
 }
 
 /// Plays the plan's calls against `state`: some users refused, some answers lost.
-fn apply(state: &mut AppliedState, p: &plan::Plan, faults: &[u8], now: u64) {
-    let doc = PlanDoc::new(p);
+fn apply(state: &mut AppliedState, settle: &[Record], doc: &PlanDoc, faults: &[u8], now: u64) {
     let mut records_total = 0;
-    if !p.settle.is_empty() {
-        state.apply(&p.settle);
-        records_total += p.settle.len();
+    if !settle.is_empty() {
+        state.apply(settle);
+        records_total += settle.len();
     }
     for (i, request) in doc.requests.iter().enumerate() {
         let fault = faults.get(i % faults.len().max(1)).copied().unwrap_or(0);
@@ -422,7 +421,9 @@ fn run(edits: &[(Edit, Vec<u8>)]) -> Result<(), TestCaseError> {
             &options,
         );
         prop_assert_eq!(&p, &expected, "step {}: {:?}", step, e);
-        apply(&mut state, &p, faults, now);
+        let (settle, doc) = (p.settle.clone(), PlanDoc::new(&p));
+        drop((p, expected));
+        apply(&mut state, &settle, &doc, faults, now);
         inc.recorded(&state);
     }
     Ok(())
@@ -508,7 +509,9 @@ fn an_edit_checks_only_the_chats_its_file_declares() {
     let desired = first.desired.expect("valid");
     let p = inc.plan(&desired, None, &state, &options(1_000_000));
     assert_eq!(p.summary.add, CHATS);
-    apply(&mut state, &p, &[2], 1_000_000);
+    let (settle, doc) = (p.settle.clone(), PlanDoc::new(&p));
+    drop(p);
+    apply(&mut state, &settle, &doc, &[2], 1_000_000);
     inc.recorded(&state);
     // The chats that had calls are planned once more, and are quiet then.
     inc.check_state(&state);

@@ -240,9 +240,12 @@ async fn seen(emu: &RunningEmulator) -> Seen {
     out
 }
 
-fn plan_for(cfg: &Cfg, state: &AppliedState) -> plan::Plan {
+fn plan_for<'a>(
+    desired: &'a BTreeMap<Target, Arc<ButtonList>>,
+    state: &'a AppliedState,
+) -> plan::Plan<'a> {
     plan::plan(
-        &desired(cfg),
+        desired,
         &BTreeMap::new(),
         &state.targets,
         &PlanOptions::default(),
@@ -253,12 +256,13 @@ fn plan_for(cfg: &Cfg, state: &AppliedState) -> plan::Plan {
 /// declared in the chat under another id type aside: that record speaks for the person), and
 /// every other record is sent by the next plan.
 fn check_records(cfg: &Cfg, state: &AppliedState, seen: &Seen) -> Result<(), String> {
-    let next = plan_for(cfg, state);
+    let wanted = desired(cfg);
+    let next = plan_for(&wanted, state);
     // Sent again, or settled without a call (a refusal that no longer matters).
     let sent: BTreeSet<&Target> = next
         .requests
         .iter()
-        .flat_map(|r| r.changes.iter().map(|c| &c.target))
+        .flat_map(|r| r.changes.iter().map(|c| c.target))
         .chain(next.settle.iter().map(|r| r.target()))
         .collect();
     // People with a record in the chat that is pending, or that the config declares.
@@ -417,14 +421,17 @@ impl World {
         };
         lock.bind(&Binding::new(&emu_url, BUILTIN_APP_ID))
             .expect("bind");
-        let p = plan::plan(
-            &desired(cfg),
+        let desired = desired(cfg);
+        let mut p = plan::plan(
+            &desired,
             &BTreeMap::new(),
             &lock.state().targets,
             &PlanOptions::default(),
         );
-        lock.record(&p.settle).expect("settle");
+        let settle = std::mem::take(&mut p.settle);
         let doc = PlanDoc::new(&p);
+        drop(p);
+        lock.record(&settle).expect("settle");
         for r in &doc.requests {
             let texts: Vec<&str> = r
                 .body
@@ -567,7 +574,7 @@ async fn run_case(steps: Vec<Step>, first: Cfg) -> Result<(), String> {
             )
         };
         check_records(&cfg, &state, &seen).map_err(|e| traced(format!("after step {i}: {e}")))?;
-        if !plan_for(&cfg, &state).has_changes() {
+        if !plan_for(&desired(&cfg), &state).has_changes() {
             shows_config(&cfg, &state, &seen)
                 .map_err(|e| traced(format!("after step {i}, plan says \"No changes\" but {e}")))?;
         }
@@ -579,7 +586,7 @@ async fn run_case(steps: Vec<Step>, first: Cfg) -> Result<(), String> {
     }
     for _ in 0..2 {
         let state = w.state();
-        if !plan_for(&cfg, &state).has_changes() {
+        if !plan_for(&desired(&cfg), &state).has_changes() {
             break;
         }
         let report = w.apply(&cfg, 0, 3, None, 0).await.ok_or("not killed")?;
@@ -588,7 +595,7 @@ async fn run_case(steps: Vec<Step>, first: Cfg) -> Result<(), String> {
         }
     }
     let state = w.state();
-    if plan_for(&cfg, &state).has_changes() {
+    if plan_for(&desired(&cfg), &state).has_changes() {
         return Err("two fault-free applies did not converge".to_owned());
     }
     let seen = seen(&w.emu).await;

@@ -39,7 +39,10 @@ fn user(chat: &str, id: &str) -> Target {
 type Desired = BTreeMap<Target, Arc<ButtonList>>;
 type AppliedMap = BTreeMap<Target, Arc<ButtonList>>;
 
-fn make_plan(desired: &Desired, applied: &AppliedMap) -> Plan {
+/// Nothing applied yet.
+static NO_STATE: AppliedMap = BTreeMap::new();
+
+fn make_plan<'a>(desired: &'a Desired, applied: &'a AppliedMap) -> Plan<'a> {
     let names = BTreeMap::from([("oc_war".to_owned(), "War room".to_owned())]);
     plan::plan(
         desired,
@@ -70,7 +73,7 @@ fn first_apply() {
     desired.insert(user("oc_war", "ou_a"), Arc::new(list(&["Runbook", "Ack"])));
     desired.insert(user("oc_war", "ou_b"), Arc::new(list(&["Runbook", "Ack"])));
     desired.insert(user("oc_ops", "ou_c"), Arc::new(list(&[])));
-    let p = make_plan(&desired, &AppliedMap::new());
+    let p = make_plan(&desired, &NO_STATE);
     assert_eq!((p.summary.add, p.summary.requests), (4, 3));
     // The whole-chat call comes first in its chat.
     assert_eq!(p.requests[1].body.user_ids, None);
@@ -173,7 +176,7 @@ fn a_thousand_users_in_one_group_take_fifty_calls_and_a_short_listing() {
     for i in 0..1000 {
         desired.insert(user("oc_war", &format!("ou_{i:04}")), shared.clone());
     }
-    let p = make_plan(&desired, &AppliedMap::new());
+    let p = make_plan(&desired, &NO_STATE);
     assert_eq!(p.requests.len(), 50);
     assert!(
         p.requests
@@ -240,7 +243,7 @@ fn markdown_never_exceeds_the_comment_limit() {
             );
         }
     }
-    let p = make_plan(&desired, &AppliedMap::new());
+    let p = make_plan(&desired, &NO_STATE);
     let md = render::markdown_limited(&p, 20_000);
     assert!(md.chars().count() <= 20_000, "{}", md.chars().count());
     assert!(md.contains("more chats are not shown"), "the cut is said");
@@ -401,7 +404,7 @@ fn apply_to_model(applied: &AppliedMap, p: &Plan) -> Model {
             }
             if c.action == Action::Remove && c.target.audience == Audience::Everyone {
                 assert!(list.is_empty(), "a whole-chat removal sends an empty list");
-                model.remove(&c.target);
+                model.remove(c.target);
             } else {
                 model.insert(c.target.clone(), list.clone());
             }

@@ -237,14 +237,16 @@ async fn apply_with(client: &Client, dir: &Path) -> feedbuttons::apply::ApplyRep
         .expect("valid");
     let store = feedbuttons::state::open(&feedbuttons::state::default_path(dir)).expect("open");
     let mut lock = store.writer("test").expect("lock");
-    let p = feedbuttons::plan::plan(
+    let mut p = feedbuttons::plan::plan(
         &desired.targets,
         &desired.chat_names,
         &lock.state().targets,
         &feedbuttons::plan::PlanOptions::default(),
     );
-    lock.record(&p.settle).expect("settle");
+    let settle = std::mem::take(&mut p.settle);
     let doc = feedbuttons::plan::json::PlanDoc::new(&p);
+    drop(p);
+    lock.record(&settle).expect("settle");
     let (_tx, stop) = tokio::sync::watch::channel(false);
     let mut quiet = feedbuttons::apply::Quiet;
     feedbuttons::apply::apply(&doc, client, lock.as_mut(), 4, &mut quiet, stop).await

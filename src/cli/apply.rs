@@ -48,7 +48,7 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode, Error> {
             };
             let known = |c: &str| writer.state().chat(c).next().is_some();
             load::check_chats_known(&args.chats, &desired, known, "the state").map_err(refused)?;
-            let p = plan::plan(
+            let mut p = plan::plan(
                 &desired.targets,
                 &desired.chat_names,
                 &writer.state().targets,
@@ -58,10 +58,13 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode, Error> {
                 &p,
                 plan::render::Style { color: out.color() },
             ))?;
+            let settle = std::mem::take(&mut p.settle);
+            let doc = PlanDoc::new(&p);
+            drop(p);
             // Waiting targets the config no longer asks to change: nothing to send, only the
             // record to put right.
-            writer.record(&p.settle).map_err(refused)?;
-            PlanDoc::new(&p)
+            writer.record(&settle).map_err(refused)?;
+            doc
         }
     };
     if let Some(m) = &doc.mass_removal

@@ -18,9 +18,12 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
         rate_limit: args.rate_limit,
         ..Default::default()
     };
+    // What the plan is compared with; it borrows their targets.
+    let base;
+    let applied;
     let (the_plan, state_ref) = match &args.base {
         Some(base_dir) => {
-            let base = load::base(base_dir)?;
+            base = load::base(base_dir)?;
             let known = |c: &str| load::declares(&base, c);
             load::check_chats_known(&args.chats, &desired, known, "the base config")?;
             // Chats that only the base declares keep their names in the plan.
@@ -35,7 +38,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
             if let Some(out) = &args.out {
                 check_plan_out(out, &args.dir, location.spec(), &config_files)?;
             }
-            let applied = location.open()?.load()?;
+            applied = location.open()?.load()?;
             let known = |c: &str| applied.chat(c).next().is_some();
             load::check_chats_known(&args.chats, &desired, known, "the state")?;
             // With an app configured, a plan against another app's state would mislead.

@@ -242,7 +242,7 @@ struct RequestView<'a> {
     changes: ChangesView<'a>,
 }
 
-struct ChangesView<'a>(&'a [super::Change]);
+struct ChangesView<'a>(&'a [super::Change<'a>]);
 
 #[derive(Serialize)]
 struct ChangeView<'a> {

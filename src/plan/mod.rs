@@ -144,10 +144,12 @@ impl Note {
     }
 }
 
-/// One target's change: its buttons before (as recorded) and after.
+/// One target's change: its buttons before (as recorded) and after. The target is borrowed
+/// from the desired or applied targets the plan was made from: a plan of a million changes
+/// copies no id.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Change {
-    pub target: Target,
+pub struct Change<'a> {
+    pub target: &'a Target,
     pub action: Action,
     /// The list the state records the API accepted; `None` when it never accepted one.
     pub old: Option<Arc<ButtonList>>,
@@ -157,7 +159,7 @@ pub struct Change {
     pub note: Option<Box<Note>>,
 }
 
-impl Change {
+impl Change<'_> {
     /// Whether the target waits for its user (the API refused it before).
     pub fn waiting(&self) -> bool {
         matches!(self.note.as_deref(), Some(Note::Waiting { .. }))
@@ -166,10 +168,10 @@ impl Change {
 
 /// One call: its query, its exact body, and the target changes it carries.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Request {
+pub struct Request<'a> {
     pub user_id_type: UserIdType,
     pub body: wire::ChatButtonRequest,
-    pub changes: Vec<Change>,
+    pub changes: Vec<Change<'a>>,
 }
 
 /// Counts of targets by fate, and of calls. Every change counts once: a change retried for a
@@ -210,9 +212,9 @@ pub const MASS_MIN_APPLIED: usize = 10;
 
 /// Everything apply needs, and everything a reviewer reads.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Plan {
+pub struct Plan<'a> {
     pub summary: Summary,
-    pub requests: Vec<Request>,
+    pub requests: Vec<Request<'a>>,
     /// `name:` labels of the chats in the plan.
     pub chat_names: BTreeMap<String, String>,
     pub mass_removal: Option<MassRemoval>,
@@ -259,18 +261,23 @@ pub trait Applied {
     }
     fn entries(&self) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_>;
     /// The records of one chat, in order.
-    fn chat_entries<'s>(
+    fn chat_entries<'s, 'c>(
         &'s self,
-        chat_id: &'s str,
-    ) -> Box<dyn Iterator<Item = (&'s Target, Recorded<'s>)> + 's>;
+        chat_id: &'c str,
+    ) -> Box<dyn Iterator<Item = (&'s Target, Recorded<'s>)> + 'c>
+    where
+        's: 'c;
 }
 
 /// The entries of one chat in a map sorted by target: a chat's targets are neighbours, its
 /// whole-chat target first.
-fn chat_range<'m, V>(
+fn chat_range<'m, 'c, V>(
     map: &'m BTreeMap<Target, V>,
-    chat_id: &'m str,
-) -> impl Iterator<Item = (&'m Target, &'m V)> + 'm {
+    chat_id: &'c str,
+) -> impl Iterator<Item = (&'m Target, &'m V)> + 'c
+where
+    'm: 'c,
+{
     map.range(Target::everyone(chat_id)..)
         .take_while(move |(t, _)| t.chat_id == chat_id)
 }
@@ -283,10 +290,13 @@ impl Applied for BTreeMap<Target, TargetRecord> {
     fn entries(&self) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_> {
         Box::new(self.iter().map(|(t, r)| (t, Recorded::of(r))))
     }
-    fn chat_entries<'s>(
+    fn chat_entries<'s, 'c>(
         &'s self,
-        chat_id: &'s str,
-    ) -> Box<dyn Iterator<Item = (&'s Target, Recorded<'s>)> + 's> {
+        chat_id: &'c str,
+    ) -> Box<dyn Iterator<Item = (&'s Target, Recorded<'s>)> + 'c>
+    where
+        's: 'c,
+    {
         Box::new(chat_range(self, chat_id).map(|(t, r)| (t, Recorded::of(r))))
     }
 }
@@ -299,10 +309,13 @@ impl Applied for BTreeMap<Target, Arc<ButtonList>> {
     fn entries(&self) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_> {
         Box::new(self.iter().map(|(t, b)| (t, Recorded::applied(b))))
     }
-    fn chat_entries<'s>(
+    fn chat_entries<'s, 'c>(
         &'s self,
-        chat_id: &'s str,
-    ) -> Box<dyn Iterator<Item = (&'s Target, Recorded<'s>)> + 's> {
+        chat_id: &'c str,
+    ) -> Box<dyn Iterator<Item = (&'s Target, Recorded<'s>)> + 'c>
+    where
+        's: 'c,
+    {
         Box::new(chat_range(self, chat_id).map(|(t, b)| (t, Recorded::applied(b))))
     }
 }
@@ -343,12 +356,12 @@ pub struct PlanOptions {
 }
 
 /// Compares the desired targets with the recorded ones and batches the changes into calls.
-pub fn plan(
-    desired: &BTreeMap<Target, Arc<ButtonList>>,
+pub fn plan<'a>(
+    desired: &'a BTreeMap<Target, Arc<ButtonList>>,
     chat_names: &BTreeMap<String, String>,
-    applied: &dyn Applied,
+    applied: &'a dyn Applied,
     options: &PlanOptions,
-) -> Plan {
+) -> Plan<'a> {
     plan_in(
         desired,
         chat_names,
@@ -407,16 +420,16 @@ pub enum Scope<'s> {
 }
 
 /// [`plan`] over a [`Scope`], telling `tally` what each chat it compared adds (in chat order).
-pub fn plan_in(
-    desired: &BTreeMap<Target, Arc<ButtonList>>,
+pub fn plan_in<'a>(
+    desired: &'a BTreeMap<Target, Arc<ButtonList>>,
     chat_names: &BTreeMap<String, String>,
-    applied: &dyn Applied,
+    applied: &'a dyn Applied,
     options: &PlanOptions,
     scope: Scope<'_>,
     tally: &mut dyn FnMut(&str, ChatTally),
-) -> Plan {
+) -> Plan<'a> {
     let wanted = |t: &Target| options.chats.is_empty() || options.chats.contains(&t.chat_id);
-    let mut ctx = Ctx {
+    let mut ctx: Ctx<'_, 'a> = Ctx {
         empty: Arc::new(Vec::new()),
         options,
         summary: Summary::default(),
@@ -522,11 +535,11 @@ enum Phase {
     Rest,
 }
 
-struct Ctx<'o> {
+struct Ctx<'o, 'a> {
     empty: Arc<ButtonList>,
     options: &'o PlanOptions,
     summary: Summary,
-    requests: Vec<Request>,
+    requests: Vec<Request<'a>>,
     settle: Vec<Record>,
     next_retry: Option<u64>,
     /// Recorded targets that the config manages (not followers).
@@ -540,10 +553,10 @@ struct Quiet<'a> {
     follows: bool,
 }
 
-impl<'o> Ctx<'o> {
+impl<'a> Ctx<'_, 'a> {
     /// Merge-joins two sorted sequences of targets, planning one chat at a time, and tells
     /// `tally` what each chat added.
-    fn merge<'a>(
+    fn merge(
         &mut self,
         desired: impl Iterator<Item = (&'a Target, &'a Arc<ButtonList>)>,
         applied: impl Iterator<Item = (&'a Target, Recorded<'a>)>,
@@ -616,14 +629,14 @@ impl<'o> Ctx<'o> {
     }
 
     /// Plans one chat.
-    fn chat(&mut self, chat_id: &str, entries: &[Pair<'_>]) {
+    fn chat(&mut self, chat_id: &str, entries: &[Pair<'a>]) {
         let everyone_desired = entries
             .first()
             .filter(|(t, ..)| t.audience == Audience::Everyone)
             .and_then(|(_, d, _)| *d);
         let follow_list = everyone_desired.unwrap_or(&self.empty).clone();
-        let mut calls: Vec<(Phase, Change)> = Vec::new();
-        let mut quiet: Vec<Quiet<'_>> = Vec::new();
+        let mut calls: Vec<(Phase, Change<'a>)> = Vec::new();
+        let mut quiet: Vec<Quiet<'a>> = Vec::new();
 
         for &(target, desired, recorded) in entries {
             if recorded.is_some_and(|r| !r.follows) {
@@ -749,7 +762,7 @@ impl<'o> Ctx<'o> {
         let leaving_types: BTreeSet<UserIdType> = calls
             .iter()
             .filter(|(p, _)| *p == Phase::Leaving)
-            .filter_map(|(_, c)| id_type(&c.target))
+            .filter_map(|(_, c)| id_type(c.target))
             .collect();
         for q in quiet {
             let ty = id_type(q.target).unwrap_or(UserIdType::OpenId);
@@ -777,14 +790,14 @@ impl<'o> Ctx<'o> {
 
     fn change(
         &self,
-        target: &Target,
+        target: &'a Target,
         action: Action,
         old: Option<&Arc<ButtonList>>,
         new: &Arc<ButtonList>,
         note: Option<Note>,
-    ) -> Change {
+    ) -> Change<'a> {
         Change {
-            target: target.clone(),
+            target,
             action,
             old: old.cloned(),
             new: new.clone(),
@@ -812,13 +825,13 @@ impl<'o> Ctx<'o> {
 
     /// Turns a chat's changes into calls: its whole-chat call, then the users leaving the
     /// config, then the rest, each grouped by (id type, list), 20 users a call.
-    fn batch(&mut self, chat_id: &str, mut calls: Vec<(Phase, Change)>) {
+    fn batch(&mut self, chat_id: &str, mut calls: Vec<(Phase, Change<'a>)>) {
         // One chat's calls: their targets differ in their audience only.
         calls.sort_by(|(pa, a), (pb, b)| {
             pa.cmp(pb)
                 .then_with(|| a.target.audience.cmp(&b.target.audience))
         });
-        let mut per_user: Vec<(Phase, Change)> = Vec::new();
+        let mut per_user: Vec<(Phase, Change<'a>)> = Vec::new();
         for (phase, change) in calls {
             if phase == Phase::WholeChat {
                 self.requests.push(Request {
@@ -841,12 +854,12 @@ impl<'o> Ctx<'o> {
         // of each distinct list) and by content once per distinct pointer, so equal lists
         // always share a group.
         type Key = (Phase, UserIdType);
-        let mut groups: Vec<(Key, Arc<ButtonList>, Vec<Change>)> = Vec::new();
+        let mut groups: Vec<(Key, Arc<ButtonList>, Vec<Change<'a>>)> = Vec::new();
         // A fast hash: a plan looks up every change it makes.
         let mut by_ptr: foldhash::HashMap<(Key, *const ButtonList), usize> = Default::default();
         let mut by_content: foldhash::HashMap<(Key, ButtonList), usize> = Default::default();
         for (phase, change) in per_user {
-            let key = (phase, id_type(&change.target).unwrap_or(UserIdType::OpenId));
+            let key = (phase, id_type(change.target).unwrap_or(UserIdType::OpenId));
             let ptr = Arc::as_ptr(&change.new);
             let g = match by_ptr.get(&(key, ptr)) {
                 Some(&g) => g,
@@ -868,7 +881,8 @@ impl<'o> Ctx<'o> {
         for ((_, id_type), list, changes) in groups {
             let mut changes = changes.into_iter();
             loop {
-                let chunk: Vec<Change> = changes.by_ref().take(api::MAX_USERS_PER_CALL).collect();
+                let chunk: Vec<Change<'a>> =
+                    changes.by_ref().take(api::MAX_USERS_PER_CALL).collect();
                 if chunk.is_empty() {
                     break;
                 }
@@ -899,7 +913,7 @@ fn id_type(target: &Target) -> Option<UserIdType> {
     }
 }
 
-impl Plan {
+impl Plan<'_> {
     /// Whether applying the plan would send anything.
     pub fn has_changes(&self) -> bool {
         !self.requests.is_empty()

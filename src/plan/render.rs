@@ -92,7 +92,7 @@ fn list_lines(list: &ButtonList) -> String {
 /// A chat's changes grouped by (action, old list, new list, note), in plan order.
 struct Group<'a> {
     action: Action,
-    first: &'a Change,
+    first: &'a Change<'a>,
     targets: Vec<&'a str>,
 }
 
@@ -103,7 +103,7 @@ type GroupKey<'a> = (
     Option<&'a Note>,
 );
 
-fn chat_groups<'a>(changes: impl Iterator<Item = &'a Change>) -> Vec<Group<'a>> {
+fn chat_groups<'a>(changes: impl Iterator<Item = &'a Change<'a>>) -> Vec<Group<'a>> {
     let mut groups: Vec<Group<'a>> = Vec::new();
     // A fast hash: every change of the plan is looked up, by its lists' content.
     let mut index: foldhash::HashMap<GroupKey<'a>, usize> = Default::default();
@@ -198,7 +198,7 @@ fn diff_lines(g: &Group) -> Vec<(ChangeTag, String)> {
 }
 
 /// Chat ids in plan order, with their changes.
-fn chats(plan: &Plan) -> Vec<(&str, Vec<&Change>)> {
+fn chats<'p>(plan: &'p Plan<'p>) -> Vec<(&'p str, Vec<&'p Change<'p>>)> {
     let mut out: Vec<(&str, Vec<&Change>)> = Vec::new();
     for r in &plan.requests {
         let chat = r.body.chat_id.as_str();

@@ -86,13 +86,13 @@ impl Incremental {
 
     /// Plans what `reloaded` declares against `applied`: the chats it checked again, or every
     /// chat.
-    pub fn plan(
+    pub fn plan<'a>(
         &mut self,
-        desired: &DesiredState,
+        desired: &'a DesiredState,
         chats: Option<&BTreeSet<String>>,
-        applied: &AppliedState,
+        applied: &'a AppliedState,
         options: &PlanOptions,
-    ) -> Plan {
+    ) -> Plan<'a> {
         let targets = &desired.targets;
         let names = &desired.chat_names;
         match (chats, self.tallies.as_mut()) {

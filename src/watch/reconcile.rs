@@ -120,7 +120,7 @@ async fn reconcile_once(
     found.config_valid = Some(true);
     let now = time::unix_secs_now();
     let doc = {
-        let p = ctl.incremental.plan(
+        let mut p = ctl.incremental.plan(
             &desired,
             chats.as_ref(),
             writer.state(),
@@ -137,9 +137,12 @@ async fn reconcile_once(
         );
         found.summary = Some(p.summary);
         found.next_retry = p.next_retry;
+        let settle = std::mem::take(&mut p.settle);
+        let doc = PlanDoc::new(&p);
+        drop(p);
         // Waiting targets the config no longer asks to change need no call.
-        writer.record(&p.settle)?;
-        PlanDoc::new(&p)
+        writer.record(&settle)?;
+        doc
     };
     drop(desired);
     if let Some(m) = &doc.mass_removal
