@@ -198,6 +198,24 @@ async fn wait_ready(addr: &str) -> Result<(), String> {
     }
 }
 
+/// Writes `text` to `file` and waits for the first call after it: milliseconds from the write
+/// to that call.
+async fn first_call_after(emu: &RunningEmulator, file: &Path, text: String) -> Result<u64, String> {
+    let before = call_times(emu).await?.len();
+    let written = unix_ms();
+    std::fs::write(file, text).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(t) = call_times(emu).await?.get(before) {
+            return Ok(t.saturating_sub(written));
+        }
+        if Instant::now() > deadline {
+            return Err("the write caused no call".to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Latencies (ms) from a write to the first call, one per edit.
 async fn latencies(chats: usize, users: usize, edits: usize) -> Result<Vec<u64>, String> {
     let emu = Emulator::start(EmulatorConfig {
@@ -216,25 +234,17 @@ async fn latencies(chats: usize, users: usize, edits: usize) -> Result<Vec<u64>,
     for i in 0..edits {
         // Past the debounce and any settling of the previous edit.
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let before = call_times(&emu).await?.len();
         let text = config(chats, users, &format!("Edit {i}"));
-        let written = unix_ms();
-        std::fs::write(&file, text).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(t) = call_times(&emu).await?.get(before) {
-                out.push(t.saturating_sub(written));
-                break;
-            }
-            if Instant::now() > deadline {
+        match first_call_after(&emu, &file, text).await {
+            Ok(ms) => out.push(ms),
+            Err(e) => {
                 let log = daemon
                     .lines
                     .lock()
                     .map(|l| l.join("\n"))
                     .unwrap_or_default();
-                return Err(format!("edit {i} caused no call:\n{log}"));
+                return Err(format!("edit {i}: {e}:\n{log}"));
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
     drop(daemon);
@@ -293,22 +303,13 @@ async fn large(edits: usize, idle_secs: u64) -> Result<(Vec<u64>, (u64, u64, u64
     let mut out = Vec::with_capacity(edits);
     for i in 0..edits {
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let before = call_times(&emu).await?.len();
         let line = format!("      - buttons: [b{}, b{}]", 90 + i % 10, i % 7);
         let text = original.replacen(&first, &line, 1);
-        let written = unix_ms();
-        std::fs::write(&file, text).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(t) = call_times(&emu).await?.get(before) {
-                out.push(t.saturating_sub(written));
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("edit {i} caused no call"));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        out.push(
+            first_call_after(&emu, &file, text)
+                .await
+                .map_err(|e| format!("edit {i}: {e}"))?,
+        );
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = daemon.child.id();
