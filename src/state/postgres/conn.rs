@@ -68,7 +68,7 @@ impl PgUrl {
         };
         let mut config = Config::new();
         // Which process a session belongs to, for pg_stat_activity (and whoever must cut it).
-        config.application_name(&format!("feedbuttons pid {}", std::process::id()));
+        config.application_name(format!("feedbuttons pid {}", std::process::id()));
         config.connect_timeout(CONNECT_TIMEOUT);
         // Notice a dead server within seconds, not hours (the lock holder relies on it).
         config.keepalives(true);
