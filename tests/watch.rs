@@ -755,16 +755,23 @@ fn the_deployment_examples_run_valid_watch_command_lines() {
         .expect("ExecStart");
     let mut unit_args = vec!["feedbuttons"];
     unit_args.extend(exec.split_whitespace().skip(1));
-    let manifest = read("kubernetes.yaml");
-    let args_line = manifest
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("args: [\"watch\""))
-        .expect("the watch container's args");
-    let k8s: Vec<String> =
-        serde_json::from_str(&format!("[\"watch\"{args_line}")).expect("a JSON list");
-    let mut k8s_args = vec!["feedbuttons"];
-    k8s_args.extend(k8s.iter().map(String::as_str));
-    for args in [unit_args, k8s_args] {
+    let watch_args = |manifest: &str| -> Vec<String> {
+        let args_line = manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("args: [\"watch\""))
+            .expect("the watch container's args");
+        serde_json::from_str(&format!("[\"watch\"{args_line}")).expect("a JSON list")
+    };
+    let shared = read("kubernetes.yaml");
+    let single = read("kubernetes-file-state.yaml");
+    let (k8s, k8s_file) = (watch_args(&shared), watch_args(&single));
+    let mut runs = vec![unit_args];
+    for k in [&k8s, &k8s_file] {
+        let mut args = vec!["feedbuttons"];
+        args.extend(k.iter().map(String::as_str));
+        runs.push(args);
+    }
+    for args in runs {
         let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         let Cmd::Watch(w) = cli.command else {
             panic!("{args:?} is not a watch command")
@@ -772,9 +779,17 @@ fn the_deployment_examples_run_valid_watch_command_lines() {
         assert!(w.listen.ends_with(":9464"), "{args:?}");
     }
     assert!(unit.contains("FEEDBUTTONS_STATE=/var/lib/feedbuttons/"));
-    assert!(manifest.contains("--state\", \"/var/lib/feedbuttons/state.json"));
-    for probe in ["path: /healthz", "path: /readyz"] {
-        assert!(manifest.contains(probe), "{probe}");
+    // Two replicas share a PostgreSQL state whose URL comes from a Secret; the file-state
+    // variant keeps one replica and its state on a volume.
+    assert!(shared.contains("replicas: 2"));
+    assert!(shared.contains("- name: FEEDBUTTONS_STATE\n              valueFrom:\n                secretKeyRef: {name: feedbuttons-state, key: url}"));
+    assert!(!k8s.iter().any(|a| a == "--state"));
+    assert!(single.contains("replicas: 1") && single.contains("type: Recreate"));
+    assert!(single.contains("--state\", \"/var/lib/feedbuttons/state.json"));
+    for manifest in [&shared, &single] {
+        for probe in ["path: /healthz", "path: /readyz"] {
+            assert!(manifest.contains(probe), "{probe}");
+        }
     }
 }
 

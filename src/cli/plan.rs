@@ -18,6 +18,8 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
         rate_limit: args.rate_limit,
         ..Default::default()
     };
+    // A shared store holds several states: a plan says which one it was made against.
+    let mut against: Option<String> = None;
     let (the_plan, state_ref) = match &args.base {
         Some(base_dir) => {
             let base = load::base(base_dir)?;
@@ -35,7 +37,11 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
             if let Some(out) = &args.out {
                 check_plan_out(out, &args.dir, location.spec(), &config_files)?;
             }
-            let applied = location.open()?.load()?;
+            let store = location.open()?;
+            let applied = store.load()?;
+            if location.is_shared() {
+                against = Some(format!("{} at serial {}", store.location(), applied.serial));
+            }
             let known = |c: &str| applied.chat(c).next().is_some();
             load::check_chats_known(&args.chats, &desired, known, "the state")?;
             // With an app configured, a plan against another app's state would mislead.
@@ -68,6 +74,12 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
         plan::json::PlanDoc::new(&the_plan).save(out, state_ref)?;
     }
     print(&the_plan, args.format)?;
+    if let Some(against) = &against {
+        match args.format {
+            PlanFormat::Markdown => term::print(&format!("\n_Planned against {against}._\n"))?,
+            PlanFormat::Text | PlanFormat::Json => eprintln!("Planned against {against}."),
+        }
+    }
     if let Some(out) = &args.out {
         eprintln!(
             "Saved the plan to {}; apply it with `{}`.",
