@@ -74,7 +74,12 @@ fn every_feedbuttons_command_in_the_readme_exists_with_its_flags() {
         .collect();
     assert!(ours.len() >= 10, "{ours:?}");
     for cmd in ours {
-        let mut args: Vec<String> = words(cmd).into_iter().skip(1).collect();
+        // The command's own words: a redirection or a pipe ends them.
+        let mut args: Vec<String> = words(cmd)
+            .into_iter()
+            .skip(1)
+            .take_while(|w| !matches!(w.as_str(), ">" | ">>" | "<" | "|" | "&&" | "||"))
+            .collect();
         // clap checks every flag before it honours --help, so this fails on any unknown flag.
         args.push("--help".to_owned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
