@@ -151,7 +151,11 @@ async fn round(emu: &RunningEmulator, url: &str, n: usize) -> Result<(Duration, 
     })
     .await
     .map_err(|e| {
-        let log = standby.lines.lock().map(|l| l.join("\n")).unwrap_or_default();
+        let log = standby
+            .lines
+            .lock()
+            .map(|l| l.join("\n"))
+            .unwrap_or_default();
         format!("{e}; the standby's log:\n{log}")
     })?;
     let led = killed.elapsed();

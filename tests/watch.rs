@@ -621,6 +621,36 @@ async fn a_second_daemon_on_the_same_state_is_refused() {
     assert_eq!(first.readyz().await.0, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_lock_timeout_a_second_daemon_waits_for_the_first_to_stop_then_runs() {
+    let emu = emulator(Duration::ZERO).await;
+    let dir = Dir::new().file("a.yaml", &config(&[("oc_wait", "First")]));
+    let mut first = Daemon::start(&emu, dir.path(), &[]);
+    first
+        .eventually("ready", || async {
+            (first.readyz().await.0 == 200).then_some(())
+        })
+        .await;
+    let mut second = Daemon::spawn(&emu, dir.path(), &["--lock-timeout", "30s"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        second.child.try_wait().expect("try_wait").is_none(),
+        "the second daemon gave up instead of waiting:\n{}",
+        second.log()
+    );
+    first.signal("TERM");
+    assert_eq!(first.exit_within(WAIT).await.code(), Some(0));
+    write(
+        &dir.path().join("a.yaml"),
+        &config(&[("oc_wait", "Second")]),
+    );
+    second
+        .eventually("the second daemon to apply", || async {
+            (chat_text(&emu, "oc_wait").await.as_deref() == Some("Second")).then_some(())
+        })
+        .await;
+}
+
 fn button(text: &str) -> Button {
     Button {
         multi_url: Some(MultiUrl {

@@ -96,8 +96,22 @@ pub async fn run(settings: Settings, options: Options) -> Result<(), StartError>
     }
     let store: Arc<dyn state::StateStore> = Arc::from(location.open()?);
     let shared = location.is_shared();
-    // A state file has one daemon; a shared state's replicas stand by while another leads.
-    let writer = match store.writer(&state::holder("watch")) {
+    // A state file has one daemon (a second one waits up to --lock-timeout, then gives up); a
+    // shared state's replicas stand by while another leads.
+    let taken = {
+        let (store, waiting) = (Arc::clone(&store), location.clone());
+        tokio::task::spawn_blocking(move || match shared {
+            true => store.writer(&state::holder("watch")),
+            false => waiting.writer(store.as_ref(), &state::holder("watch")),
+        })
+        .await
+        .map_err(|e| state::StateError::Database {
+            location: location.spec().display().to_string(),
+            action: "take the lock",
+            why: e.to_string(),
+        })?
+    };
+    let writer = match taken {
         Ok(writer) => Some(writer),
         // Said by the first try to lead, in the loop.
         Err(state::StateError::Locked { .. }) if shared => None,
