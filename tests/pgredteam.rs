@@ -544,3 +544,27 @@ fn a_reader_sees_one_whole_state_while_a_writer_records() {
     writer.join().expect("the writer");
     assert!(loads > 5, "only {loads} loads");
 }
+
+/// Held: eight processes' first connections to a fresh database migrate it at once; every one
+/// succeeds and the schema is made once.
+#[test]
+fn first_time_migrations_at_once_all_succeed() {
+    let Some(pg) = pgserver::start() else { return };
+    pg.create_db("fresh");
+    let url = pg.url("fresh");
+    let loads: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || store(&url, &format!("s{i}")).load().map(drop))
+        })
+        .collect();
+    for l in loads {
+        l.join()
+            .expect("a loader")
+            .expect("migrated or found migrated");
+    }
+    assert_eq!(
+        pg.sql("fresh", "SELECT count(*) FROM feedbuttons_schema"),
+        "1"
+    );
+}
