@@ -14,6 +14,7 @@ mod monitoring;
 mod ordering;
 mod outage;
 mod pgprocess;
+mod pgredteam;
 mod pgserver;
 mod plan;
 mod postgres;

@@ -271,6 +271,14 @@ impl Controller {
             resync.postpone(now + Duration::from_secs(1));
             return;
         };
+        // A replica that took over from a leader with calls in flight sends nothing until none
+        // of them can still land (a reconcile with nothing to apply never waited for it).
+        if let Some(from) = writer.sends_from().map(Instant::from_std)
+            && from > now
+        {
+            resync.postpone(from);
+            return;
+        }
         let Some(request) = resync.next_request(writer.state(), now, &self.metrics) else {
             return;
         };
@@ -289,7 +297,12 @@ impl Controller {
         // A re-send is recorded like any call: a whole-chat one marks the chat's users owed
         // (it may overwrite them) before their own re-sends put them right.
         let (marks, call) = apply::outcome::before(writer.state(), &request, time::unix_secs_now());
-        if let Err(e) = writer.record(&marks) {
+        // Said durably before the call goes out, as apply does: a replica that takes over
+        // while it is in flight waits for it.
+        let marked = writer
+            .calls_in_flight(1)
+            .and_then(|()| writer.record(&marks));
+        if let Err(e) = marked {
             tracing::warn!(error = %e, "resync: cannot record in the state; taking the lock again");
             self.writer = None;
             resync.retry_later(request, now);
@@ -299,6 +312,9 @@ impl Controller {
             .client
             .put_chat_button(request.user_id_type, &request.body)
             .await;
+        if let Err(e) = writer.calls_in_flight(0) {
+            tracing::warn!(error = %e, "resync: cannot record in the state");
+        }
         let records = match &result {
             Ok(answer) => apply::outcome::accepted(
                 writer.state(),
