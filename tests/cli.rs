@@ -98,6 +98,23 @@ fn state_with_a_config_directory_that_does_not_exist_is_an_error_and_creates_not
 }
 
 #[test]
+fn a_rate_limit_of_zero_is_refused_not_unlimited() {
+    // `--rate-limit 0` made the client unlimited (the emulator's meaning of 0) while plan
+    // estimated "at 1 calls/s", and the help and README promise the limit is never exceeded.
+    let dir = Dir::new().file("buttons.yaml", CONFIG);
+    for args in [
+        &["plan", ".", "--rate-limit", "0"][..],
+        &["apply", ".", "--yes", "--rate-limit", "0"],
+        &["watch", ".", "--rate-limit", "0"],
+    ] {
+        let out = util::run(dir.path(), args);
+        util::assert_error(&out, "invalid value '0' for '--rate-limit <N>'");
+        assert!(util::stdout(&out).is_empty(), "{args:?}");
+    }
+    assert!(!dir.path().join(".feedbuttons").exists());
+}
+
+#[test]
 fn state_show_refuses_a_format_it_cannot_print() {
     let dir = Dir::new().file("buttons.yaml", CONFIG);
     let out = util::run(
