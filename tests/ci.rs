@@ -1187,3 +1187,50 @@ async fn with_the_state_in_postgres_merges_apply_and_nothing_is_committed_back()
     assert_eq!(repo.log("main").len(), 2);
     emu.shutdown().await;
 }
+
+/// A GitLab runner with the `fetch` Git strategy (GitLab's default) keeps a project's clone
+/// from one job to the next, cleaned with `git clean -ffdx` and `git reset --hard`, but not its
+/// registered worktrees. The plan job's checkout of the target branch must work in the second
+/// merge request's pipeline too, whether the last job's `../base` is still there or was removed.
+#[test]
+fn the_gitlab_plan_job_checks_out_its_base_again_in_a_reused_clone() {
+    for file in [GITLAB, GITLAB_PG] {
+        let repo = Repo::new("examples/quickstart");
+        let home = repo.home();
+        let ws = repo.checkout("builds/team/buttons");
+        let git_lines: Vec<String> = yaml(file)["feedbuttons-plan"]["script"]
+            .as_array()
+            .expect("script")
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|l| l.starts_with("git "))
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            git_lines.iter().any(|l| l.contains("worktree add")),
+            "{file}: {git_lines:?}"
+        );
+        let script = format!("set -eo pipefail\n{}", git_lines.join("\n"));
+        let base = ws.join("../base/buttons");
+        for (job, remove_base) in [(1, false), (2, false), (3, true)] {
+            if remove_base {
+                std::fs::remove_dir_all(ws.join("../base")).expect("remove ../base");
+            }
+            let out = command("bash", &ws, &home, None)
+                .args(["-c", &script])
+                .env("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", "main")
+                .output()
+                .expect("run bash");
+            assert!(
+                out.status.success(),
+                "{file}, job {job}:\n{}{}",
+                util::stdout(&out),
+                util::stderr(&out)
+            );
+            assert!(base.join("buttons.yaml").is_file(), "{file}, job {job}");
+            // What the runner does before the next job in this clone.
+            git(&ws, &home, &["clean", "-ffdxq"]);
+            git(&ws, &home, &["reset", "-q", "--hard"]);
+        }
+    }
+}

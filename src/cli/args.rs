@@ -110,8 +110,9 @@ pub struct PlanArgs {
     /// Plan only this chat (repeatable).
     #[arg(long = "chat", value_name = "CHAT_ID")]
     pub chats: Vec<String>,
-    /// Calls per second the time estimate assumes.
-    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::api::RATE_LIMIT_PER_SECOND)]
+    /// Calls per second the time estimate assumes (at least 1).
+    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::api::RATE_LIMIT_PER_SECOND,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit: u32,
     /// The API base URL the state must have been applied with (checked when FEISHU_APP_ID is
     /// set; without it only the app id is compared).
@@ -130,8 +131,9 @@ pub struct ApiArgs {
         default_value = DEFAULT_BASE_URL
     )]
     pub base_url: String,
-    /// Calls per second, never exceeded (the API allows 10).
-    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::api::RATE_LIMIT_PER_SECOND)]
+    /// Calls per second, never exceeded (at least 1; the API allows 10).
+    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::api::RATE_LIMIT_PER_SECOND,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit: u32,
 }
 

@@ -20,6 +20,10 @@ use crate::desired::DesiredState;
 /// (250,000) is too small for a file with a hundred thousand users; this is twenty times that.
 pub const MAX_NODES_PER_FILE: usize = 5_000_000;
 
+/// The stack of a thread that parses files: room for the parser's recursion down to the depth
+/// limit with a wide margin, in a debug build too.
+const PARSER_STACK_BYTES: usize = 32 << 20;
+
 /// A directory that cannot be loaded at all (as opposed to a config with errors in it).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -353,26 +357,35 @@ fn parse_and_decode(sources: &Sources, readable: &[bool]) -> Vec<Decoded> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(sources.files.len().max(1));
+    // Each worker takes the next file until none is left.
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(file) = sources.files.get(i) else {
+                break;
+            };
+            if !readable[i] {
+                continue;
+            }
+            let mut report = Report::default();
+            let raw = parse(i, &file.text, &mut report)
+                .map(|node| raw::decode_file(i, &node, &mut report));
+            done.push((i, raw, report));
+        }
+        done
+    };
     let mut results: Vec<Decoded> = std::thread::scope(|scope| {
+        // The parser recurses once per level of nesting, down to the depth limit (64), and
+        // needs more than a thread's default 2 MiB for it in a debug build: a file nested
+        // just under the limit aborted the process instead of being reported. The stack is
+        // reserved, and only used that deep.
         let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(file) = sources.files.get(i) else {
-                            break;
-                        };
-                        if !readable[i] {
-                            continue;
-                        }
-                        let mut report = Report::default();
-                        let raw = parse(i, &file.text, &mut report)
-                            .map(|node| raw::decode_file(i, &node, &mut report));
-                        done.push((i, raw, report));
-                    }
-                    done
-                })
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(PARSER_STACK_BYTES)
+                    .spawn_scoped(scope, work)
+                    .ok()
             })
             .collect();
         workers
@@ -380,6 +393,8 @@ fn parse_and_decode(sources: &Sources, readable: &[bool]) -> Vec<Decoded> {
             .flat_map(|w| w.join().unwrap_or_default())
             .collect()
     });
+    // What no worker took (none could be started): parsed here.
+    results.extend(work());
     results.sort_by_key(|r| r.0);
     results
 }
