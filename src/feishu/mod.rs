@@ -9,3 +9,4 @@ mod retry;
 mod secret;
 mod token;
 pub mod wire;
+pub mod windows;
