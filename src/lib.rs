@@ -14,6 +14,7 @@ pub mod emulator;
 pub mod feishu;
 pub mod lock;
 pub mod plan;
+pub mod resolve;
 pub mod runtime;
 pub mod settings;
 pub mod state;

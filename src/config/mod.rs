@@ -47,12 +47,16 @@ pub struct Loaded {
 /// Loads and validates every config file under `dir`, reading the people it names from the
 /// lock beside it (`feedbuttons.lock`), if there is one.
 pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
-    load_dir_with(dir, None)
+    load(dir, None)
 }
 
-/// [`load_dir`], with the people read from `lock` instead of the directory's own lock
-/// (`watch --resolve-every` holds the directory's live members).
-pub fn load_dir_with(dir: &Path, lock: Option<crate::lock::Lock>) -> Result<Loaded, LoadError> {
+/// [`load_dir`], with the people taken from `people` instead of the directory's own lock
+/// (`resolve` notes what is asked; `watch --resolve-every` holds the live members).
+pub fn load_dir_with(dir: &Path, people: &people::People) -> Result<Loaded, LoadError> {
+    load(dir, Some(people))
+}
+
+fn load(dir: &Path, given: Option<&people::People>) -> Result<Loaded, LoadError> {
     if !dir.is_dir() {
         return Err(LoadError::NotADirectory {
             path: dir.to_path_buf(),
@@ -103,18 +107,18 @@ pub fn load_dir_with(dir: &Path, lock: Option<crate::lock::Lock>) -> Result<Load
             .help("point feedbuttons at the directory that holds your config files"),
         );
     }
-    let people = match lock {
-        Some(lock) => people::People::new(Some(lock)),
-        None => match crate::lock::Lock::load(dir) {
-            Ok(lock) => people::People::new(lock),
-            Err(e) => {
-                report.push(
-                    Diagnostic::error("lock-invalid", e.to_string())
-                        .help("run `feedbuttons resolve` to write it again"),
-                );
-                people::People::default()
-            }
-        },
+    if let Some(people) = given {
+        return Ok(finish(sources, report, &text_known, people));
+    }
+    let people = match crate::lock::Lock::load(dir) {
+        Ok(lock) => people::People::new(lock),
+        Err(e) => {
+            report.push(
+                Diagnostic::error("lock-invalid", e.to_string())
+                    .help("run `feedbuttons resolve` to write it again"),
+            );
+            people::People::default()
+        }
     };
     Ok(finish(sources, report, &text_known, &people))
 }

@@ -3,7 +3,8 @@
 //! `department: od-...`). Loading never calls the API: these are read from the lock
 //! (`feedbuttons.lock`, see `crate::lock`) that `feedbuttons resolve` writes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 use super::diag::Diagnostic;
 use crate::feishu::wire::UserIdType;
@@ -114,24 +115,83 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// What the config's people resolve to: the lock, read.
+/// What the config's people resolve to: the lock, read. While `resolve` looks them up, it also
+/// notes what the config asks for, and why a look-up found nobody.
 #[derive(Debug, Default)]
 pub struct People {
     lock: Option<Lock>,
+    /// What validation asked for, when noting (`resolve`).
+    asked: Option<Mutex<Wanted>>,
+    /// Emails and mobiles the directory did not resolve, with why.
+    failed_people: BTreeMap<String, String>,
+    /// Sources the directory would not list, with why.
+    failed_sources: BTreeMap<Source, String>,
+}
+
+/// Everything a config asks the directory for: each email and mobile with the id types its
+/// chats use, and each source with its id types.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wanted {
+    pub people: BTreeMap<String, BTreeSet<UserIdType>>,
+    pub sources: BTreeMap<Source, BTreeSet<UserIdType>>,
+}
+
+impl Wanted {
+    pub fn is_empty(&self) -> bool {
+        self.people.is_empty() && self.sources.is_empty()
+    }
 }
 
 /// Why a person or a source has no ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Missing {
+pub enum Missing<'a> {
     /// There is no lock at all.
     NoLock,
     /// The lock has no entry for it (or none of this id type).
     NotInLock,
+    /// The directory was asked and gave nothing, for this reason.
+    NotFound(&'a str),
+}
+
+impl Missing<'_> {
+    /// The label under the entry.
+    pub fn label(self) -> &'static str {
+        match self {
+            Missing::NoLock | Missing::NotInLock => "not in feedbuttons.lock",
+            Missing::NotFound(_) => "not found in the directory",
+        }
+    }
 }
 
 impl People {
     pub fn new(lock: Option<Lock>) -> People {
-        People { lock }
+        People {
+            lock,
+            ..People::default()
+        }
+    }
+
+    /// People read from `lock` that note what is asked of them, and answer for the people
+    /// and sources the directory did not resolve with why.
+    pub fn noting(
+        lock: Lock,
+        failed_people: BTreeMap<String, String>,
+        failed_sources: BTreeMap<Source, String>,
+    ) -> People {
+        People {
+            lock: Some(lock),
+            asked: Some(Mutex::new(Wanted::default())),
+            failed_people,
+            failed_sources,
+        }
+    }
+
+    /// What validation asked for (empty unless made by [`People::noting`]).
+    pub fn asked(&self) -> Wanted {
+        self.asked
+            .as_ref()
+            .map(|a| crate::sync::guard(a).clone())
+            .unwrap_or_default()
     }
 
     pub fn lock(&self) -> Option<&Lock> {
@@ -139,7 +199,18 @@ impl People {
     }
 
     /// The id of `person` (an email or a mobile as written) of `id_type`.
-    pub fn id(&self, person: &str, id_type: UserIdType) -> Result<&str, Missing> {
+    pub fn id(&self, person: &str, id_type: UserIdType) -> Result<&str, Missing<'_>> {
+        if let Some(asked) = &self.asked {
+            let mut asked = crate::sync::guard(asked);
+            asked
+                .people
+                .entry(person.to_owned())
+                .or_default()
+                .insert(id_type);
+        }
+        if let Some(why) = self.failed_people.get(person) {
+            return Err(Missing::NotFound(why));
+        }
         let lock = self.lock.as_ref().ok_or(Missing::NoLock)?;
         lock.people
             .get(person)
@@ -149,7 +220,22 @@ impl People {
     }
 
     /// The ids of `source`'s people of `id_type`, in the lock's order (sorted).
-    pub fn members(&self, source: &Source, id_type: UserIdType) -> Result<&[String], Missing> {
+    pub fn members(
+        &self,
+        source: &Source,
+        id_type: UserIdType,
+    ) -> Result<&[String], Missing<'_>> {
+        if let Some(asked) = &self.asked {
+            let mut asked = crate::sync::guard(asked);
+            asked
+                .sources
+                .entry(source.clone())
+                .or_default()
+                .insert(id_type);
+        }
+        if let Some(why) = self.failed_sources.get(source) {
+            return Err(Missing::NotFound(why));
+        }
         let lock = self.lock.as_ref().ok_or(Missing::NoLock)?;
         lock.source(source)
             .and_then(|ids| ids.get(&id_type))
@@ -192,6 +278,12 @@ pub fn unresolved_user(person: Written, id_type: UserIdType, missing: Missing) -
             "{what} `{s}` has no {id_type} in {}",
             crate::lock::LOCK_FILE
         ),
+        Missing::NotFound(why) => {
+            return Diagnostic::error("unresolved-user", format!("{what} `{s}`: {why}")).help(
+                "check the spelling; a person who left, or is outside the app's contact scope \
+                 (the app's settings: permissions, contact range), cannot be resolved",
+            );
+        }
     };
     Diagnostic::error("unresolved-user", message).help(RESOLVE_HELP)
 }
@@ -207,6 +299,9 @@ pub fn unresolved_source(source: &Source, id_type: UserIdType, missing: Missing)
             "`{source}` has no {id_type}s in {}",
             crate::lock::LOCK_FILE
         ),
+        Missing::NotFound(why) => {
+            return Diagnostic::error("unresolved-source", format!("`{source}`: {why}"));
+        }
     };
     Diagnostic::error("unresolved-source", message).help(RESOLVE_HELP)
 }

@@ -553,7 +553,7 @@ impl Validator<'_> {
                         let d = super::people::unresolved_user(person, id_type, missing);
                         let label = match person.problem() {
                             Some(_) => "cannot be looked up as written",
-                            None => "not in feedbuttons.lock",
+                            None => missing.label(),
                         };
                         self.report
                             .push(located(d, (file, pos, label), reference, id_type));
@@ -583,7 +583,7 @@ impl Validator<'_> {
                 let (file, pos, reference) = place;
                 if bad.insert((id_type, source)) {
                     let d = super::people::unresolved_source(source, id_type, missing);
-                    let at = (file, pos, "not in feedbuttons.lock");
+                    let at = (file, pos, missing.label());
                     self.report.push(located(d, at, reference, id_type));
                 }
                 &[]
