@@ -36,7 +36,13 @@ pub fn run(args: StateArgs) -> Result<ExitCode, Error> {
                 StateFormat::Text => {
                     let mut out = commands::summary(&st, &store.location());
                     out.push('\n');
-                    out.push_str(&commands::list(&st, chat.as_deref()));
+                    // People by email beside their ids, when the config has a lock.
+                    let people = crate::lock::Lock::load(&dir)
+                        .ok()
+                        .flatten()
+                        .map(|l| l.labels())
+                        .unwrap_or_default();
+                    out.push_str(&commands::list_people(&st, chat.as_deref(), &people));
                     out
                 }
             }

@@ -165,23 +165,34 @@ fn shown_texts(record: &TargetRecord) -> String {
 /// condition when it is more than applied (a follower; uncertain, owed or waiting, since when
 /// and why). Empty when nothing matches.
 pub fn list(state: &AppliedState, chat: Option<&str>) -> String {
+    list_people(state, chat, &std::collections::BTreeMap::new())
+}
+
+/// [`list`], with each user the lock knows shown by email (or mobile, or name) after the id:
+/// `open_id:ou_… (alice@example.com)`.
+pub fn list_people(
+    state: &AppliedState,
+    chat: Option<&str>,
+    people: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let spec = |t: &Target| match t.user_id().and_then(|id| people.get(id)) {
+        Some(person) => format!("{} ({person})", audience_spec(t)),
+        None => audience_spec(t),
+    };
     let rows: Vec<(&Target, String, &TargetRecord)> = match chat {
-        Some(c) => state
-            .chat(c)
-            .map(|(t, r)| (t, audience_spec(t), r))
-            .collect(),
-        None => state
-            .targets
-            .iter()
-            .map(|(t, r)| (t, audience_spec(t), r))
-            .collect(),
+        Some(c) => state.chat(c).map(|(t, r)| (t, spec(t), r)).collect(),
+        None => state.targets.iter().map(|(t, r)| (t, spec(t), r)).collect(),
     };
     let chat_width = rows
         .iter()
         .map(|(t, ..)| t.chat_id.len())
         .max()
         .unwrap_or(0);
-    let audience_width = rows.iter().map(|(_, a, _)| a.len()).max().unwrap_or(0);
+    let audience_width = rows
+        .iter()
+        .map(|(_, a, _)| a.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut out = String::with_capacity(rows.len() * (chat_width + audience_width + 40));
     for (target, audience, record) in &rows {
         let condition = condition(record);
