@@ -360,6 +360,11 @@ pub struct WatchArgs {
     /// wait doubles with every refusal, up to an hour.
     #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = positive_duration)]
     pub retry_waiting: Duration,
+    /// Look the members of the lock's chats (members_of) and departments up again this often
+    /// (e.g. 10m), and apply membership changes without a commit; /status shows how far they
+    /// drifted from the committed feedbuttons.lock. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub resolve_every: Option<Duration>,
     /// How to write the log on stderr: for people, or one JSON object a line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
