@@ -263,8 +263,10 @@ impl Lock {
             for t in types {
                 let o: BTreeSet<&String> = old.get(t).into_iter().flatten().collect();
                 let n: BTreeSet<&String> = fresh.get(t).into_iter().flatten().collect();
-                let mut parts: Vec<String> =
-                    n.difference(&o).map(|id| format!("+{}", shown(id))).collect();
+                let mut parts: Vec<String> = n
+                    .difference(&o)
+                    .map(|id| format!("+{}", shown(id)))
+                    .collect();
                 parts.extend(o.difference(&n).map(|id| format!("-{}", shown(id))));
                 if !old.contains_key(t) {
                     out.push(format!("+ {source} ({t}): {} people", n.len()));
@@ -281,8 +283,7 @@ impl Lock {
 /// anything else, double-quoted (JSON's escapes are YAML's) otherwise.
 fn scalar(s: &str) -> String {
     let plain = s.starts_with(|c: char| c.is_ascii_alphabetic())
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.@-".contains(c))
         && (s.contains('_') || s.contains('@') || s.contains('-'));
     if plain { s.to_owned() } else { quoted(s) }
@@ -315,7 +316,11 @@ mod tests {
             UserIdType::OpenId,
             vec!["ou_a".into(), "ou_c".into()],
         );
-        lock.set_source(&Source::Department("od-1".into()), UserIdType::OpenId, vec![]);
+        lock.set_source(
+            &Source::Department("od-1".into()),
+            UserIdType::OpenId,
+            vec![],
+        );
         lock.names.insert("ou_c".into(), "Carol \"C\" 陈".into());
         lock
     }

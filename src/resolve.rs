@@ -123,9 +123,9 @@ pub async fn resolve(directory: &Directory, wanted: &Wanted) -> Result<Resolutio
     let chats = async {
         let calls = wanted.sources.iter().flat_map(|(s, types)| {
             types.iter().filter_map(move |t| match s {
-                Source::MembersOf(chat) => Some(async move {
-                    (s, *t, chat_members(directory, chat, *t).await)
-                }),
+                Source::MembersOf(chat) => {
+                    Some(async move { (s, *t, chat_members(directory, chat, *t).await) })
+                }
                 Source::Department(_) => None,
             })
         });
@@ -133,9 +133,9 @@ pub async fn resolve(directory: &Directory, wanted: &Wanted) -> Result<Resolutio
     };
     let departments = async {
         let calls = wanted.sources.iter().filter_map(|(s, types)| match s {
-            Source::Department(d) => Some(async move {
-                (s, types, department_users(directory, d).await)
-            }),
+            Source::Department(d) => {
+                Some(async move { (s, types, department_users(directory, d).await) })
+            }
             Source::MembersOf(_) => None,
         });
         join_all(calls).await
@@ -269,7 +269,9 @@ fn per_source(e: &CallError) -> Option<String> {
             "the bot is not in this chat, so it cannot list its members (code 232011): add the bot"
                 .to_owned(),
         ),
-        CODE_CHAT_ID_INVALID => Some("Feishu says this chat id is invalid (code 232006)".to_owned()),
+        CODE_CHAT_ID_INVALID => {
+            Some("Feishu says this chat id is invalid (code 232006)".to_owned())
+        }
         CODE_NO_DEPT_AUTHORITY => Some(
             "no such department, or it is outside the app's contact scope (code 40004)".to_owned(),
         ),

@@ -13,6 +13,7 @@ mod model;
 mod monitoring;
 mod ordering;
 mod outage;
+mod people;
 mod pgserver;
 mod plan;
 mod postgres;

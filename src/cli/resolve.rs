@@ -106,7 +106,10 @@ pub fn run(args: &ResolveArgs) -> Result<ExitCode, Error> {
         let what = if old.is_none() {
             format!("{} has no {LOCK_FILE}", dir.display())
         } else {
-            format!("{LOCK_FILE} is stale ({})", count(changes.len(), "difference", "differences"))
+            format!(
+                "{LOCK_FILE} is stale ({})",
+                count(changes.len(), "difference", "differences")
+            )
         };
         eprintln!(
             "{what}: run `feedbuttons resolve {}` and commit the lock.",

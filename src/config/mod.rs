@@ -132,7 +132,12 @@ pub fn load_texts(files: Vec<(PathBuf, String)>) -> Loaded {
             .collect(),
     };
     let text_known = vec![true; sources.files.len()];
-    finish(sources, Report::default(), &text_known, &people::People::default())
+    finish(
+        sources,
+        Report::default(),
+        &text_known,
+        &people::People::default(),
+    )
 }
 
 /// Parses, decodes and validates the files whose reading raised no diagnostic yet.

@@ -50,8 +50,8 @@ impl<'a> Written<'a> {
             }
             Written::Mobile(s) => {
                 let digits = &s[1..];
-                let ok = (6..=15).contains(&digits.len())
-                    && digits.chars().all(|c| c.is_ascii_digit());
+                let ok =
+                    (6..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit());
                 (!ok).then_some(
                     "a mobile is `+`, the country code and the number, digits only (`+8613800000000`)",
                 )
@@ -220,11 +220,7 @@ impl People {
     }
 
     /// The ids of `source`'s people of `id_type`, in the lock's order (sorted).
-    pub fn members(
-        &self,
-        source: &Source,
-        id_type: UserIdType,
-    ) -> Result<&[String], Missing<'_>> {
+    pub fn members(&self, source: &Source, id_type: UserIdType) -> Result<&[String], Missing<'_>> {
         if let Some(asked) = &self.asked {
             let mut asked = crate::sync::guard(asked);
             asked
@@ -295,10 +291,7 @@ pub fn unresolved_source(source: &Source, id_type: UserIdType, missing: Missing)
             "`{source}` has no {id_type}s: the config has no {}",
             crate::lock::LOCK_FILE
         ),
-        Missing::NotInLock => format!(
-            "`{source}` has no {id_type}s in {}",
-            crate::lock::LOCK_FILE
-        ),
+        Missing::NotInLock => format!("`{source}` has no {id_type}s in {}", crate::lock::LOCK_FILE),
         Missing::NotFound(why) => {
             return Diagnostic::error("unresolved-source", format!("`{source}`: {why}"));
         }
@@ -319,7 +312,10 @@ mod tests {
             Written::of("alice@example.com"),
             Written::Email("alice@example.com")
         );
-        assert_eq!(Written::of("+8613800000000"), Written::Mobile("+8613800000000"));
+        assert_eq!(
+            Written::of("+8613800000000"),
+            Written::Mobile("+8613800000000")
+        );
         assert_eq!(Written::of("ou_1"), Written::Id("ou_1"));
         for bad in ["a@b", "@example.com", "a b@example.com", "a@@example.com"] {
             assert!(Written::of(bad).problem().is_some(), "{bad}");

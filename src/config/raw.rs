@@ -475,7 +475,8 @@ impl Decoder<'_> {
             self.err(
                 "wrong-type",
                 node.pos,
-                "a directory source names one chat (`members_of`) or one department (`department`)".to_owned(),
+                "a directory source names one chat (`members_of`) or one department (`department`)"
+                    .to_owned(),
                 "expected one key",
             )
             .help = Some("write each source as its own entry: `- members_of: oc_...`".to_owned());

@@ -317,7 +317,11 @@ pub(super) fn classify_chat_button(answer: &Answer, chat_id: &str, secrets: &[&s
 pub(super) enum Read<T> {
     Data(T),
     /// 99991661/99991663/99991671/99991677: the token, not the request.
-    TokenRefused { code: i64, msg: String, status: u16 },
+    TokenRefused {
+        code: i64,
+        msg: String,
+        status: u16,
+    },
     Failed(AttemptFailure),
 }
 

@@ -8,5 +8,5 @@ pub mod ratelimit;
 mod retry;
 mod secret;
 mod token;
-pub mod wire;
 pub mod windows;
+pub mod wire;

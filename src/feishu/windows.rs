@@ -143,7 +143,10 @@ mod tests {
     #[test]
     fn the_bound_is_the_slower_window() {
         assert_eq!(WindowLimiter::bound(50, 1000, 51), Duration::from_secs(1));
-        assert_eq!(WindowLimiter::bound(50, 1000, 1001), Duration::from_secs(60));
+        assert_eq!(
+            WindowLimiter::bound(50, 1000, 1001),
+            Duration::from_secs(60)
+        );
         assert_eq!(WindowLimiter::bound(50, 0, 1001), Duration::from_secs(20));
     }
 }

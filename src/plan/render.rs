@@ -107,7 +107,10 @@ type GroupKey<'a> = (
 
 /// How a target is shown: `everyone`, the user id, or, for a person the lock knows,
 /// `alice@example.com (ou_...)`.
-pub fn shown<'a>(target: &'a crate::target::Target, people: &BTreeMap<String, String>) -> Cow<'a, str> {
+pub fn shown<'a>(
+    target: &'a crate::target::Target,
+    people: &BTreeMap<String, String>,
+) -> Cow<'a, str> {
     let id = target.audience_label();
     match target.user_id().and_then(|id| people.get(id)) {
         Some(person) => Cow::Owned(format!("{person} ({id})")),
@@ -149,7 +152,11 @@ fn who(targets: &[Cow<str>]) -> String {
         return "everyone (the whole chat)".to_owned();
     }
     let n = targets.len();
-    let shown: Vec<&str> = targets.iter().take(USERS_SHOWN).map(|t| t.as_ref()).collect();
+    let shown: Vec<&str> = targets
+        .iter()
+        .take(USERS_SHOWN)
+        .map(|t| t.as_ref())
+        .collect();
     let more = if n > USERS_SHOWN {
         format!(" and {} more", group_digits((n - USERS_SHOWN) as u64))
     } else {

@@ -169,7 +169,10 @@ pub async fn control_loop(
             }
             () = tokio::time::sleep_until(wake) => {}
         }
-        if ctl.people.as_ref().is_some_and(|p| p.due_at() <= Instant::now())
+        if ctl
+            .people
+            .as_ref()
+            .is_some_and(|p| p.due_at() <= Instant::now())
             && ctl.refresh_people().await
             && next_reconcile > Instant::now()
         {

@@ -80,13 +80,21 @@ impl LivePeople {
             Ok(Some(lock)) => lock,
             Ok(None) => {
                 let changed = self.live.take().is_some();
-                return (changed, LockDrift { resolved_at, ..LockDrift::default() });
+                return (
+                    changed,
+                    LockDrift {
+                        resolved_at,
+                        ..LockDrift::default()
+                    },
+                );
             }
             Err(e) => return (false, fail(e.to_string())),
         };
         let mut wanted = Wanted::default();
         for (source, by_type) in committed.sources() {
-            wanted.sources.insert(source, by_type.keys().copied().collect());
+            wanted
+                .sources
+                .insert(source, by_type.keys().copied().collect());
         }
         let resolution = match crate::resolve::resolve(&self.directory, &wanted).await {
             Ok(r) => r,

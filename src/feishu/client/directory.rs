@@ -151,10 +151,7 @@ impl Directory {
         department: &str,
         page_token: Option<&str>,
     ) -> Result<FindByDepartmentData, CallError> {
-        let url = format!(
-            "{}{FIND_BY_DEPARTMENT_PATH}",
-            self.client.inner.base_url
-        );
+        let url = format!("{}{FIND_BY_DEPARTMENT_PATH}", self.client.inner.base_url);
         let page_size = DEPARTMENT_USERS_MAX_PAGE_SIZE.to_string();
         self.call(DirectoryApi::DepartmentUsers, |http| {
             let mut q = vec![
