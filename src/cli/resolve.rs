@@ -78,10 +78,17 @@ pub fn run(args: &ResolveArgs) -> Result<ExitCode, Error> {
     term::eprint_diagnostics(&loaded);
     if loaded.report.has_errors() {
         let unresolved = resolution.failed_people.len() + resolution.failed_sources.len();
-        eprintln!(
-            "{} could not be resolved; {LOCK_FILE} was not written.",
-            count(unresolved, "person or source", "people or sources")
-        );
+        if unresolved > 0 {
+            eprintln!(
+                "{} could not be resolved; {LOCK_FILE} was not written.",
+                count(unresolved, "person or source", "people or sources")
+            );
+        } else {
+            eprintln!(
+                "the config has {}; {LOCK_FILE} was not written (see `feedbuttons validate`).",
+                count(loaded.report.errors(), "error", "errors")
+            );
+        }
         return Ok(ExitCode::FAILURE);
     }
 
