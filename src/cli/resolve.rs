@@ -34,17 +34,27 @@ pub fn run(args: &ResolveArgs) -> Result<ExitCode, Error> {
         }
         .into());
     }
+    // Other errors are worth fixing before asking the directory anything: said now, with the
+    // first pass's own unresolved entries (it had an empty lock) left out.
+    let mut loaded = loaded;
+    loaded
+        .report
+        .diagnostics
+        .retain(|d| !matches!(d.code, "unresolved-user" | "unresolved-source"));
+    if loaded.report.has_errors() {
+        term::eprint_diagnostics(&loaded);
+        eprintln!(
+            "the config has {}; nothing was looked up and {LOCK_FILE} was not written.",
+            count(loaded.report.errors(), "error", "errors")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     let wanted = noting.asked();
     if wanted.is_empty() && old.is_none() {
-        term::eprint_diagnostics(&loaded);
         eprintln!(
             "The config names no emails, mobiles, chats (members_of) or departments: it needs no {LOCK_FILE}."
         );
-        return Ok(if loaded.report.has_errors() {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        });
+        return Ok(ExitCode::SUCCESS);
     }
 
     let started = Instant::now();
