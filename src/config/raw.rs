@@ -21,10 +21,13 @@ pub struct At<T> {
 pub struct RawFile {
     pub user_id_type: Option<At<UserIdType>>,
     pub buttons: Vec<(At<String>, RawButton)>,
-    /// Each set's name, the users it lists, and the directory sources it draws people from.
-    pub user_sets: Vec<(At<String>, Vec<At<String>>, Vec<At<Source>>)>,
+    pub user_sets: Vec<RawUserSet>,
     pub chats: Vec<RawChat>,
 }
+
+/// A user set: its name, the users it lists (ids, emails, mobiles), and the directory sources
+/// it draws people from.
+pub type RawUserSet = (At<String>, Vec<At<String>>, Vec<At<Source>>);
 
 /// A button as written (named under `buttons:` or inline in an assignment).
 #[derive(Debug, Clone, PartialEq)]
@@ -432,7 +435,7 @@ impl Decoder<'_> {
         Some(out)
     }
 
-    fn user_sets(&mut self, node: &Node) -> Vec<(At<String>, Vec<At<String>>, Vec<At<Source>>)> {
+    fn user_sets(&mut self, node: &Node) -> Vec<RawUserSet> {
         let Value::Map(entries) = &node.value else {
             self.wrong_type(
                 node,
