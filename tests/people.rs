@@ -123,6 +123,12 @@ async fn a_membership_change_shows_as_a_lock_diff_then_in_the_plan() {
     );
     let applied = run(&emu, dir.path(), &["apply", ".", "--yes"]);
     assert_eq!(applied.status.code(), Some(0), "{}", stderr(&applied));
+    // state list names the people beside their ids, from the config's lock.
+    let listed = stdout(&util::run(dir.path(), &["state", "list", "."]));
+    assert!(listed.contains("open_id:ou_dan (+14155550100)"), "{listed}");
+    let listed = util::run(dir.path(), &["state", "list", ".", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&listed)).expect("JSON");
+    assert_eq!(doc["people"]["ou_carol"], "carol@example.com");
 
     // Erin joins the on-call chat; Bob leaves it.
     let admin = Admin::of(&emu);

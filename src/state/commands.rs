@@ -309,8 +309,14 @@ fn show_json(selected: &[(&Target, &TargetRecord)]) -> String {
 /// [`summary`] and [`list`] as one JSON document: `format_version`, `state` (where), `lineage`
 /// and `serial`, `binding` (`base_url`, `app_id`, or `null`), `counts` (`targets`, `chats`,
 /// `button_lists`, `followers`, `uncertain`, `owed`, `waiting`) and `targets` (as `show` gives
-/// them), every target or one chat's.
-pub fn list_json(state: &AppliedState, location: &str, chat: Option<&str>) -> String {
+/// them), every target or one chat's; and `people` (user id -> the email, mobile or name the
+/// config's lock knows it by, for the targets listed; left out when empty).
+pub fn list_json(
+    state: &AppliedState,
+    location: &str,
+    chat: Option<&str>,
+    people: &std::collections::BTreeMap<String, String>,
+) -> String {
     #[derive(Serialize)]
     struct Listing<'a> {
         format_version: u32,
@@ -321,6 +327,8 @@ pub fn list_json(state: &AppliedState, location: &str, chat: Option<&str>) -> St
         binding: Option<&'a super::Binding>,
         counts: CountsJson,
         targets: Vec<TargetJson<'a>>,
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        people: std::collections::BTreeMap<&'a str, &'a str>,
     }
     #[derive(Serialize)]
     struct CountsJson {
@@ -338,6 +346,15 @@ pub fn list_json(state: &AppliedState, location: &str, chat: Option<&str>) -> St
             .map(|(t, r)| TargetJson::of(t, r))
             .collect(),
     };
+    let listed = |t: &&Target| chat.is_none_or(|c| t.chat_id == c);
+    let people = state
+        .targets
+        .keys()
+        .filter(listed)
+        .filter_map(|t| t.user_id())
+        .filter_map(|id| people.get_key_value(id))
+        .map(|(id, label)| (id.as_str(), label.as_str()))
+        .collect();
     to_json_text(&Listing {
         format_version: JSON_FORMAT_VERSION,
         state: location,
@@ -351,6 +368,7 @@ pub fn list_json(state: &AppliedState, location: &str, chat: Option<&str>) -> St
             conditions: state.counts(),
         },
         targets,
+        people,
     })
 }
 
