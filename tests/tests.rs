@@ -13,6 +13,7 @@ mod model;
 mod monitoring;
 mod ordering;
 mod outage;
+mod people;
 mod pgprocess;
 mod pgredteam;
 mod pgserver;

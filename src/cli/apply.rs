@@ -48,12 +48,13 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode, Error> {
             };
             let known = |c: &str| writer.state().chat(c).next().is_some();
             load::check_chats_known(&args.chats, &desired, known, "the state").map_err(refused)?;
-            let p = plan::plan(
+            let mut p = plan::plan(
                 &desired.targets,
                 &desired.chat_names,
                 &writer.state().targets,
                 &options,
             );
+            p.label_people(&desired.people);
             out.human(&plan::render::text(
                 &p,
                 plan::render::Style { color: out.color() },

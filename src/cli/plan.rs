@@ -28,7 +28,11 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
             // Chats that only the base declares keep their names in the plan.
             let mut names = base.chat_names.clone();
             names.extend(desired.chat_names.clone());
-            let p = plan::plan(&desired.targets, &names, &base.targets, &options);
+            let mut p = plan::plan(&desired.targets, &names, &base.targets, &options);
+            // People the base names and this config no longer does are shown by the base's lock.
+            let mut people = base.people.clone();
+            people.extend(desired.people.clone());
+            p.label_people(&people);
             (p, None)
         }
         None => {
@@ -57,12 +61,13 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
                 };
                 applied.check_binding(&Binding::new(base_url, app_id))?;
             }
-            let p = plan::plan(
+            let mut p = plan::plan(
                 &desired.targets,
                 &desired.chat_names,
                 &applied.targets,
                 &options,
             );
+            p.label_people(&desired.people);
             let state_ref = plan::json::StateRef {
                 lineage: applied.lineage.clone(),
                 serial: applied.serial,

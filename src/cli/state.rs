@@ -38,12 +38,20 @@ pub fn run(args: StateArgs) -> Result<ExitCode, Error> {
         StateCommand::List { chat, format, .. } => {
             let store = open()?;
             let st = store.load()?;
+            // People by email beside their ids, when the config has a lock.
+            let people = crate::lock::Lock::load(&dir)
+                .ok()
+                .flatten()
+                .map(|l| l.labels())
+                .unwrap_or_default();
             match format {
-                StateFormat::Json => commands::list_json(&st, &store.location(), chat.as_deref()),
+                StateFormat::Json => {
+                    commands::list_json(&st, &store.location(), chat.as_deref(), &people)
+                }
                 StateFormat::Text => {
                     let mut out = commands::summary(&st, &store.location());
                     out.push('\n');
-                    out.push_str(&commands::list(&st, chat.as_deref()));
+                    out.push_str(&commands::list_people(&st, chat.as_deref(), &people));
                     out
                 }
             }

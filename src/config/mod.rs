@@ -2,6 +2,7 @@
 //! with every diagnostic collected on the way (see `format.md`).
 
 pub mod diag;
+pub mod people;
 pub mod raw;
 pub mod schema;
 pub mod syntax;
@@ -47,8 +48,19 @@ pub struct Loaded {
     pub desired: Option<DesiredState>,
 }
 
-/// Loads and validates every config file under `dir`.
+/// Loads and validates every config file under `dir`, reading the people it names from the
+/// lock beside it (`feedbuttons.lock`), if there is one.
 pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
+    load(dir, None)
+}
+
+/// [`load_dir`], with the people taken from `people` instead of the directory's own lock
+/// (`resolve` notes what is asked; `watch --resolve-every` holds the live members).
+pub fn load_dir_with(dir: &Path, people: &people::People) -> Result<Loaded, LoadError> {
+    load(dir, Some(people))
+}
+
+fn load(dir: &Path, given: Option<&people::People>) -> Result<Loaded, LoadError> {
     if !dir.is_dir() {
         return Err(LoadError::NotADirectory {
             path: dir.to_path_buf(),
@@ -99,7 +111,20 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
             .help("point feedbuttons at the directory that holds your config files"),
         );
     }
-    Ok(finish(sources, report, &text_known))
+    if let Some(people) = given {
+        return Ok(finish(sources, report, &text_known, people));
+    }
+    let people = match crate::lock::Lock::load(dir) {
+        Ok(lock) => people::People::new(lock),
+        Err(e) => {
+            report.push(
+                Diagnostic::error("lock-invalid", e.to_string())
+                    .help("run `feedbuttons resolve` to write it again"),
+            );
+            people::People::default()
+        }
+    };
+    Ok(finish(sources, report, &text_known, &people))
 }
 
 /// Loads and validates config files given as text (for tests and tools that hold files in memory).
@@ -111,12 +136,22 @@ pub fn load_texts(files: Vec<(PathBuf, String)>) -> Loaded {
             .collect(),
     };
     let text_known = vec![true; sources.files.len()];
-    finish(sources, Report::default(), &text_known)
+    finish(
+        sources,
+        Report::default(),
+        &text_known,
+        &people::People::default(),
+    )
 }
 
 /// Parses, decodes and validates the files whose reading raised no diagnostic yet.
 /// `text_known[i]` is false for a file whose content could not be read at all.
-fn finish(sources: Sources, mut report: Report, text_known: &[bool]) -> Loaded {
+fn finish(
+    sources: Sources,
+    mut report: Report,
+    text_known: &[bool],
+    people: &people::People,
+) -> Loaded {
     let readable: Vec<bool> = (0..sources.files.len())
         .map(|i| {
             !report
@@ -151,7 +186,8 @@ fn finish(sources: Sources, mut report: Report, text_known: &[bool]) -> Loaded {
                 .then_some(f.text.as_str()),
         })
         .collect();
-    let desired = validate::validate(&raws, &unparsed, &mut report);
+    let mut desired = validate::validate(&raws, &unparsed, people, &mut report);
+    desired.people = people.labels();
     drop(raws);
     report.sort();
     let desired = (!report.has_errors()).then_some(desired);

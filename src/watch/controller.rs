@@ -50,6 +50,8 @@ pub struct Controller {
     pub stop: watch::Receiver<bool>,
     pub health: SharedHealth,
     pub metrics: Arc<Metrics>,
+    /// `--resolve-every`: the directory sources' live members.
+    pub people: Option<super::people::LivePeople>,
 }
 
 /// How the loop spaces reconciles: `--interval` and `--debounce`.
@@ -137,6 +139,9 @@ pub async fn control_loop(
         if let Some(r) = resync.as_ref().and_then(Resync::due_at) {
             wake = wake.min(r);
         }
+        if let Some(p) = &ctl.people {
+            wake = wake.min(p.due_at());
+        }
         let mut lost = ctl.lost.clone();
         tokio::select! {
             biased;
@@ -165,6 +170,16 @@ pub async fn control_loop(
                 // below still comes due.
             }
             () = tokio::time::sleep_until(wake) => {}
+        }
+        if ctl
+            .people
+            .as_ref()
+            .is_some_and(|p| p.due_at() <= Instant::now())
+            && ctl.refresh_people().await
+            && next_reconcile > Instant::now()
+        {
+            next_reconcile = Instant::now();
+            due_reason = Reason::Resolve;
         }
         let now = Instant::now();
         let changed = dirty.is_some_and(|d| timing.debounced(d) <= now);
@@ -260,6 +275,32 @@ impl Controller {
         self.publish(reason, outcome, &message, &found, elapsed);
         report::log_summary(reason, outcome, &message, &found, elapsed);
         (action, recorded)
+    }
+
+    /// Looks the directory sources up again (`--resolve-every`) and publishes the drift from
+    /// the committed lock; says whether the members to reconcile with changed.
+    async fn refresh_people(&mut self) -> bool {
+        let Some(people) = self.people.as_mut() else {
+            return false;
+        };
+        let root = events::config_root(&self.dir);
+        let (changed, drift) = people.refresh(&root).await;
+        if let Some(error) = &drift.error {
+            tracing::warn!(%error, "looking the directory sources up again failed; their last members stay in use");
+        } else if changed {
+            tracing::info!(
+                added = drift.added.len(),
+                removed = drift.removed.len(),
+                "the directory sources' members changed: {} added to and {} removed from the committed lock",
+                drift.added.len(),
+                drift.removed.len()
+            );
+        }
+        self.metrics
+            .lock_drift_users
+            .set(super::metrics::gauge_value(drift.users()));
+        crate::sync::guard(&self.health).status.lock_drift = Some(drift);
+        changed
     }
 
     /// Sends the resync call that is due, if any (between reconciles, never during one).

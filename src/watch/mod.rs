@@ -26,6 +26,7 @@ pub mod events;
 pub mod http;
 mod leader;
 pub mod metrics;
+pub mod people;
 mod process;
 mod reconcile;
 mod report;
@@ -75,6 +76,9 @@ pub struct Options {
     pub allow_mass_removal: bool,
     /// The first wait before a user the API refused is tried again.
     pub retry_waiting: Duration,
+    /// Look the directory sources (`members_of`, `department`) up again this often, and
+    /// reconcile with their live members (`--resolve-every`).
+    pub resolve_every: Option<Duration>,
 }
 
 /// Starts, runs and stops the daemon: returns after SIGTERM/SIGINT, once the calls in flight
@@ -173,7 +177,18 @@ pub async fn run(settings: Settings, options: Options) -> Result<(), StartError>
 
     let (changes_tx, changes) = unbounded_channel();
     let watcher = DirWatcher::new(&dir, changes_tx);
+    let people = options.resolve_every.map(|every| {
+        people::LivePeople::new(
+            every,
+            crate::feishu::client::directory::Directory::new(
+                connection.client.clone(),
+                crate::feishu::wire::directory::RATE_LIMIT_PER_SECOND,
+                crate::feishu::wire::directory::RATE_LIMIT_PER_MINUTE,
+            ),
+        )
+    });
     let controller = Controller {
+        people,
         dir,
         store,
         shared,

@@ -61,9 +61,17 @@ pub async fn reconcile(
         }
     };
     let root = events::config_root(&ctl.dir);
-    let loaded = tokio::task::spawn_blocking(move || config::load_dir(&root))
-        .await
-        .map_err(ReconcileError::LoadPanicked)?;
+    // With `--resolve-every`, the directory sources' live members stand in for the lock's.
+    let live = ctl
+        .people
+        .as_ref()
+        .and_then(super::people::LivePeople::lock);
+    let loaded = tokio::task::spawn_blocking(move || match live {
+        Some(lock) => config::load_dir_with(&root, &config::people::People::new(Some(lock))),
+        None => config::load_dir(&root),
+    })
+    .await
+    .map_err(ReconcileError::LoadPanicked)?;
     let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {
