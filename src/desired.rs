@@ -14,6 +14,8 @@ pub struct DesiredState {
     pub targets: BTreeMap<Target, Arc<ButtonList>>,
     /// `name:` labels of chats, for plans.
     pub chat_names: BTreeMap<String, String>,
+    /// How plans show a user id: the email, mobile or name the lock knows it by.
+    pub people: BTreeMap<String, String>,
 }
 
 impl DesiredState {

@@ -19,6 +19,9 @@ use crate::util::{self, Dir};
 
 const GITHUB: &str = "examples/ci/github-actions/feedbuttons-file-state.yml";
 const GITLAB: &str = "examples/ci/gitlab/file-state.gitlab-ci.yml";
+/// The examples that keep the state in PostgreSQL.
+const GITHUB_PG: &str = "examples/ci/github-actions/feedbuttons.yml";
+const GITLAB_PG: &str = "examples/ci/gitlab/.gitlab-ci.yml";
 /// The subject of the commit that records the applied state.
 const RECORD: &str = "feedbuttons: record the applied state [skip ci]";
 const STATE: &str = "buttons/.feedbuttons/state.json";
@@ -130,6 +133,8 @@ struct Runner<'a> {
     exprs: BTreeMap<String, String>,
     env: Vec<(String, String)>,
     path_first: Option<&'a Path>,
+    /// The workflow file.
+    workflow: &'static str,
 }
 
 impl<'a> Runner<'a> {
@@ -150,6 +155,7 @@ impl<'a> Runner<'a> {
             exprs,
             env: Vec::new(),
             path_first: None,
+            workflow: GITHUB,
         }
     }
 
@@ -206,7 +212,7 @@ impl<'a> Runner<'a> {
     /// made before, the cache restores the binary already on PATH, the comment is read from
     /// plan.md, an artifact is noted as uploaded.
     fn run_github(mut self, job: &str) -> JobRun {
-        let wf = yaml(GITHUB);
+        let wf = yaml(self.workflow);
         let def = &wf["jobs"][job];
         assert!(def.is_object(), "the workflow has a `{job}` job");
         for (k, v) in wf["env"].as_object().into_iter().flatten() {
@@ -292,7 +298,19 @@ fn run_gitlab(
     ci: &[(String, String)],
     base_url: &str,
 ) -> (i32, String) {
-    let doc = yaml(GITLAB);
+    run_gitlab_file(GITLAB, job, workspace, home, ci, base_url)
+}
+
+/// [`run_gitlab`] for the pipeline in `file`.
+fn run_gitlab_file(
+    file: &str,
+    job: &str,
+    workspace: &Path,
+    home: &Path,
+    ci: &[(String, String)],
+    base_url: &str,
+) -> (i32, String) {
+    let doc = yaml(file);
     let def = &doc[job];
     let base = &doc[def["extends"].as_str().unwrap_or_default()];
     let lines = |key: &str| -> Vec<String> {
@@ -1083,4 +1101,136 @@ async fn the_gitlab_apply_job_rebases_its_record_and_fails_loudly_when_it_cannot
         "#2 applied"
     );
     emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_state_in_postgres_merges_apply_and_nothing_is_committed_back() {
+    let Some(pg) = crate::pgserver::start() else {
+        return;
+    };
+    let url = pg.url("postgres");
+    let repo = Repo::new("examples/teams");
+    let emu = emulator(None).await;
+    let github = |workspace: PathBuf| {
+        let (home, base, url) = (repo.home(), emu.base_url(), url.clone());
+        blocking(move || {
+            let mut runner = Runner::new(&workspace, &home);
+            runner.workflow = GITHUB_PG;
+            runner
+                .exprs
+                .insert("secrets.FEEDBUTTONS_STATE".to_owned(), url);
+            runner.exprs.insert(
+                "github.event.repository.name".to_owned(),
+                "buttons".to_owned(),
+            );
+            runner.env.push(("FEISHU_BASE_URL".to_owned(), base));
+            runner.run_github("apply")
+        })
+    };
+    let run = github(repo.checkout("runner-1")).await;
+    assert!(run.passed(), "{}", run.log());
+    let apply = run.step("Apply (pass on 0 and 4, fail on 1 and 3)");
+    assert!(apply.output.contains("Plan: 14 to add"), "{}", run.log());
+    assert!(
+        apply.output.contains("Everything is applied."),
+        "{}",
+        run.log()
+    );
+    assert_eq!(
+        sees(&emu, INCIDENTS, ONCALL).await,
+        ["Runbook", "Acknowledge"]
+    );
+    // Nothing goes back to the branch: the record is in the database, under the repository's
+    // name.
+    assert_eq!(repo.log("main"), ["Merge #1: the first buttons"]);
+    let recorded = feedbuttons::state::open_named(Path::new(&url), Some("buttons"))
+        .expect("the store")
+        .load()
+        .expect("the state");
+    assert_eq!(recorded.targets.len(), 14);
+
+    // A merge, applied by the next run against the same record; the GitLab job of another
+    // checkout then finds nothing to do in the same state.
+    let sre =
+        std::fs::read_to_string(util::root().join("examples/teams/teams/sre.yaml")).expect("read");
+    let with_runbook = sre.replacen("buttons: [dashboards]", "buttons: [dashboards, runbook]", 1);
+    assert_ne!(sre, with_runbook);
+    repo.merge("Merge #2: runbook for the SRE team", |dev| {
+        std::fs::write(dev.join("teams/sre.yaml"), &with_runbook).expect("write")
+    });
+    let run = github(repo.checkout("runner-2")).await;
+    assert!(run.passed(), "{}", run.log());
+    let apply = run.step("Apply (pass on 0 and 4, fail on 1 and 3)");
+    assert!(
+        apply.output.contains("Plan: 0 to add, 4 to change"),
+        "{}",
+        run.log()
+    );
+    assert_eq!(
+        repo.log("main"),
+        [
+            "Merge #2: runbook for the SRE team",
+            "Merge #1: the first buttons"
+        ]
+    );
+
+    let mut vars = gitlab_ci(&repo);
+    vars.push(("CI_PROJECT_NAME".to_owned(), "buttons".to_owned()));
+    vars.push(("FEEDBUTTONS_STATE".to_owned(), url.clone()));
+    let (ws, home, base) = (repo.checkout("gitlab-1"), repo.home(), emu.base_url());
+    let (code, log) =
+        blocking(move || run_gitlab_file(GITLAB_PG, "feedbuttons-apply", &ws, &home, &vars, &base))
+            .await;
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("No changes"), "{log}");
+    assert!(!log.contains(&url), "the URL is printed whole:\n{log}");
+    assert_eq!(repo.log("main").len(), 2);
+    emu.shutdown().await;
+}
+
+/// A GitLab runner with the `fetch` Git strategy (GitLab's default) keeps a project's clone
+/// from one job to the next, cleaned with `git clean -ffdx` and `git reset --hard`, but not its
+/// registered worktrees. The plan job's checkout of the target branch must work in the second
+/// merge request's pipeline too, whether the last job's `../base` is still there or was removed.
+#[test]
+fn the_gitlab_plan_job_checks_out_its_base_again_in_a_reused_clone() {
+    for file in [GITLAB, GITLAB_PG] {
+        let repo = Repo::new("examples/quickstart");
+        let home = repo.home();
+        let ws = repo.checkout("builds/team/buttons");
+        let git_lines: Vec<String> = yaml(file)["feedbuttons-plan"]["script"]
+            .as_array()
+            .expect("script")
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|l| l.starts_with("git "))
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            git_lines.iter().any(|l| l.contains("worktree add")),
+            "{file}: {git_lines:?}"
+        );
+        let script = format!("set -eo pipefail\n{}", git_lines.join("\n"));
+        let base = ws.join("../base/buttons");
+        for (job, remove_base) in [(1, false), (2, false), (3, true)] {
+            if remove_base {
+                std::fs::remove_dir_all(ws.join("../base")).expect("remove ../base");
+            }
+            let out = command("bash", &ws, &home, None)
+                .args(["-c", &script])
+                .env("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", "main")
+                .output()
+                .expect("run bash");
+            assert!(
+                out.status.success(),
+                "{file}, job {job}:\n{}{}",
+                util::stdout(&out),
+                util::stderr(&out)
+            );
+            assert!(base.join("buttons.yaml").is_file(), "{file}, job {job}");
+            // What the runner does before the next job in this clone.
+            git(&ws, &home, &["clean", "-ffdxq"]);
+            git(&ws, &home, &["reset", "-q", "--hard"]);
+        }
+    }
 }

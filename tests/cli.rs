@@ -70,6 +70,51 @@ fn state_takes_the_config_directory_as_its_argument_and_dir_still_works() {
 }
 
 #[test]
+fn state_with_a_config_directory_that_does_not_exist_is_an_error_and_creates_nothing() {
+    // A typo in DIR read as an empty state ("targets: 0", exit 0), as if everything had been
+    // forgotten, and `state rm --dir` created the typo's `.feedbuttons/` before failing.
+    let dir = Dir::new().file("team/buttons.yaml", CONFIG);
+    for args in [
+        &["state", "list", "taem"][..],
+        &["state", "list", "taem", "--format", "json"],
+        &["state", "show", "oc_abc", "--dir", "taem"],
+        &["state", "rm", "oc_abc", "--dir", "taem"],
+    ] {
+        let out = util::run(dir.path(), args);
+        util::assert_error(&out, "config directory taem does not exist");
+        assert!(
+            util::stdout(&out).is_empty(),
+            "{args:?}: {}",
+            util::stdout(&out)
+        );
+        assert!(!dir.path().join("taem").exists(), "{args:?} created taem/");
+    }
+    // The same directory written two ways is one directory.
+    let adopt = util::run(dir.path(), &["state", "adopt", "team"]);
+    assert_eq!(adopt.status.code(), Some(0), "{}", util::stderr(&adopt));
+    let same = util::run(dir.path(), &["state", "list", "./team", "--dir", "team/"]);
+    assert_eq!(same.status.code(), Some(0), "{}", util::stderr(&same));
+    assert!(util::stdout(&same).contains("targets: 2 in 1 chat"));
+}
+
+#[test]
+fn a_rate_limit_of_zero_is_refused_not_unlimited() {
+    // `--rate-limit 0` made the client unlimited (the emulator's meaning of 0) while plan
+    // estimated "at 1 calls/s", and the help and README promise the limit is never exceeded.
+    let dir = Dir::new().file("buttons.yaml", CONFIG);
+    for args in [
+        &["plan", ".", "--rate-limit", "0"][..],
+        &["apply", ".", "--yes", "--rate-limit", "0"],
+        &["watch", ".", "--rate-limit", "0"],
+    ] {
+        let out = util::run(dir.path(), args);
+        util::assert_error(&out, "invalid value '0' for '--rate-limit <N>'");
+        assert!(util::stdout(&out).is_empty(), "{args:?}");
+    }
+    assert!(!dir.path().join(".feedbuttons").exists());
+}
+
+#[test]
 fn state_show_refuses_a_format_it_cannot_print() {
     let dir = Dir::new().file("buttons.yaml", CONFIG);
     let out = util::run(

@@ -1,7 +1,7 @@
 //! The daemon's incremental reload and plan, model-checked: over random sequences of edits to a
 //! config directory (a file added, removed or renamed; a user moved between files; a shared
 //! button or user set changed in one file and used by others; an edit that breaks a file, then
-//! its fix), and calls whose users are sometimes refused or whose answers are lost, what
+//! its fix; `feedbuttons.lock` changed, broken or removed under an email the user set names), and calls whose users are sometimes refused or whose answers are lost, what
 //! `watch` reads and plans after each edit is exactly what reading everything again gives: the
 //! same diagnostics, and the same plan.
 //!
@@ -52,9 +52,18 @@ struct Model {
     crew_in: BTreeMap<usize, (usize, usize)>,
     /// Slots whose file is written broken.
     broken: Vec<bool>,
+    /// `feedbuttons.lock`: the user `LEAD` (a member of `crew`) is; `USERS` writes a lock
+    /// that cannot be read; `None`: no lock.
+    lock: Option<usize>,
 }
 
+/// A member of `crew` written by email, resolved through `feedbuttons.lock`.
+const LEAD: &str = "lead@example.com";
+
 const SLOTS: usize = 3;
+
+/// The lock file's name.
+const LOCK: &str = "feedbuttons.lock";
 
 impl Model {
     fn files(&self) -> BTreeMap<String, String> {
@@ -70,7 +79,8 @@ impl Model {
                     let _ = writeln!(s, "  b{b}:\n    text: Button {b} v{t}\n    action: webhook");
                 }
                 s.push_str("user_sets:\n  crew: [");
-                let members: Vec<String> = self.crew.iter().map(|u| user_id(*u)).collect();
+                let mut members: Vec<String> = self.crew.iter().map(|u| user_id(*u)).collect();
+                members.push(LEAD.to_owned());
                 s.push_str(&members.join(", "));
                 s.push_str("]\n");
             }
@@ -124,6 +134,22 @@ impl Model {
             }
             out.insert(NAMES[name].to_owned(), s);
         }
+        match self.lock {
+            Some(u) if u < USERS => {
+                let lock = format!(
+                    "version: 1\npeople:\n  {LEAD}: {{open_id: {}}}\n",
+                    user_id(u)
+                );
+                out.insert(LOCK.to_owned(), lock);
+            }
+            Some(_) => {
+                out.insert(
+                    LOCK.to_owned(),
+                    "version: 1\npeople: [unclosed\n".to_owned(),
+                );
+            }
+            None => {}
+        }
         out
     }
 
@@ -165,6 +191,9 @@ enum Edit {
     Rename { slot: usize, name: usize },
     /// Break a file (a syntax error), or fix it.
     Break { slot: usize },
+    /// `feedbuttons.lock` changed (`LEAD` is another user), broken (`USERS`) or removed
+    /// (`USERS + 1`).
+    Lock { user: usize },
     /// Another writer changed a chat's record (a resync call, the lock taken again).
     Foreign {
         chat: usize,
@@ -186,6 +215,7 @@ fn edit() -> impl Strategy<Value = Edit> {
         1 => (0..SLOTS, 0..NAMES.len()).prop_map(|(slot, name)| Edit::Rename { slot, name }),
         1 => (0..SLOTS).prop_map(|slot| Edit::Break { slot }),
         1 => (0..CHATS, 0..USERS, 0..BUTTONS).prop_map(|(chat, user, button)| Edit::Foreign { chat, user, button }),
+        1 => (0..USERS + 2).prop_map(|user| Edit::Lock { user }),
     ]
 }
 
@@ -199,6 +229,7 @@ impl Model {
             assigned: BTreeMap::new(),
             crew_in: BTreeMap::new(),
             broken: vec![false; SLOTS],
+            lock: Some(0),
         }
     }
 
@@ -267,6 +298,7 @@ impl Model {
                     self.broken[slot] = !self.broken[slot];
                 }
             }
+            Edit::Lock { user } => self.lock = (user <= USERS).then_some(user),
             Edit::Foreign { .. } => {}
         }
     }
@@ -274,7 +306,7 @@ impl Model {
 
 /// Writes the model's files into `dir`, removing files it no longer has.
 fn write(dir: &std::path::Path, files: &BTreeMap<String, String>) {
-    for name in NAMES {
+    for name in NAMES.into_iter().chain([LOCK]) {
         let path = dir.join(name);
         match files.get(name) {
             Some(text) => {
@@ -412,6 +444,13 @@ fn run(edits: &[(Edit, Vec<u8>)]) -> Result<(), TestCaseError> {
             prop_assert_eq!(reloaded.desired.is_some(), full.desired.is_some());
             continue;
         };
+        prop_assert_eq!(
+            &desired.people,
+            &full_desired.people,
+            "step {}: {:?}",
+            step,
+            e
+        );
         let options = options(now);
         let p = inc.plan(desired, reloaded.chats.as_ref(), &state, &options);
         let expected = plan::plan(

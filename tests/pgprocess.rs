@@ -164,6 +164,15 @@ async fn a_second_apply_is_refused_naming_the_holder_and_with_a_lock_timeout_it_
     );
     assert_eq!(planned_requests(&emu, dir.path(), &url, None), 0);
     assert_eq!(holder(&pg, "default"), "", "the lock was released");
+    // A plan says which state it was made against, without the password.
+    let plan = with_state(&emu, dir.path(), &url, None, &["plan", "."])
+        .output()
+        .expect("plan");
+    assert!(
+        util::stderr(&plan).contains("(state \"default\") at serial"),
+        "{}",
+        text(&plan)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

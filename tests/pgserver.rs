@@ -195,6 +195,35 @@ impl PgServer {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).
+    pub fn stop_immediate(&self) {
+        let data = self.data();
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"])
+            .expect("stop the server");
+    }
+
+    /// Starts a stopped server again, on the same port, with the options it first had
+    /// (`postmaster.opts`).
+    pub fn start_again(&self) {
+        let data = self.data();
+        let opts = std::fs::read_to_string(self.dir.path().join("data/postmaster.opts"))
+            .expect("the server's first options");
+        // `postmaster.opts` is the command line: the binary, then its options (each quoted).
+        let options: Vec<String> = opts
+            .split_whitespace()
+            .skip(1)
+            .map(|o| o.trim_matches('"').to_owned())
+            .filter(|o| !o.starts_with("-D") && !o.contains("/data"))
+            .collect();
+        let log = self.dir.path().join("server.log").display().to_string();
+        let options = options.join(" ");
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-o", &options, "-l", &log, "-w", "start"],
+        )
+        .expect("start the server again");
+    }
+
     pub fn create_db(&self, db: &str) {
         self.sql("postgres", &format!("CREATE DATABASE {db}"));
     }

@@ -268,6 +268,9 @@ fn a_writer_taking_over_from_a_busy_one_waits_for_its_calls_and_from_an_idle_one
     drop(busy);
     drop(next);
 
+    // On a state of its own: the busy writer's calls above can still land for a while, and
+    // every writer that takes this state over within that time must wait for them too.
+    let s = store(&url, "idle-case");
     let mut idle = s.writer("idle").expect("the writer");
     idle.calls_in_flight(1).expect("busy");
     idle.calls_in_flight(0).expect("idle");

@@ -74,7 +74,12 @@ fn every_feedbuttons_command_in_the_readme_exists_with_its_flags() {
         .collect();
     assert!(ours.len() >= 10, "{ours:?}");
     for cmd in ours {
-        let mut args: Vec<String> = words(cmd).into_iter().skip(1).collect();
+        // The command's own words: a redirection or a pipe ends them.
+        let mut args: Vec<String> = words(cmd)
+            .into_iter()
+            .skip(1)
+            .take_while(|w| !matches!(w.as_str(), ">" | ">>" | "<" | "|" | "&&" | "||"))
+            .collect();
         // clap checks every flag before it honours --help, so this fails on any unknown flag.
         args.push("--help".to_owned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -267,4 +272,88 @@ fn the_demo_runs_the_whole_loop_and_ends_with_no_changes() {
         0,
         "the demo leaves no state behind"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fixtures_walk_through_starts_from_a_fresh_state_as_it_says() {
+    let text = readme();
+    let fixtures = text
+        .split("```yaml\n# fixtures.yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the fixtures example");
+    let cmds = console_commands(&text);
+    let at = cmds
+        .iter()
+        .position(|(c, _)| c == "feedbuttons emulator --fixtures fixtures.yaml")
+        .expect("the fixtures walk-through");
+    let (export, apply) = (&cmds[at + 1].0, &cmds[at + 2].0);
+    assert!(
+        export.starts_with("export FEISHU_APP_ID=cli_demo"),
+        "{export}"
+    );
+    assert!(
+        apply.contains("--state /tmp/fixtures-state.json"),
+        "{apply}"
+    );
+
+    let work = Dir::new();
+    let examples = work.path().join("examples/quickstart");
+    std::fs::create_dir_all(&examples).expect("mkdir");
+    std::fs::copy(
+        util::root().join("examples/quickstart/buttons.yaml"),
+        examples.join("buttons.yaml"),
+    )
+    .expect("copy");
+    let run = |emu: &feedbuttons::emulator::RunningEmulator, line: String| {
+        let (cwd, url) = (work.path().to_path_buf(), emu.base_url());
+        tokio::task::spawn_blocking(move || sh(&cwd, &line, &url))
+    };
+    // Step 2, against the emulator without fixtures: the default state is bound to its app.
+    let plain = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("start the emulator");
+    let out = run(
+        &plain,
+        "feedbuttons apply examples/quickstart --yes".to_owned(),
+    )
+    .await
+    .expect("join");
+    assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
+
+    let with_fixtures = Emulator::start(EmulatorConfig {
+        fixtures: Some(
+            feedbuttons::emulator::Fixtures::parse(fixtures).expect("the README's fixtures"),
+        ),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("start the emulator");
+    // Without a fresh state, the fixtures' app is refused by the old state.
+    let stale = run(
+        &with_fixtures,
+        format!("{export} && feedbuttons apply examples/quickstart --yes"),
+    )
+    .await
+    .expect("join");
+    assert_eq!(stale.status.code(), Some(1));
+    assert!(
+        util::stderr(&stale).contains("refusing to mix"),
+        "{}",
+        util::stderr(&stale)
+    );
+    // As the README says: everything is planned and sent again. The fixtures leave one user out
+    // of the first chat (waiting) and the bot out of the second (failed): exit 3.
+    let fresh_state = work.path().join("fixtures-state.json");
+    let line = format!(
+        "{export} && {}",
+        apply.replace("/tmp/fixtures-state.json", &fresh_state.to_string_lossy())
+    );
+    let out = run(&with_fixtures, line).await.expect("join");
+    let said = format!("{}{}", util::stdout(&out), util::stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains("the bot is not in"), "{said}");
+    assert!(fresh_state.exists());
+    plain.shutdown().await;
+    with_fixtures.shutdown().await;
 }

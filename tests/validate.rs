@@ -264,14 +264,15 @@ fn the_checked_in_schema_is_up_to_date() {
 #[test]
 fn every_example_file_points_editors_at_the_schema() {
     let mut files = Vec::new();
-    // Every config example (CI and deployment files under examples/ are not configs).
+    // Every config example (CI and deployment files, and the emulator's tenants, under
+    // examples/ are not configs).
     for dir in std::fs::read_dir(util::root().join("examples")).expect("list examples") {
         let dir = dir.expect("entry").path();
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if dir.is_dir() && name != "ci" && name != "deploy" {
+        if dir.is_dir() && !["ci", "deploy", "emulator"].contains(&name.as_str()) {
             collect_yaml(&dir, &mut files);
         }
     }
@@ -614,5 +615,40 @@ proptest! {
         }
         let _ = loaded.report.render_text(&loaded.sources);
         let _ = loaded.report.to_json(&loaded.sources);
+    }
+}
+
+#[test]
+fn nesting_up_to_the_depth_limit_is_a_diagnostic_never_a_stack_overflow() {
+    // The depth limit (64) exists so that a deep file is reported, not a crash. Nested flow
+    // mappings, or lists of mappings, took more stack per level than a parser thread had (in
+    // a debug build): the process aborted ("has overflowed its stack", exit 134) before the
+    // limit was reached.
+    let deep_maps = format!("version: 1\nx: {}1{}\n", "{a: ".repeat(64), "}".repeat(64));
+    let deep_mixed = format!(
+        "version: 1\nx: {}1{}\n",
+        "[{a: ".repeat(40),
+        "}]".repeat(40)
+    );
+    let mut block = String::from("version: 1\n");
+    for level in 0..100 {
+        block.push_str(&format!("{}a:\n", "  ".repeat(level)));
+    }
+    block.push_str(&format!("{}1\n", "  ".repeat(100)));
+    for (name, text) in [
+        ("maps.yaml", deep_maps),
+        ("mixed.yaml", deep_mixed),
+        ("block.yaml", block),
+    ] {
+        let dir = Dir::new().file(name, &text);
+        let out = run_within(dir.path(), &["validate", "."], 30);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", util::stderr(&out));
+        assert!(
+            util::stdout(&out).contains("error[yaml-too-deep]")
+                || util::stderr(&out).contains("error[yaml-too-deep]"),
+            "{name}:\n{}{}",
+            util::stdout(&out),
+            util::stderr(&out)
+        );
     }
 }

@@ -621,6 +621,36 @@ async fn a_second_daemon_on_the_same_state_is_refused() {
     assert_eq!(first.readyz().await.0, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_lock_timeout_a_second_daemon_waits_for_the_first_to_stop_then_runs() {
+    let emu = emulator(Duration::ZERO).await;
+    let dir = Dir::new().file("a.yaml", &config(&[("oc_wait", "First")]));
+    let mut first = Daemon::start(&emu, dir.path(), &[]);
+    first
+        .eventually("ready", || async {
+            (first.readyz().await.0 == 200).then_some(())
+        })
+        .await;
+    let mut second = Daemon::spawn(&emu, dir.path(), &["--lock-timeout", "30s"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        second.child.try_wait().expect("try_wait").is_none(),
+        "the second daemon gave up instead of waiting:\n{}",
+        second.log()
+    );
+    first.signal("TERM");
+    assert_eq!(first.exit_within(WAIT).await.code(), Some(0));
+    write(
+        &dir.path().join("a.yaml"),
+        &config(&[("oc_wait", "Second")]),
+    );
+    second
+        .eventually("the second daemon to apply", || async {
+            (chat_text(&emu, "oc_wait").await.as_deref() == Some("Second")).then_some(())
+        })
+        .await;
+}
+
 fn button(text: &str) -> Button {
     Button {
         multi_url: Some(MultiUrl {
@@ -755,16 +785,23 @@ fn the_deployment_examples_run_valid_watch_command_lines() {
         .expect("ExecStart");
     let mut unit_args = vec!["feedbuttons"];
     unit_args.extend(exec.split_whitespace().skip(1));
-    let manifest = read("kubernetes.yaml");
-    let args_line = manifest
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("args: [\"watch\""))
-        .expect("the watch container's args");
-    let k8s: Vec<String> =
-        serde_json::from_str(&format!("[\"watch\"{args_line}")).expect("a JSON list");
-    let mut k8s_args = vec!["feedbuttons"];
-    k8s_args.extend(k8s.iter().map(String::as_str));
-    for args in [unit_args, k8s_args] {
+    let watch_args = |manifest: &str| -> Vec<String> {
+        let args_line = manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("args: [\"watch\""))
+            .expect("the watch container's args");
+        serde_json::from_str(&format!("[\"watch\"{args_line}")).expect("a JSON list")
+    };
+    let shared = read("kubernetes.yaml");
+    let single = read("kubernetes-file-state.yaml");
+    let (k8s, k8s_file) = (watch_args(&shared), watch_args(&single));
+    let mut runs = vec![unit_args];
+    for k in [&k8s, &k8s_file] {
+        let mut args = vec!["feedbuttons"];
+        args.extend(k.iter().map(String::as_str));
+        runs.push(args);
+    }
+    for args in runs {
         let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         let Cmd::Watch(w) = cli.command else {
             panic!("{args:?} is not a watch command")
@@ -772,9 +809,17 @@ fn the_deployment_examples_run_valid_watch_command_lines() {
         assert!(w.listen.ends_with(":9464"), "{args:?}");
     }
     assert!(unit.contains("FEEDBUTTONS_STATE=/var/lib/feedbuttons/"));
-    assert!(manifest.contains("--state\", \"/var/lib/feedbuttons/state.json"));
-    for probe in ["path: /healthz", "path: /readyz"] {
-        assert!(manifest.contains(probe), "{probe}");
+    // Two replicas share a PostgreSQL state whose URL comes from a Secret; the file-state
+    // variant keeps one replica and its state on a volume.
+    assert!(shared.contains("replicas: 2"));
+    assert!(shared.contains("- name: FEEDBUTTONS_STATE\n              valueFrom:\n                secretKeyRef: {name: feedbuttons-state, key: url}"));
+    assert!(!k8s.iter().any(|a| a == "--state"));
+    assert!(single.contains("replicas: 1") && single.contains("type: Recreate"));
+    assert!(single.contains("--state\", \"/var/lib/feedbuttons/state.json"));
+    for manifest in [&shared, &single] {
+        for probe in ["path: /healthz", "path: /readyz"] {
+            assert!(manifest.contains(probe), "{probe}");
+        }
     }
 }
 

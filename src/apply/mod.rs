@@ -133,6 +133,16 @@ pub async fn apply(
     let mut stop = stop;
     // A shared store's writer can lose its lock; then nothing more may be sent.
     let mut lost = lock.lost();
+    // The writer can count itself lost while this loop waits for it (a write hanging on a
+    // silent network): calls waiting for a retry or a slot stop then, not when the write ends.
+    let stop_on_lost = lost.clone().map(|mut lost| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            if lost.wait_for(|l| *l).await.is_ok() {
+                client.stop_sending();
+            }
+        })
+    });
     // A writer that took over from one with calls in flight waits until none can still land.
     if let Some(from) = lock.sends_from() {
         let wait = tokio::time::sleep_until(from.into());
@@ -293,6 +303,9 @@ pub async fn apply(
             report.state_error.get_or_insert_with(|| e.to_string());
             stopping = true;
         }
+    }
+    if let Some(task) = stop_on_lost {
+        task.abort();
     }
     report.calls_not_sent += schedule.waiting();
     progress.finish();

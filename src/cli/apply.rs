@@ -54,6 +54,7 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode, Error> {
                 &writer.state().targets,
                 &options,
             );
+            p.label_people(&desired.people);
             out.human(&plan::render::text(
                 &p,
                 plan::render::Style { color: out.color() },

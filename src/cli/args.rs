@@ -63,6 +63,9 @@ pub enum Command {
         /// The config directory [default: the quick-start example].
         dir: Option<PathBuf>,
     },
+    /// Look up the emails, mobiles, chats (members_of) and departments the config names, and
+    /// write their ids to DIR/feedbuttons.lock (or, with --check, say whether it is current).
+    Resolve(ResolveArgs),
     /// Inspect the applied state, and repair it by hand.
     State(StateArgs),
     /// Keep the chats' buttons in line with a directory that something else keeps up to date:
@@ -110,13 +113,39 @@ pub struct PlanArgs {
     /// Plan only this chat (repeatable).
     #[arg(long = "chat", value_name = "CHAT_ID")]
     pub chats: Vec<String>,
-    /// Calls per second the time estimate assumes.
-    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::api::RATE_LIMIT_PER_SECOND)]
+    /// Calls per second the time estimate assumes (at least 1).
+    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::api::RATE_LIMIT_PER_SECOND,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit: u32,
     /// The API base URL the state must have been applied with (checked when FEISHU_APP_ID is
     /// set; without it only the app id is compared).
     #[arg(long, env = "FEISHU_BASE_URL", value_name = "URL")]
     pub base_url: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ResolveArgs {
+    /// The config directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Write nothing: exit 1 when feedbuttons.lock is missing or differs from what the
+    /// directory says now (printing the differences), 0 when it is current (for CI).
+    #[arg(long)]
+    pub check: bool,
+    /// The API base URL (Lark: https://open.larksuite.com).
+    #[arg(
+        long,
+        env = "FEISHU_BASE_URL",
+        value_name = "URL",
+        default_value = DEFAULT_BASE_URL
+    )]
+    pub base_url: String,
+    /// Look-ups per second, per directory API (Feishu allows 50); 0 lifts it.
+    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::directory::RATE_LIMIT_PER_SECOND)]
+    pub directory_rate_limit: u32,
+    /// Look-ups per minute, per directory API (Feishu allows 1000); 0 lifts it.
+    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::directory::RATE_LIMIT_PER_MINUTE)]
+    pub directory_rate_limit_per_minute: u32,
 }
 
 /// Where the API is and how fast it may be called (apply, watch).
@@ -130,8 +159,9 @@ pub struct ApiArgs {
         default_value = DEFAULT_BASE_URL
     )]
     pub base_url: String,
-    /// Calls per second, never exceeded (the API allows 10).
-    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::api::RATE_LIMIT_PER_SECOND)]
+    /// Calls per second, never exceeded (at least 1; the API allows 10).
+    #[arg(long, value_name = "N", default_value_t = crate::feishu::wire::api::RATE_LIMIT_PER_SECOND,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit: u32,
 }
 
@@ -332,6 +362,11 @@ pub struct WatchArgs {
     /// wait doubles with every refusal, up to an hour.
     #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = positive_duration)]
     pub retry_waiting: Duration,
+    /// Look the members of the lock's chats (members_of) and departments up again this often
+    /// (e.g. 10m), and apply membership changes without a commit; /status shows how far they
+    /// drifted from the committed feedbuttons.lock. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub resolve_every: Option<Duration>,
     /// How to write the log on stderr: for people, or one JSON object a line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -8,6 +8,7 @@ mod apply;
 pub mod args;
 mod load;
 mod plan;
+mod resolve;
 mod state;
 pub mod term;
 mod validate;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 
 pub use args::{
     ApiArgs, ApplyArgs, ApplyFormat, Cli, ColorWhen, Command, LogFormat, PlanArgs, PlanFormat,
-    StateArgs, StateCommand, StateFormat, VERSION, ValidateFormat, WatchArgs,
+    ResolveArgs, StateArgs, StateCommand, StateFormat, VERSION, ValidateFormat, WatchArgs,
 };
 
 /// Why a command failed before it could give an exit code of its own: exit code 1.
@@ -92,6 +93,12 @@ pub enum Error {
     /// The demo could not run.
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
+    /// The lock cannot be read or written.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    /// A directory look-up failed for the whole run.
+    #[error("{0}; nothing was written")]
+    Resolve(#[from] crate::resolve::ResolveError),
     /// `state list DIR --dir OTHER`: two config directories.
     #[error(
         "two config directories: {} and --dir {}; give one",
@@ -120,6 +127,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             rt.block_on(crate::demo::run(dir.as_deref(), term::stdout_color()))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Resolve(args) => resolve::run(&args),
         Command::State(args) => state::run(args),
         Command::Emulator(args) => {
             let rt = crate::runtime::build().map_err(Error::Runtime)?;

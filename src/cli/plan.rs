@@ -21,6 +21,8 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
     // What the plan is compared with; it borrows their targets.
     let base;
     let applied;
+    // A shared store holds several states: a plan says which one it was made against.
+    let mut against: Option<String> = None;
     let (the_plan, state_ref) = match &args.base {
         Some(base_dir) => {
             base = load::base(base_dir)?;
@@ -29,7 +31,11 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
             // Chats that only the base declares keep their names in the plan.
             let mut names = base.chat_names.clone();
             names.extend(desired.chat_names.clone());
-            let p = plan::plan(&desired.targets, &names, &base.targets, &options);
+            let mut p = plan::plan(&desired.targets, &names, &base.targets, &options);
+            // People the base names and this config no longer does are shown by the base's lock.
+            let mut people = base.people.clone();
+            people.extend(desired.people.clone());
+            p.label_people(&people);
             (p, None)
         }
         None => {
@@ -38,7 +44,11 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
             if let Some(out) = &args.out {
                 check_plan_out(out, &args.dir, location.spec(), &config_files)?;
             }
-            applied = location.open()?.load()?;
+            let store = location.open()?;
+            applied = store.load()?;
+            if location.is_shared() {
+                against = Some(format!("{} at serial {}", store.location(), applied.serial));
+            }
             let known = |c: &str| applied.chat(c).next().is_some();
             load::check_chats_known(&args.chats, &desired, known, "the state")?;
             // With an app configured, a plan against another app's state would mislead.
@@ -54,12 +64,13 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
                 };
                 applied.check_binding(&Binding::new(base_url, app_id))?;
             }
-            let p = plan::plan(
+            let mut p = plan::plan(
                 &desired.targets,
                 &desired.chat_names,
                 &applied.targets,
                 &options,
             );
+            p.label_people(&desired.people);
             let state_ref = plan::json::StateRef {
                 lineage: applied.lineage.clone(),
                 serial: applied.serial,
@@ -71,6 +82,12 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
         plan::json::PlanDoc::new(&the_plan).save(out, state_ref)?;
     }
     print(&the_plan, args.format)?;
+    if let Some(against) = &against {
+        match args.format {
+            PlanFormat::Markdown => term::print(&format!("\n_Planned against {against}._\n"))?,
+            PlanFormat::Text | PlanFormat::Json => eprintln!("Planned against {against}."),
+        }
+    }
     if let Some(out) = &args.out {
         eprintln!(
             "Saved the plan to {}; apply it with `{}`.",

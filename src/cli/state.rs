@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use super::args::{StateArgs, StateCommand, StateFormat};
 use super::{Error, load, term};
+use crate::config::LoadError;
 use crate::settings::StateLocation;
 use crate::state::commands::{self, Selector, ShowFormat};
 use crate::state::{self, StateError};
@@ -25,18 +26,32 @@ pub fn run(args: StateArgs) -> Result<ExitCode, Error> {
     let location = StateLocation::resolve(&dir, state_flag.as_deref())
         .named(state_name.as_deref())
         .waiting(lock_timeout);
+    // The state beside a directory that is not there is a typo, not an empty state: reading it
+    // would show nothing recorded, and writing it would create the typo's `.feedbuttons/`.
+    let uses_dir = !location.was_given() || matches!(command, StateCommand::Adopt { .. });
+    if uses_dir && !matches!(command, StateCommand::Migrate { .. }) && !dir.is_dir() {
+        return Err(LoadError::NotADirectory { path: dir }.into());
+    }
     // Opened by the commands that use it (migrate names its own two).
     let open = || location.open();
     let text = match command {
         StateCommand::List { chat, format, .. } => {
             let store = open()?;
             let st = store.load()?;
+            // People by email beside their ids, when the config has a lock.
+            let people = crate::lock::Lock::load(&dir)
+                .ok()
+                .flatten()
+                .map(|l| l.labels())
+                .unwrap_or_default();
             match format {
-                StateFormat::Json => commands::list_json(&st, &store.location(), chat.as_deref()),
+                StateFormat::Json => {
+                    commands::list_json(&st, &store.location(), chat.as_deref(), &people)
+                }
                 StateFormat::Text => {
                     let mut out = commands::summary(&st, &store.location());
                     out.push('\n');
-                    out.push_str(&commands::list(&st, chat.as_deref()));
+                    out.push_str(&commands::list_people(&st, chat.as_deref(), &people));
                     out
                 }
             }
@@ -150,10 +165,17 @@ fn migrate(
 /// `.` when neither is given. Both at once must agree.
 fn config_dir(given: Option<PathBuf>, flag: Option<PathBuf>) -> Result<PathBuf, Error> {
     match (given, flag) {
-        (Some(given), Some(flag)) if given != flag => Err(Error::TwoDirs { given, flag }),
+        (Some(given), Some(flag)) if !same_dir(&given, &flag) => {
+            Err(Error::TwoDirs { given, flag })
+        }
         (Some(dir), _) | (None, Some(dir)) => Ok(dir),
         (None, None) => Ok(Path::new(".").to_path_buf()),
     }
+}
+
+/// Whether two spellings name one directory (`./team` and `team/`, or a link and its target).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
 /// A whole chat, or one audience in it.

@@ -27,6 +27,7 @@ pub fn run(args: WatchArgs) -> ExitCode {
         resync: args.resync,
         allow_mass_removal: args.allow_mass_removal,
         retry_waiting: args.retry_waiting,
+        resolve_every: args.resolve_every,
     };
     let rt = match crate::runtime::build() {
         Ok(rt) => rt,

@@ -7,17 +7,22 @@
 //! A reload checks every chat again (still without parsing unchanged files) when a file was
 //! added, removed or renamed (file ids, and so diagnostics, shift), when a changed file's
 //! `buttons:` or `user_sets:` changed (any chat may use them), when a file does not parse, or
-//! when the last reload found errors.
+//! when the last reload found errors, or when the people the config names changed: the
+//! directory's `feedbuttons.lock` (its bytes differ), or the live members given instead.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use sha2::{Digest as _, Sha256};
+
 use super::diag::{Diagnostic, FileId, Report, Sources};
+use super::people::People;
 use super::raw::RawFile;
 use super::validate::{self, Memo};
 use super::{LoadError, ReadFile};
 use crate::desired::DesiredState;
+use crate::lock::{LOCK_FILE, Lock};
 
 /// One file as last read and parsed.
 #[derive(Debug)]
@@ -97,6 +102,59 @@ pub struct ConfigCache {
     memo: Memo,
     /// The last reload checked every file and found no error: its memo can be built on.
     clean: bool,
+    /// The people the last reload validated with, where they came from, and what reading
+    /// them reported (a lock that cannot be read).
+    people: People,
+    people_from: PeopleFrom,
+    people_labels: std::collections::BTreeMap<String, String>,
+    people_diagnostics: Vec<Diagnostic>,
+}
+
+/// Where the people of a reload came from: any change of them re-checks every chat.
+#[derive(Debug, Default, PartialEq, Eq)]
+enum PeopleFrom {
+    /// Not known (nothing read yet, or the lock could not be read): read them again.
+    #[default]
+    Unknown,
+    /// The directory's lock: the SHA-256 of its bytes, `None` when there is no lock.
+    Dir(Option<Vec<u8>>),
+    /// Live members the caller gave (`watch --resolve-every`), held in `people`.
+    Live,
+}
+
+impl ConfigCache {
+    /// Takes the people to validate with: `live` when given, else the lock in `dir`. Says
+    /// whether they may differ from those of the last reload.
+    fn update_people(&mut self, dir: &Path, live: Option<Lock>) -> bool {
+        match live {
+            Some(lock) => {
+                if self.people_from == PeopleFrom::Live && self.people.lock() == Some(&lock) {
+                    return false;
+                }
+                self.people = People::new(Some(lock));
+                self.people_from = PeopleFrom::Live;
+                self.people_diagnostics.clear();
+            }
+            None => {
+                // The bytes are read before the lock is parsed: a lock written in between is
+                // seen as changed at the next reload, never missed.
+                let from = match std::fs::read(dir.join(LOCK_FILE)) {
+                    Ok(bytes) => PeopleFrom::Dir(Some(Sha256::digest(&bytes).to_vec())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => PeopleFrom::Dir(None),
+                    Err(_) => PeopleFrom::Unknown,
+                };
+                if from != PeopleFrom::Unknown && from == self.people_from {
+                    return false;
+                }
+                let mut report = Report::default();
+                self.people = super::dir_people(dir, &mut report);
+                self.people_diagnostics = report.diagnostics;
+                self.people_from = from;
+            }
+        }
+        self.people_labels = self.people.labels();
+        true
+    }
 }
 
 /// What a reload found.
@@ -116,8 +174,15 @@ pub struct Reload<'c> {
 impl ConfigCache {
     /// Reads `dir` again, parsing only the files that changed since the last reload, and
     /// checking only the chats they declare or declared, and the chats of `also`.
-    pub fn reload(&mut self, dir: &Path, also: &BTreeSet<String>) -> Result<Reload<'_>, LoadError> {
+    /// The people named in the config are `live` when given, else the lock in `dir`.
+    pub fn reload(
+        &mut self,
+        dir: &Path,
+        also: &BTreeSet<String>,
+        live: Option<Lock>,
+    ) -> Result<Reload<'_>, LoadError> {
         let rels = super::list_files(dir)?;
+        let people_changed = self.update_people(dir, live);
         let same_files = self.dir == dir
             && rels.len() == self.files.len()
             && rels.iter().zip(&self.files).all(|(r, f)| *r == f.rel);
@@ -228,7 +293,7 @@ impl ConfigCache {
         }
         let files: Vec<CachedFile> = files.into_iter().flatten().collect();
         let all_parsed = files.iter().all(|f| f.raw.is_some());
-        let scoped = same_files && self.clean && all_parsed && !defs_changed;
+        let scoped = same_files && self.clean && all_parsed && !defs_changed && !people_changed;
         self.dir = dir.to_path_buf();
         self.sources.files = read.into_iter().map(|r| r.source).collect();
         self.files = files;
@@ -240,6 +305,9 @@ impl ConfigCache {
         if self.files.is_empty() {
             report.push(super::no_config_files(dir));
         }
+        report
+            .diagnostics
+            .extend(self.people_diagnostics.iter().cloned());
         let raws: Vec<(FileId, &RawFile)> = self
             .files
             .iter()
@@ -260,12 +328,14 @@ impl ConfigCache {
             touched.extend(also.iter().cloned());
             touched
         });
-        let desired = validate::validate_with(
+        let mut desired = validate::validate_with(
             &raws,
             &unparsed,
+            &self.people,
             &mut report,
             Some((&mut self.memo, chats.as_ref())),
         );
+        desired.people = self.people_labels.clone();
         report.sort();
         self.clean = all_parsed && !report.has_errors();
         let desired = (!report.has_errors()).then_some(desired);

@@ -3,6 +3,7 @@
 
 pub mod diag;
 pub mod incremental;
+pub mod people;
 pub mod raw;
 pub mod schema;
 pub mod syntax;
@@ -20,6 +21,10 @@ use crate::desired::DesiredState;
 /// Most YAML nodes (mappings, lists and scalars) one file may hold. serde-saphyr's default
 /// (250,000) is too small for a file with a hundred thousand users; this is twenty times that.
 pub const MAX_NODES_PER_FILE: usize = 5_000_000;
+
+/// The stack of a thread that parses files: room for the parser's recursion down to the depth
+/// limit with a wide margin, in a debug build too.
+const PARSER_STACK_BYTES: usize = 32 << 20;
 
 /// A directory that cannot be loaded at all (as opposed to a config with errors in it).
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +49,19 @@ pub struct Loaded {
     pub desired: Option<DesiredState>,
 }
 
-/// Loads and validates every config file under `dir`.
+/// Loads and validates every config file under `dir`, reading the people it names from the
+/// lock beside it (`feedbuttons.lock`), if there is one.
 pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
+    load(dir, None)
+}
+
+/// [`load_dir`], with the people taken from `people` instead of the directory's own lock
+/// (`resolve` notes what is asked; `watch --resolve-every` holds the live members).
+pub fn load_dir_with(dir: &Path, people: &people::People) -> Result<Loaded, LoadError> {
+    load(dir, Some(people))
+}
+
+fn load(dir: &Path, given: Option<&people::People>) -> Result<Loaded, LoadError> {
     let rel_paths = list_files(dir)?;
     let mut report = Report::default();
     let mut sources = Sources::default();
@@ -59,7 +75,26 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
     if sources.files.is_empty() {
         report.push(no_config_files(dir));
     }
-    Ok(finish(sources, report, &text_known))
+    if let Some(people) = given {
+        return Ok(finish(sources, report, &text_known, people));
+    }
+    let people = dir_people(dir, &mut report);
+    Ok(finish(sources, report, &text_known, &people))
+}
+
+/// The people named by the lock in `dir` (none without one); a lock that cannot be read is
+/// reported in `report`, and then no one is known.
+pub(crate) fn dir_people(dir: &Path, report: &mut Report) -> people::People {
+    match crate::lock::Lock::load(dir) {
+        Ok(lock) => people::People::new(lock),
+        Err(e) => {
+            report.push(
+                Diagnostic::error("lock-invalid", e.to_string())
+                    .help("run `feedbuttons resolve` to write it again"),
+            );
+            people::People::default()
+        }
+    }
 }
 
 /// The config files under `dir`, relative to it, in sorted order.
@@ -140,12 +175,22 @@ pub fn load_texts(files: Vec<(PathBuf, String)>) -> Loaded {
             .collect(),
     };
     let text_known = vec![true; sources.files.len()];
-    finish(sources, Report::default(), &text_known)
+    finish(
+        sources,
+        Report::default(),
+        &text_known,
+        &people::People::default(),
+    )
 }
 
 /// Parses, decodes and validates the files whose reading raised no diagnostic yet.
 /// `text_known[i]` is false for a file whose content could not be read at all.
-fn finish(sources: Sources, mut report: Report, text_known: &[bool]) -> Loaded {
+fn finish(
+    sources: Sources,
+    mut report: Report,
+    text_known: &[bool],
+    people: &people::People,
+) -> Loaded {
     let readable: Vec<bool> = (0..sources.files.len())
         .map(|i| {
             !report
@@ -187,7 +232,8 @@ fn finish(sources: Sources, mut report: Report, text_known: &[bool]) -> Loaded {
                 .then_some(f.text.as_str()),
         })
         .collect();
-    let desired = validate::validate(&raws, &unparsed, &mut report);
+    let mut desired = validate::validate(&raws, &unparsed, people, &mut report);
+    desired.people = people.labels();
     drop(raws);
     report.sort();
     let desired = (!report.has_errors()).then_some(desired);
@@ -393,23 +439,32 @@ fn parse_and_decode(files: &[(FileId, &str)]) -> Vec<Decoded> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len().max(1));
+    // Each worker takes the next file until none is left.
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(file, text)) = files.get(i) else {
+                break;
+            };
+            let mut report = Report::default();
+            let raw = parse(file, text, &mut report)
+                .map(|node| raw::decode_file(file, &node, &mut report));
+            done.push((file, raw, report));
+        }
+        done
+    };
     let mut results: Vec<Decoded> = std::thread::scope(|scope| {
+        // The parser recurses once per level of nesting, down to the depth limit (64), and
+        // needs more than a thread's default 2 MiB for it in a debug build: a file nested
+        // just under the limit aborted the process instead of being reported. The stack is
+        // reserved, and only used that deep.
         let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&(file, text)) = files.get(i) else {
-                            break;
-                        };
-                        let mut report = Report::default();
-                        let raw = parse(file, text, &mut report)
-                            .map(|node| raw::decode_file(file, &node, &mut report));
-                        done.push((file, raw, report));
-                    }
-                    done
-                })
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(PARSER_STACK_BYTES)
+                    .spawn_scoped(scope, work)
+                    .ok()
             })
             .collect();
         workers
@@ -417,6 +472,8 @@ fn parse_and_decode(files: &[(FileId, &str)]) -> Vec<Decoded> {
             .flat_map(|w| w.join().unwrap_or_default())
             .collect()
     });
+    // What no worker took (none could be started): parsed here.
+    results.extend(work());
     results.sort_by_key(|r| r.0);
     results
 }

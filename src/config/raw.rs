@@ -5,6 +5,7 @@
 //! cross-file checks in `validate.rs` still run on the rest.
 
 use super::diag::{Diagnostic, FileId, Report};
+use super::people::Source;
 use super::yaml::{Node, Pos, Value};
 use crate::feishu::wire::{ActionType, ButtonType, UserIdType};
 
@@ -20,9 +21,13 @@ pub struct At<T> {
 pub struct RawFile {
     pub user_id_type: Option<At<UserIdType>>,
     pub buttons: Vec<(At<String>, RawButton)>,
-    pub user_sets: Vec<(At<String>, Vec<At<String>>)>,
+    pub user_sets: Vec<RawUserSet>,
     pub chats: Vec<RawChat>,
 }
+
+/// A user set: its name, the users it lists (ids, emails, mobiles), and the directory sources
+/// it draws people from.
+pub type RawUserSet = (At<String>, Vec<At<String>>, Vec<At<Source>>);
 
 /// A button as written (named under `buttons:` or inline in an assignment).
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +90,7 @@ const BUTTON_FIELDS: &[&str] = &["text", "style", "url", "action", "action_map"]
 const URL_FIELDS: &[&str] = &["default", "android", "ios", "pc"];
 const CHAT_FIELDS: &[&str] = &["chat_id", "name", "user_id_type", "assign"];
 const ASSIGN_FIELDS: &[&str] = &["user_sets", "users", "everyone", "buttons"];
+const SOURCE_FIELDS: &[&str] = &["members_of", "department"];
 
 /// The only config format version this build reads.
 pub const VERSION: i128 = 1;
@@ -429,7 +435,7 @@ impl Decoder<'_> {
         Some(out)
     }
 
-    fn user_sets(&mut self, node: &Node) -> Vec<(At<String>, Vec<At<String>>)> {
+    fn user_sets(&mut self, node: &Node) -> Vec<RawUserSet> {
         let Value::Map(entries) = &node.value else {
             self.wrong_type(
                 node,
@@ -443,10 +449,51 @@ impl Decoder<'_> {
             let Some(name) = self.string(k, "a user set name") else {
                 continue;
             };
-            let ids = self.strings(v, &format!("user set `{}`", name.value));
-            out.push((name, ids));
+            let what = format!("user set `{}`", name.value);
+            let Value::Seq(items) = &v.value else {
+                self.wrong_type(v, &format!("`{what}` list"), "a list");
+                out.push((name, Vec::new(), Vec::new()));
+                continue;
+            };
+            let (mut ids, mut sources) = (Vec::with_capacity(items.len()), Vec::new());
+            for item in items {
+                match &item.value {
+                    Value::Map(_) => sources.extend(self.source(item)),
+                    _ => ids.extend(self.string(item, &what)),
+                }
+            }
+            out.push((name, ids, sources));
         }
         out
+    }
+
+    /// A user set entry that draws people from the directory: `{members_of: oc_...}` or
+    /// `{department: od-...}`, one key each.
+    fn source(&mut self, node: &Node) -> Option<At<Source>> {
+        let fields = self.fields(node, "a directory source", SOURCE_FIELDS)?;
+        if self.unknown_seen {
+            return None;
+        }
+        let [(key, _, v)] = fields.as_slice() else {
+            self.err(
+                "wrong-type",
+                node.pos,
+                "a directory source names one chat (`members_of`) or one department (`department`)"
+                    .to_owned(),
+                "expected one key",
+            )
+            .help = Some("write each source as its own entry: `- members_of: oc_...`".to_owned());
+            return None;
+        };
+        let id = self.string(v, &format!("`{key}`"))?;
+        let source = match *key {
+            "members_of" => Source::MembersOf(id.value),
+            _ => Source::Department(id.value),
+        };
+        Some(At {
+            value: source,
+            pos: id.pos,
+        })
     }
 
     fn chats(&mut self, node: &Node) -> Vec<RawChat> {

@@ -63,7 +63,8 @@ pub fn schema() -> Value {
         "default": "open_id",
         "description": "The type of the user ids (open_id: ou_..., union_id: on_..., user_id: tenant ids)."
     });
-    let id_list = json!({"type": "array", "items": {"type": "string", "minLength": 1}});
+    let id_list = json!({"type": "array", "items": {"type": "string", "minLength": 1,
+        "description": "A user id of the chat's user_id_type, an email, or a mobile (\"+86...\"), looked up in feedbuttons.lock."}});
     let assignment = json!({
         "type": "object",
         "additionalProperties": false,
@@ -98,8 +99,14 @@ pub fn schema() -> Value {
             },
             "user_sets": {
                 "type": "object",
-                "description": "Named lists of user ids; names are unique across the whole directory.",
-                "additionalProperties": id_list
+                "description": "Named lists of users (ids, emails, mobiles) and directory sources ({members_of: oc_...}, {department: od-...}); names are unique across the whole directory.",
+                "additionalProperties": {"type": "array", "items": {"oneOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "object", "additionalProperties": false, "required": ["members_of"],
+                     "properties": {"members_of": {"type": "string", "pattern": "^oc_.+", "description": "Everyone in this chat (from feedbuttons.lock)."}}},
+                    {"type": "object", "additionalProperties": false, "required": ["department"],
+                     "properties": {"department": {"type": "string", "description": "A department's own people, by open department id od-... (from feedbuttons.lock)."}}}
+                ]}}
             },
             "chats": {
                 "type": "array",

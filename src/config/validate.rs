@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::diag::{Diagnostic, FileId, Label, Report, Severity};
+use super::people::{People, Source};
 use super::raw::{At, RawButton, RawButtonRef, RawFile, RawUrl, suggest};
 use super::yaml::Pos;
 use crate::desired::DesiredState;
@@ -24,10 +25,11 @@ pub struct Unparsed<'a> {
 pub fn validate(
     files: &[(FileId, RawFile)],
     unparsed: &[Unparsed],
+    people: &People,
     report: &mut Report,
 ) -> DesiredState {
     let files: Vec<(FileId, &RawFile)> = files.iter().map(|(i, raw)| (*i, raw)).collect();
-    validate_with(&files, unparsed, report, None)
+    validate_with(&files, unparsed, people, report, None)
 }
 
 /// What checking one chat found: kept between reloads (see `config::incremental`), so that an
@@ -56,6 +58,7 @@ pub struct Memo {
 pub fn validate_with(
     files: &[(FileId, &RawFile)],
     unparsed: &[Unparsed],
+    people: &People,
     report: &mut Report,
     mut memo: Option<(&mut Memo, Option<&BTreeSet<String>>)>,
 ) -> DesiredState {
@@ -136,6 +139,7 @@ pub fn validate_with(
         let mut repeated: BTreeMap<(usize, usize), Vec<&str>> = BTreeMap::new();
         let mut everyone: Option<usize> = None;
         let mut bad_ids: foldhash::HashSet<(UserIdType, &str)> = Default::default();
+        let mut bad_sources: foldhash::HashSet<(UserIdType, &Source)> = Default::default();
 
         for (file, raw, chat) in places {
             if let Some(n) = &chat.name {
@@ -229,8 +233,9 @@ pub fn validate_with(
                         via: None,
                     });
                     let o = origins.len() - 1;
-                    if v.check_user_id(id_type, &u.value, *file, u.pos, None, &mut bad_ids) {
-                        members.push((&u.value, o));
+                    let place = (*file, u.pos, None);
+                    if let Some(id) = v.user(people, id_type, &u.value, place, &mut bad_ids) {
+                        members.push((id, o));
                     }
                 }
                 for s in &a.user_sets {
@@ -262,17 +267,15 @@ pub fn validate_with(
                     });
                     let o = origins.len() - 1;
                     for id in set.ids {
-                        let reference = (*file, s.pos);
-                        if v.check_user_id(
-                            id_type,
-                            &id.value,
-                            set.file,
-                            id.pos,
-                            Some(reference),
-                            &mut bad_ids,
-                        ) {
-                            members.push((&id.value, o));
+                        let place = (set.file, id.pos, Some((*file, s.pos)));
+                        if let Some(id) = v.user(people, id_type, &id.value, place, &mut bad_ids) {
+                            members.push((id, o));
                         }
+                    }
+                    for source in set.sources {
+                        let place = (set.file, source.pos, Some((*file, s.pos)));
+                        let ids = v.source(people, id_type, &source.value, place, &mut bad_sources);
+                        members.extend(ids.iter().map(|id| (id.as_str(), o)));
                     }
                 }
                 let mut in_this: foldhash::HashMap<&str, usize> = Default::default();
@@ -461,6 +464,20 @@ fn show_waiting(
     }
 }
 
+/// `d` labelled at the entry, and at the place that uses it through a user set.
+fn located(
+    d: Diagnostic,
+    (file, pos, label): (FileId, Pos, &str),
+    reference: Option<(FileId, Pos)>,
+    id_type: UserIdType,
+) -> Diagnostic {
+    let d = d.label(file, pos, label);
+    match reference {
+        Some((f, p)) => d.label(f, p, format!("used here, where ids are {id_type}")),
+        None => d,
+    }
+}
+
 /// Where a user was named: directly (`users:`) or through a user set (`user_sets:`).
 struct Origin {
     file: FileId,
@@ -481,6 +498,7 @@ struct SetDef<'a> {
     file: FileId,
     pos: Pos,
     ids: &'a [At<String>],
+    sources: &'a [At<Source>],
 }
 
 struct Validator<'r> {
@@ -547,7 +565,7 @@ impl Validator<'_> {
     ) -> BTreeMap<&'a str, SetDef<'a>> {
         let mut out: BTreeMap<&'a str, SetDef<'a>> = BTreeMap::new();
         for (file, raw) in files {
-            for (name, ids) in &raw.user_sets {
+            for (name, ids, sources) in &raw.user_sets {
                 if let Some(first) = out.get(name.value.as_str()) {
                     self.report.push(
                         Diagnostic::error("duplicate-user-set", format!("user set `{}` is defined twice", name.value))
@@ -557,6 +575,7 @@ impl Validator<'_> {
                     );
                     continue;
                 }
+                self.check_sources(*file, sources);
                 let mut listed: HashMap<&str, Pos> = HashMap::new();
                 for id in ids {
                     match listed.get(id.value.as_str()) {
@@ -583,11 +602,88 @@ impl Validator<'_> {
                         file: *file,
                         pos: name.pos,
                         ids,
+                        sources,
                     },
                 );
             }
         }
         out
+    }
+
+    /// The id a user entry names for `id_type`: the id itself, or the lock's id for an email or
+    /// a mobile. Reports each bad (type, entry) once; `place` is where the entry is written and,
+    /// for an entry of a user set, where the set is used.
+    fn user<'a>(
+        &mut self,
+        people: &'a People,
+        id_type: UserIdType,
+        written: &'a str,
+        place: (FileId, Pos, Option<(FileId, Pos)>),
+        bad: &mut foldhash::HashSet<(UserIdType, &'a str)>,
+    ) -> Option<&'a str> {
+        let (file, pos, reference) = place;
+        match super::people::Written::of(written) {
+            super::people::Written::Id(id) => self
+                .check_user_id(id_type, id, file, pos, reference, bad)
+                .then_some(id),
+            person => match people.id(written, id_type) {
+                Ok(id) => Some(id),
+                Err(missing) => {
+                    if bad.insert((id_type, written)) {
+                        let d = super::people::unresolved_user(person, id_type, missing);
+                        let label = match person.problem() {
+                            Some(_) => "cannot be looked up as written",
+                            None => missing.label(),
+                        };
+                        self.report
+                            .push(located(d, (file, pos, label), reference, id_type));
+                    }
+                    None
+                }
+            },
+        }
+    }
+
+    /// The ids a directory source gives for `id_type`, from the lock; reported once when the
+    /// lock has none.
+    fn source<'a>(
+        &mut self,
+        people: &'a People,
+        id_type: UserIdType,
+        source: &'a Source,
+        place: (FileId, Pos, Option<(FileId, Pos)>),
+        bad: &mut foldhash::HashSet<(UserIdType, &'a Source)>,
+    ) -> &'a [String] {
+        if source.problem().is_some() {
+            return &[];
+        }
+        match people.members(source, id_type) {
+            Ok(ids) => ids,
+            Err(missing) => {
+                let (file, pos, reference) = place;
+                if bad.insert((id_type, source)) {
+                    let d = super::people::unresolved_source(source, id_type, missing);
+                    let at = (file, pos, missing.label());
+                    self.report.push(located(d, at, reference, id_type));
+                }
+                &[]
+            }
+        }
+    }
+
+    /// Reports directory sources whose id cannot be a chat's or a department's.
+    fn check_sources(&mut self, file: FileId, sources: &[At<Source>]) {
+        for s in sources {
+            if let Some(rule) = s.value.problem() {
+                self.report.push(
+                    Diagnostic::error(
+                        "invalid-source",
+                        format!("`{}` is not a directory source", s.value),
+                    )
+                    .label(file, s.pos, rule),
+                );
+            }
+        }
     }
 
     /// Checks an id against its type; reports each bad (type, id) once. `reference` is the place

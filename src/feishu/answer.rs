@@ -312,6 +312,58 @@ pub(super) fn classify_chat_button(answer: &Answer, chat_id: &str, secrets: &[&s
     Verdict::Failed(AttemptFailure::Final(error))
 }
 
+/// What one answer of a read-only call (the directory look-ups) means.
+#[derive(Debug)]
+pub(super) enum Read<T> {
+    Data(T),
+    /// 99991661/99991663/99991671/99991677: the token, not the request.
+    TokenRefused {
+        code: i64,
+        msg: String,
+        status: u16,
+    },
+    Failed(AttemptFailure),
+}
+
+/// Classifies a directory call's answer: `data` (an absent one read as empty), a refused token,
+/// throttling, a 5xx (only worth another try: a read changes nothing), or a final error with
+/// the API's code and message (a missing scope's message names the scopes).
+pub(super) fn classify_read<T: serde::de::DeserializeOwned + Default>(
+    answer: &Answer,
+    secrets: &[&str],
+) -> Read<T> {
+    let parsed: Option<ApiResponse<T>> = serde_json::from_slice(&answer.body).ok();
+    let code = parsed
+        .as_ref()
+        .map(|p| p.code)
+        .or_else(|| code_of(&answer.body));
+    if is_rate_limited(answer.status, code) {
+        return Read::Failed(AttemptFailure::RateLimited {
+            wait: parse_reset(answer.reset.as_deref()),
+        });
+    }
+    if answer.status.is_server_error() {
+        return Read::Failed(AttemptFailure::Transient {
+            why: server_error(answer.status, code, None),
+        });
+    }
+    let Some(parsed) = parsed else {
+        return Read::Failed(AttemptFailure::Final(not_api_json(answer, secrets)));
+    };
+    let (msg, status) = (scrub(&parsed.msg, secrets), answer.status.as_u16());
+    match parsed.code {
+        CODE_OK => Read::Data(parsed.data.unwrap_or_default()),
+        CODE_NO_TOKEN | CODE_TOKEN_INVALID | CODE_TOKEN_FORMAT | CODE_TOKEN_EXPIRED => {
+            Read::TokenRefused {
+                code: parsed.code,
+                msg,
+                status,
+            }
+        }
+        code => Read::Failed(AttemptFailure::Final(CallError::Api { code, msg, status })),
+    }
+}
+
 /// The token and its `expire`, or why there is none. Errors come with HTTP 200: the code decides.
 pub(super) fn classify_token(
     answer: &Answer,

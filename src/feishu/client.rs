@@ -29,6 +29,8 @@ use super::wire::api::{
 };
 use super::wire::{ChatButtonRequest, FailedUserReason, TenantTokenRequest, UserIdType};
 
+pub mod directory;
+
 pub use super::ratelimit::{Budget, SharedBudget};
 pub use super::retry::{MAX_RESET_WAIT, RetryPolicy};
 pub use super::secret::Secret;

@@ -8,4 +8,5 @@ pub mod ratelimit;
 mod retry;
 mod secret;
 mod token;
+pub mod windows;
 pub mod wire;

@@ -90,6 +90,10 @@ pub struct PlanDoc {
     pub state: Option<StateRef>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub chat_names: std::collections::BTreeMap<String, String>,
+    /// User id -> the email, mobile or name `feedbuttons.lock` knows it by, for the users the
+    /// requests name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub people: std::collections::BTreeMap<String, String>,
     pub requests: Vec<RequestDoc>,
     /// Present in saved plans: `sha256:` of the document without this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +109,7 @@ impl PlanDoc {
             mass_removal: plan.mass_removal.clone(),
             state: None,
             chat_names: plan.chat_names.clone(),
+            people: plan.people.clone(),
             requests: plan
                 .requests
                 .iter()
@@ -232,6 +237,8 @@ struct PlanView<'a> {
     mass_removal: Option<&'a MassRemoval>,
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     chat_names: &'a std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    people: &'a std::collections::BTreeMap<String, String>,
     requests: Vec<RequestView<'a>>,
 }
 
@@ -274,6 +281,7 @@ pub fn write_json(plan: &Plan, mut w: &mut dyn std::io::Write) -> std::io::Resul
         summary: &plan.summary,
         mass_removal: plan.mass_removal.as_ref(),
         chat_names: &plan.chat_names,
+        people: &plan.people,
         requests: plan
             .requests
             .iter()

@@ -217,6 +217,8 @@ pub struct Plan<'a> {
     pub requests: Vec<Request<'a>>,
     /// `name:` labels of the chats in the plan.
     pub chat_names: BTreeMap<String, String>,
+    /// How to show a user id: the email, mobile or name the lock knows it by.
+    pub people: BTreeMap<String, String>,
     pub mass_removal: Option<MassRemoval>,
     /// Calls per second the ETA assumes.
     pub rate_limit: u32,
@@ -512,6 +514,7 @@ pub fn plan_in<'a>(
         summary,
         requests: ctx.requests,
         chat_names,
+        people: BTreeMap::new(),
         mass_removal,
         rate_limit: options.rate_limit,
         settle: ctx.settle,
@@ -914,6 +917,23 @@ fn id_type(target: &Target) -> Option<UserIdType> {
 }
 
 impl Plan<'_> {
+    /// Takes from `people` (id -> email, mobile or name) the labels of the users this plan
+    /// sends, so that it shows them beside their ids.
+    pub fn label_people(&mut self, people: &BTreeMap<String, String>) {
+        if people.is_empty() {
+            return;
+        }
+        for r in &self.requests {
+            for c in &r.changes {
+                if let Some(id) = c.target.user_id()
+                    && let Some(label) = people.get(id)
+                {
+                    self.people.insert(id.to_owned(), label.clone());
+                }
+            }
+        }
+    }
+
     /// Whether applying the plan would send anything.
     pub fn has_changes(&self) -> bool {
         !self.requests.is_empty()

@@ -2,6 +2,8 @@
 //! pull-request comment. Both group a chat's users by identical change and show old and new
 //! buttons as a diff; removals stand out.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anstyle::AnsiColor;
@@ -93,7 +95,7 @@ fn list_lines(list: &ButtonList) -> String {
 struct Group<'a> {
     action: Action,
     first: &'a Change<'a>,
-    targets: Vec<&'a str>,
+    targets: Vec<Cow<'a, str>>,
 }
 
 type GroupKey<'a> = (
@@ -103,7 +105,23 @@ type GroupKey<'a> = (
     Option<&'a Note>,
 );
 
-fn chat_groups<'a>(changes: impl Iterator<Item = &'a Change<'a>>) -> Vec<Group<'a>> {
+/// How a target is shown: `everyone`, the user id, or, for a person the lock knows,
+/// `alice@example.com (ou_...)`.
+pub fn shown<'a>(
+    target: &'a crate::target::Target,
+    people: &BTreeMap<String, String>,
+) -> Cow<'a, str> {
+    let id = target.audience_label();
+    match target.user_id().and_then(|id| people.get(id)) {
+        Some(person) => Cow::Owned(format!("{person} ({id})")),
+        None => Cow::Borrowed(id),
+    }
+}
+
+fn chat_groups<'a>(
+    changes: impl Iterator<Item = &'a Change<'a>>,
+    people: &BTreeMap<String, String>,
+) -> Vec<Group<'a>> {
     let mut groups: Vec<Group<'a>> = Vec::new();
     // A fast hash: every change of the plan is looked up, by its lists' content.
     let mut index: foldhash::HashMap<GroupKey<'a>, usize> = Default::default();
@@ -115,13 +133,13 @@ fn chat_groups<'a>(changes: impl Iterator<Item = &'a Change<'a>>) -> Vec<Group<'
             c.note.as_deref(),
         );
         match index.get(&key) {
-            Some(&i) => groups[i].targets.push(c.target.audience_label()),
+            Some(&i) => groups[i].targets.push(shown(c.target, people)),
             None => {
                 index.insert(key, groups.len());
                 groups.push(Group {
                     action: c.action,
                     first: c,
-                    targets: vec![c.target.audience_label()],
+                    targets: vec![shown(c.target, people)],
                 });
             }
         }
@@ -129,12 +147,16 @@ fn chat_groups<'a>(changes: impl Iterator<Item = &'a Change<'a>>) -> Vec<Group<'
     groups
 }
 
-fn who(targets: &[&str]) -> String {
-    if targets == ["everyone"] {
+fn who(targets: &[Cow<str>]) -> String {
+    if targets.len() == 1 && targets[0] == "everyone" {
         return "everyone (the whole chat)".to_owned();
     }
     let n = targets.len();
-    let shown: Vec<&str> = targets.iter().take(USERS_SHOWN).copied().collect();
+    let shown: Vec<&str> = targets
+        .iter()
+        .take(USERS_SHOWN)
+        .map(|t| t.as_ref())
+        .collect();
     let more = if n > USERS_SHOWN {
         format!(" and {} more", group_digits((n - USERS_SHOWN) as u64))
     } else {
@@ -259,7 +281,7 @@ pub fn text(plan: &Plan, style: Style) -> String {
             style.bold("chat"),
             style.bold(&chat_title(plan, chat))
         );
-        for g in chat_groups(changes.iter().copied()) {
+        for g in chat_groups(changes.iter().copied(), &plan.people) {
             let (mark, head) = match g.action {
                 Action::Add => (style.green("+"), style.green(&headline(&g))),
                 Action::Change => (style.yellow("~"), style.yellow(&headline(&g))),
@@ -344,8 +366,8 @@ pub fn markdown_limited(plan: &Plan, limit: usize) -> String {
                 .unwrap_or_default(),
             chat_counts(&changes)
         );
-        for g in chat_groups(changes.iter().copied()) {
-            let _ = writeln!(s, "@@ {} @@", headline(&g));
+        for g in chat_groups(changes.iter().copied(), &plan.people) {
+            let _ = writeln!(s, "@@ {} @@", headline(&g).replace("```", "'''"));
             for (tag, line) in diff_lines(&g) {
                 let sign = match tag {
                     ChangeTag::Insert => '+',

@@ -165,23 +165,34 @@ fn shown_texts(record: &TargetRecord) -> String {
 /// condition when it is more than applied (a follower; uncertain, owed or waiting, since when
 /// and why). Empty when nothing matches.
 pub fn list(state: &AppliedState, chat: Option<&str>) -> String {
+    list_people(state, chat, &std::collections::BTreeMap::new())
+}
+
+/// [`list`], with each user the lock knows shown by email (or mobile, or name) after the id:
+/// `open_id:ou_… (alice@example.com)`.
+pub fn list_people(
+    state: &AppliedState,
+    chat: Option<&str>,
+    people: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let spec = |t: &Target| match t.user_id().and_then(|id| people.get(id)) {
+        Some(person) => format!("{} ({person})", audience_spec(t)),
+        None => audience_spec(t),
+    };
     let rows: Vec<(&Target, String, &TargetRecord)> = match chat {
-        Some(c) => state
-            .chat(c)
-            .map(|(t, r)| (t, audience_spec(t), r))
-            .collect(),
-        None => state
-            .targets
-            .iter()
-            .map(|(t, r)| (t, audience_spec(t), r))
-            .collect(),
+        Some(c) => state.chat(c).map(|(t, r)| (t, spec(t), r)).collect(),
+        None => state.targets.iter().map(|(t, r)| (t, spec(t), r)).collect(),
     };
     let chat_width = rows
         .iter()
         .map(|(t, ..)| t.chat_id.len())
         .max()
         .unwrap_or(0);
-    let audience_width = rows.iter().map(|(_, a, _)| a.len()).max().unwrap_or(0);
+    let audience_width = rows
+        .iter()
+        .map(|(_, a, _)| a.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut out = String::with_capacity(rows.len() * (chat_width + audience_width + 40));
     for (target, audience, record) in &rows {
         let condition = condition(record);
@@ -298,8 +309,14 @@ fn show_json(selected: &[(&Target, &TargetRecord)]) -> String {
 /// [`summary`] and [`list`] as one JSON document: `format_version`, `state` (where), `lineage`
 /// and `serial`, `binding` (`base_url`, `app_id`, or `null`), `counts` (`targets`, `chats`,
 /// `button_lists`, `followers`, `uncertain`, `owed`, `waiting`) and `targets` (as `show` gives
-/// them), every target or one chat's.
-pub fn list_json(state: &AppliedState, location: &str, chat: Option<&str>) -> String {
+/// them), every target or one chat's; and `people` (user id -> the email, mobile or name the
+/// config's lock knows it by, for the targets listed; left out when empty).
+pub fn list_json(
+    state: &AppliedState,
+    location: &str,
+    chat: Option<&str>,
+    people: &std::collections::BTreeMap<String, String>,
+) -> String {
     #[derive(Serialize)]
     struct Listing<'a> {
         format_version: u32,
@@ -310,6 +327,8 @@ pub fn list_json(state: &AppliedState, location: &str, chat: Option<&str>) -> St
         binding: Option<&'a super::Binding>,
         counts: CountsJson,
         targets: Vec<TargetJson<'a>>,
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        people: std::collections::BTreeMap<&'a str, &'a str>,
     }
     #[derive(Serialize)]
     struct CountsJson {
@@ -327,6 +346,15 @@ pub fn list_json(state: &AppliedState, location: &str, chat: Option<&str>) -> St
             .map(|(t, r)| TargetJson::of(t, r))
             .collect(),
     };
+    let listed = |t: &&Target| chat.is_none_or(|c| t.chat_id == c);
+    let people = state
+        .targets
+        .keys()
+        .filter(listed)
+        .filter_map(|t| t.user_id())
+        .filter_map(|id| people.get_key_value(id))
+        .map(|(id, label)| (id.as_str(), label.as_str()))
+        .collect();
     to_json_text(&Listing {
         format_version: JSON_FORMAT_VERSION,
         state: location,
@@ -340,6 +368,7 @@ pub fn list_json(state: &AppliedState, location: &str, chat: Option<&str>) -> St
             conditions: state.counts(),
         },
         targets,
+        people,
     })
 }
 

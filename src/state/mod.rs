@@ -663,14 +663,27 @@ pub(crate) fn host_name() -> String {
 }
 
 /// A URL fit for messages: its password replaced, since messages end up in CI logs.
+/// A password in the query (`?password=...`, as libpq takes it) is hidden too.
 pub fn redact_url(s: &str) -> String {
     match url::Url::parse(s) {
-        Ok(mut u) if u.password().is_some() => {
-            // Only fails for URLs that cannot have a password, which this one has.
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                // Only fails for URLs that cannot have a password, which this one has.
+                let _ = u.set_password(Some("***"));
+            }
+            let secret = |key: &str| matches!(key, "password" | "sslpassword");
+            if u.query_pairs().any(|(k, _)| secret(&k)) {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if secret(&k) { "***".into() } else { v };
+                        (k.into_owned(), v.into_owned())
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
-        Ok(u) => u.to_string(),
         Err(_) => "(an unparsable database URL)".to_owned(),
     }
 }

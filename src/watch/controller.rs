@@ -52,6 +52,8 @@ pub struct Controller {
     pub metrics: Arc<Metrics>,
     /// What the last reconcile read and planned, to build the next on.
     pub incremental: super::incremental::Incremental,
+    /// `--resolve-every`: the directory sources' live members.
+    pub people: Option<super::people::LivePeople>,
 }
 
 /// How the loop spaces reconciles: `--interval` and `--debounce`.
@@ -139,6 +141,9 @@ pub async fn control_loop(
         if let Some(r) = resync.as_ref().and_then(Resync::due_at) {
             wake = wake.min(r);
         }
+        if let Some(p) = &ctl.people {
+            wake = wake.min(p.due_at());
+        }
         let mut lost = ctl.lost.clone();
         tokio::select! {
             biased;
@@ -167,6 +172,16 @@ pub async fn control_loop(
                 // below still comes due.
             }
             () = tokio::time::sleep_until(wake) => {}
+        }
+        if ctl
+            .people
+            .as_ref()
+            .is_some_and(|p| p.due_at() <= Instant::now())
+            && ctl.refresh_people().await
+            && next_reconcile > Instant::now()
+        {
+            next_reconcile = Instant::now();
+            due_reason = Reason::Resolve;
         }
         let now = Instant::now();
         let changed = dirty.is_some_and(|d| timing.debounced(d) <= now);
@@ -264,6 +279,32 @@ impl Controller {
         (action, recorded)
     }
 
+    /// Looks the directory sources up again (`--resolve-every`) and publishes the drift from
+    /// the committed lock; says whether the members to reconcile with changed.
+    async fn refresh_people(&mut self) -> bool {
+        let Some(people) = self.people.as_mut() else {
+            return false;
+        };
+        let root = events::config_root(&self.dir);
+        let (changed, drift) = people.refresh(&root).await;
+        if let Some(error) = &drift.error {
+            tracing::warn!(%error, "looking the directory sources up again failed; their last members stay in use");
+        } else if changed {
+            tracing::info!(
+                added = drift.added.len(),
+                removed = drift.removed.len(),
+                "the directory sources' members changed: {} added to and {} removed from the committed lock",
+                drift.added.len(),
+                drift.removed.len()
+            );
+        }
+        self.metrics
+            .lock_drift_users
+            .set(super::metrics::gauge_value(drift.users()));
+        crate::sync::guard(&self.health).status.lock_drift = Some(drift);
+        changed
+    }
+
     /// Sends the resync call that is due, if any (between reconciles, never during one).
     async fn resync_step(&mut self, resync: &mut Resync) {
         let now = Instant::now();
@@ -273,6 +314,14 @@ impl Controller {
             resync.postpone(now + Duration::from_secs(1));
             return;
         };
+        // A replica that took over from a leader with calls in flight sends nothing until none
+        // of them can still land (a reconcile with nothing to apply never waited for it).
+        if let Some(from) = writer.sends_from().map(Instant::from_std)
+            && from > now
+        {
+            resync.postpone(from);
+            return;
+        }
         let Some(request) = resync.next_request(writer.state(), now, &self.metrics) else {
             return;
         };
@@ -291,7 +340,12 @@ impl Controller {
         // A re-send is recorded like any call: a whole-chat one marks the chat's users owed
         // (it may overwrite them) before their own re-sends put them right.
         let (marks, call) = apply::outcome::before(writer.state(), &request, time::unix_secs_now());
-        if let Err(e) = writer.record(&marks) {
+        // Said durably before the call goes out, as apply does: a replica that takes over
+        // while it is in flight waits for it.
+        let marked = writer
+            .calls_in_flight(1)
+            .and_then(|()| writer.record(&marks));
+        if let Err(e) = marked {
             tracing::warn!(error = %e, "resync: cannot record in the state; taking the lock again");
             self.writer = None;
             resync.retry_later(request, now);
@@ -301,6 +355,9 @@ impl Controller {
             .client
             .put_chat_button(request.user_id_type, &request.body)
             .await;
+        if let Err(e) = writer.calls_in_flight(0) {
+            tracing::warn!(error = %e, "resync: cannot record in the state");
+        }
         let records = match &result {
             Ok(answer) => apply::outcome::accepted(
                 writer.state(),

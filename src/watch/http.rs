@@ -51,6 +51,9 @@ pub struct Status {
     /// The targets the API refused (their user is not in the chat), the first
     /// [`WAITING_SHOWN`] of them: they are retried with a backoff.
     pub waiting: Vec<WaitingTarget>,
+    /// With `--resolve-every`: how far the live directory sources have drifted from the
+    /// committed `feedbuttons.lock` (`null` until the first look-up, and without the flag).
+    pub lock_drift: Option<crate::watch::people::LockDrift>,
 }
 
 impl Default for Status {
@@ -67,6 +70,7 @@ impl Default for Status {
             diagnostics: None,
             pending: PendingCounts::default(),
             waiting: Vec::new(),
+            lock_drift: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::config::LoadError;
 use crate::config::diag::{Report, Sources};
 use crate::config::incremental::ConfigCache;
 use crate::desired::DesiredState;
+use crate::lock::Lock;
 use crate::plan::{self, ChatTally, Plan, PlanOptions, Scope};
 use crate::state::AppliedState;
 
@@ -58,8 +59,16 @@ impl Incremental {
     }
 
     /// Reads the config again (see [`ConfigCache::reload`]), checking too the chats whose last
-    /// plan was not quiet, and every chat when the next plan must compare every chat.
+    /// plan was not quiet, and every chat when the next plan must compare every chat. The
+    /// people the config names are those of the lock in `dir`, as `config::load_dir` reads them.
     pub fn reload(&mut self, dir: &Path) -> Result<Reloaded, LoadError> {
+        self.reload_with(dir, None)
+    }
+
+    /// [`Incremental::reload`], with the people taken from `live` when given (`watch
+    /// --resolve-every`: the committed lock with its sources' live members), as
+    /// `config::load_dir_with` takes them; every chat is checked again when they changed.
+    pub fn reload_with(&mut self, dir: &Path, live: Option<Lock>) -> Result<Reloaded, LoadError> {
         let also: BTreeSet<String> = match &self.tallies {
             Some(tallies) => tallies
                 .iter()
@@ -71,7 +80,7 @@ impl Incremental {
                 BTreeSet::new()
             }
         };
-        let r = self.config.reload(dir, &also)?;
+        let r = self.config.reload(dir, &also, live)?;
         Ok(Reloaded {
             report: r.report,
             desired: r.desired,

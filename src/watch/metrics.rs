@@ -74,16 +74,19 @@ pub enum Reason {
     /// This replica took the lead of a shared state (the leader stopped, died or lost the
     /// database).
     Leader,
+    /// `--resolve-every` found that a chat's or a department's members changed.
+    Resolve,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::Start,
         Reason::FileChange,
         Reason::LinkSwap,
         Reason::Interval,
         Reason::Retry,
         Reason::Leader,
+        Reason::Resolve,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +97,7 @@ impl Reason {
             Reason::Interval => "interval",
             Reason::Retry => "retry",
             Reason::Leader => "leader",
+            Reason::Resolve => "resolve",
         }
     }
 
@@ -106,6 +110,7 @@ impl Reason {
             Reason::Interval => "interval",
             Reason::Retry => "retry",
             Reason::Leader => "took the lead",
+            Reason::Resolve => "membership change",
         }
     }
 }
@@ -215,6 +220,8 @@ pub struct Metrics {
     pub mass_removal_blocked: Gauge,
     /// 1 while this replica leads, 0 while it stands by.
     pub leader: Gauge,
+    /// Users in the live directory sources and not in the committed lock, plus the reverse.
+    pub lock_drift_users: Gauge,
     resync_cycles: Counter,
 }
 
@@ -252,6 +259,7 @@ impl Metrics {
             last_success: Gauge::default(),
             mass_removal_blocked: Gauge::default(),
             leader: Gauge::default(),
+            lock_drift_users: Gauge::default(),
             resync_cycles: Counter::default(),
             registry: Registry::default(),
         };
@@ -275,6 +283,9 @@ impl Metrics {
             "feedbuttons_targets_managed"
                 => "Targets (chat and audience) recorded as applied in the state"
                 => m.targets_managed;
+            "feedbuttons_lock_drift_users"
+                => "With --resolve-every: user ids the live members_of/department sources add to or remove from the committed feedbuttons.lock"
+                => m.lock_drift_users;
             "feedbuttons_targets_pending"
                 => "Target changes the last plan held that are not applied yet (failed, not sent, or blocked)"
                 => m.targets_pending;

@@ -27,6 +27,7 @@ pub mod http;
 pub mod incremental;
 mod leader;
 pub mod metrics;
+pub mod people;
 mod process;
 mod reconcile;
 mod report;
@@ -76,6 +77,9 @@ pub struct Options {
     pub allow_mass_removal: bool,
     /// The first wait before a user the API refused is tried again.
     pub retry_waiting: Duration,
+    /// Look the directory sources (`members_of`, `department`) up again this often, and
+    /// reconcile with their live members (`--resolve-every`).
+    pub resolve_every: Option<Duration>,
 }
 
 /// Starts, runs and stops the daemon: returns after SIGTERM/SIGINT, once the calls in flight
@@ -97,8 +101,22 @@ pub async fn run(settings: Settings, options: Options) -> Result<(), StartError>
     }
     let store: Arc<dyn state::StateStore> = Arc::from(location.open()?);
     let shared = location.is_shared();
-    // A state file has one daemon; a shared state's replicas stand by while another leads.
-    let writer = match store.writer(&state::holder("watch")) {
+    // A state file has one daemon (a second one waits up to --lock-timeout, then gives up); a
+    // shared state's replicas stand by while another leads.
+    let taken = {
+        let (store, waiting) = (Arc::clone(&store), location.clone());
+        tokio::task::spawn_blocking(move || match shared {
+            true => store.writer(&state::holder("watch")),
+            false => waiting.writer(store.as_ref(), &state::holder("watch")),
+        })
+        .await
+        .map_err(|e| state::StateError::Database {
+            location: location.spec().display().to_string(),
+            action: "take the lock",
+            why: e.to_string(),
+        })?
+    };
+    let writer = match taken {
         Ok(writer) => Some(writer),
         // Said by the first try to lead, in the loop.
         Err(state::StateError::Locked { .. }) if shared => None,
@@ -160,7 +178,18 @@ pub async fn run(settings: Settings, options: Options) -> Result<(), StartError>
 
     let (changes_tx, changes) = unbounded_channel();
     let watcher = DirWatcher::new(&dir, changes_tx);
+    let people = options.resolve_every.map(|every| {
+        people::LivePeople::new(
+            every,
+            crate::feishu::client::directory::Directory::new(
+                connection.client.clone(),
+                crate::feishu::wire::directory::RATE_LIMIT_PER_SECOND,
+                crate::feishu::wire::directory::RATE_LIMIT_PER_MINUTE,
+            ),
+        )
+    });
     let controller = Controller {
+        people,
         dir,
         store,
         shared,

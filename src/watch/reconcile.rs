@@ -82,12 +82,18 @@ async fn reconcile_once(
         }
     };
     let root = events::config_root(&ctl.dir);
-    // Only what changed is read again and planned (see `incremental`); the cache goes to the
-    // blocking thread and back (a panic there loses it: everything is read again next time).
+    // With `--resolve-every`, the directory sources' live members stand in for the lock's.
+    let live = ctl
+        .people
+        .as_ref()
+        .and_then(super::people::LivePeople::lock);
+    // Only what changed is read again and planned (see `incremental`), and every chat when the
+    // people changed (the lock's bytes, or the live members); the cache goes to the blocking
+    // thread and back (a panic there loses it: everything is read again next time).
     ctl.incremental.check_state(writer.state());
     let mut incremental = std::mem::take(&mut ctl.incremental);
     let (incremental, loaded, rendered) = tokio::task::spawn_blocking(move || {
-        let loaded = incremental.reload(&root);
+        let loaded = incremental.reload_with(&root, live);
         let rendered = loaded
             .as_ref()
             .ok()

@@ -5,7 +5,9 @@
 //! One row per app holds the time of the last slot handed out; taking a slot moves it on by one
 //! interval (the rate limit's, with the client's slack), or to now when it lies in the past, and
 //! says how long to wait for it, all in one statement on the database's clock. Callers are served
-//! in the order they ask, whichever process they are in, so the budget is shared fairly.
+//! in the order they ask, whichever process they are in, and a process asks for its next slot
+//! only once its last one is due (its calls queue in the process meanwhile): so processes take
+//! turns slot by slot, rather than each taking as many slots ahead as it has calls in flight.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +40,8 @@ struct Conn {
     open: Option<(Client, Statement)>,
     /// No new connection before this instant.
     quiet_until: Option<Instant>,
+    /// When the last slot this process took is due.
+    last_slot: Option<tokio::time::Instant>,
 }
 
 const TAKE: &str =
@@ -77,8 +81,7 @@ impl PgBudget {
         Ok((client, take))
     }
 
-    async fn take(&self) -> Result<Duration, String> {
-        let mut conn = self.conn.lock().await;
+    async fn take(&self, conn: &mut Conn) -> Result<Duration, String> {
         if conn.open.as_ref().is_some_and(|(c, _)| c.is_closed()) {
             conn.open = None;
         }
@@ -116,14 +119,21 @@ impl PgBudget {
 impl Budget for PgBudget {
     fn reserve(&self) -> Pin<Box<dyn Future<Output = Result<Duration, String>> + Send + '_>> {
         Box::pin(async move {
-            match tokio::time::timeout(ANSWER_WITHIN, self.take()).await {
-                Ok(taken) => taken,
+            // Callers of this process queue here in the order they came (the lock is fair).
+            let mut conn = self.conn.lock().await;
+            if let Some(due) = conn.last_slot {
+                tokio::time::sleep_until(due).await;
+            }
+            match tokio::time::timeout(ANSWER_WITHIN, self.take(&mut conn)).await {
+                Ok(Ok(wait)) => {
+                    conn.last_slot = Some(tokio::time::Instant::now() + wait);
+                    Ok(wait)
+                }
+                Ok(Err(why)) => Err(why),
                 Err(_) => {
                     // A connection that hangs is dropped, and left alone for a while.
-                    if let Ok(mut conn) = self.conn.try_lock() {
-                        conn.open = None;
-                        conn.quiet_until = Some(Instant::now() + RETRY_AFTER);
-                    }
+                    conn.open = None;
+                    conn.quiet_until = Some(Instant::now() + RETRY_AFTER);
                     Err(format!(
                         "the state database did not hand out a slot within {} s",
                         ANSWER_WITHIN.as_secs()

@@ -174,7 +174,28 @@ impl PgUrl {
     }
 
     /// A new connection, driven by a task on the current runtime.
+    ///
+    /// The connect timeout bounds the whole connection (TLS and authentication included), not
+    /// only the TCP connect: a server that accepts connections but never answers (a stopped
+    /// process, a proxy with nothing behind it) would otherwise hang every command.
     pub async fn connect(&self) -> Result<Client, String> {
+        let per_host = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT);
+        let hosts = u32::try_from(self.config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+        let within = per_host.saturating_mul(hosts);
+        match tokio::time::timeout(within, self.connect_unbounded()).await {
+            Ok(connected) => connected,
+            Err(_) => Err(format!(
+                "the server did not complete the connection within {} s (it accepts connections but does not answer)",
+                within.as_secs()
+            )),
+        }
+    }
+
+    async fn connect_unbounded(&self) -> Result<Client, String> {
         let describe = |e: tokio_postgres::Error| describe(&e);
         match &self.tls {
             Tls::None => {
@@ -384,9 +405,19 @@ pub async fn migrate(client: &mut Client, display: &str) -> Result<(), String> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(|e| describe(&e))?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS feedbuttons_schema (version integer NOT NULL)")
+    // Not `CREATE TABLE IF NOT EXISTS`: PostgreSQL checks the right to create in the schema
+    // even when the table exists, and a role that may only read and write the tables (as the
+    // README allows once the schema exists) has no such right.
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('feedbuttons_schema') IS NOT NULL", &[])
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| describe(&e))?
+        .get(0);
+    if !exists {
+        tx.batch_execute("CREATE TABLE feedbuttons_schema (version integer NOT NULL)")
+            .await
+            .map_err(|e| describe(&e))?;
+    }
     let row = tx
         .query_opt("SELECT version FROM feedbuttons_schema", &[])
         .await

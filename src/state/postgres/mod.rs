@@ -93,9 +93,20 @@ impl StateStore for PgStore {
             conn::migrate(&mut client, &self.url.display)
                 .await
                 .map_err(self.error("prepare the schema"))?;
-            codec::load(&client, &self.name)
+            // One snapshot for the state's row, its lists and its targets: a writer may record
+            // between the statements, and a reader takes no lock.
+            client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
-                .map_err(self.error("load the state"))
+                .map_err(|e| self.error("load the state")(conn::describe(&e)))?;
+            let loaded = codec::load(&client, &self.name)
+                .await
+                .map_err(self.error("load the state"))?;
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| self.error("load the state")(conn::describe(&e)))?;
+            Ok(loaded)
         })
         .map_err(self.error("start the state connection"))??;
         Ok(loaded.map(|l| l.state).unwrap_or_default())

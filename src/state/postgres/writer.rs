@@ -122,7 +122,8 @@ impl PgWriter {
             lost: lost_tx,
             in_flight: Arc::clone(&in_flight),
             busy_in_db: false,
-            last_ok: Instant::now(),
+            renewed: Arc::new(Renewed::new()),
+            inherited_until: None,
         };
         let thread = std::thread::Builder::new()
             .name("feedbuttons-state".to_owned())
@@ -363,8 +364,36 @@ struct Actor {
     lost: watch::Sender<bool>,
     in_flight: Arc<AtomicUsize>,
     busy_in_db: bool,
-    /// The last successful heartbeat or write.
-    last_ok: Instant,
+    /// When the lease was last renewed.
+    renewed: Arc<Renewed>,
+    /// Calls of the writer this one took over from can land until then: until it has passed,
+    /// this writer says it is busy, so that a writer taking over from it waits for them too.
+    inherited_until: Option<Instant>,
+}
+
+/// The instant the last successful heartbeat or write was *sent* (the server's `now()` of that
+/// transaction is later, so the lease never outlives the heartbeat a taker reads), shared with
+/// the lease's watchdog.
+struct Renewed(std::sync::Mutex<Instant>);
+
+impl Renewed {
+    fn new() -> Renewed {
+        Renewed(std::sync::Mutex::new(Instant::now()))
+    }
+
+    fn at(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.at().elapsed()
+    }
+
+    /// Renews the lease from `sent`, the instant the successful request was sent.
+    fn renew(&self, sent: Instant) {
+        let mut at = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *at = (*at).max(sent);
+    }
 }
 
 impl Actor {
@@ -392,7 +421,15 @@ impl Actor {
                 return;
             }
         };
-        self.last_ok = Instant::now();
+        self.renewed.renew(Instant::now());
+        // The lease runs out on time even while a heartbeat or a write hangs on a silent
+        // network (a partition that resets nothing): then the user must stop sending at once,
+        // not when the write gives up.
+        let watchdog = tokio::spawn(watch_lease(
+            Arc::clone(&self.renewed),
+            self.lost.clone(),
+            self.location.clone(),
+        ));
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -404,7 +441,14 @@ impl Actor {
                 _ = tick.tick() => self.heartbeat(&client).await,
             }
         }
+        watchdog.abort();
         self.release(&client).await;
+    }
+
+    /// Whether this writer may have calls in flight, or inherited some that can still land.
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0
+            || self.inherited_until.is_some_and(|t| Instant::now() < t)
     }
 
     fn set_lost(&self, why: &str) {
@@ -488,11 +532,19 @@ impl Actor {
                 .map_err(|e| self.db_error("take the lock")(describe(&e)))?;
             let busy: bool = old.get(0);
             let age: Option<f64> = old.get(1);
+            let bound = LEASE + ATTEMPT_TIMEOUT + CLOCK_MARGIN;
+            let wait = match (busy, age) {
+                (true, Some(age)) => bound.saturating_sub(Duration::from_secs_f64(age.max(0.0))),
+                _ => Duration::ZERO,
+            };
+            // While the old writer's calls can still land, this one counts as busy: a writer
+            // taking over from it (this one stopped or killed during its wait) waits too.
+            let inherits = !wait.is_zero();
             let row = tx
                 .query_one(
                     "UPDATE feedbuttons_states SET generation = generation + 1, holder = $2,
                      holder_command = $3, holder_host = $4, holder_pid = $5,
-                     holder_since = now(), heartbeat = now(), busy = false
+                     holder_since = now(), heartbeat = now(), busy = $6
                      WHERE name = $1 RETURNING generation",
                     &[
                         &name,
@@ -500,6 +552,7 @@ impl Actor {
                         &holder_command(&self.holder),
                         &super::super::host_name(),
                         &(std::process::id() as i32),
+                        &inherits,
                     ],
                 )
                 .await
@@ -507,14 +560,13 @@ impl Actor {
             tx.commit()
                 .await
                 .map_err(|e| self.db_error("take the lock")(describe(&e)))?;
-            let bound = LEASE + ATTEMPT_TIMEOUT + CLOCK_MARGIN;
-            let wait = match (busy, age) {
-                (true, Some(age)) => bound.saturating_sub(Duration::from_secs_f64(age.max(0.0))),
-                _ => Duration::ZERO,
-            };
             (row.get::<_, i64>(0), wait)
         };
         self.generation = generation;
+        if !wait.is_zero() {
+            self.inherited_until = Some(Instant::now() + wait);
+            self.busy_in_db = true;
+        }
         let loaded = codec::load(&client, &name)
             .await
             .map_err(self.db_error("load the state"))?;
@@ -588,13 +640,15 @@ impl Actor {
     ) -> Result<u64, String> {
         let name = self.store.name().to_owned();
         let generation = self.generation;
+        let sent = Instant::now();
         let work = async {
             let tx = client.transaction().await.map_err(|e| describe(&e))?;
+            // A write renews the lease, so it renews the heartbeat a taker reads too.
             let row = tx
                 .query_opt(
                     "UPDATE feedbuttons_states SET
                        serial = serial + CASE WHEN $3 THEN 0 ELSE 1 END,
-                       busy = busy OR $3,
+                       busy = busy OR $3, heartbeat = now(),
                        base_url = COALESCE($4, base_url), app_id = COALESCE($5, app_id)
                      WHERE name = $1 AND generation = $2 RETURNING serial",
                     &[
@@ -618,7 +672,7 @@ impl Actor {
         };
         match tokio::time::timeout(WRITE_TIMEOUT, work).await {
             Ok(Ok(serial)) => {
-                self.last_ok = Instant::now();
+                self.renewed.renew(sent);
                 if busy {
                     self.busy_in_db = true;
                 }
@@ -629,7 +683,7 @@ impl Actor {
                 Err("another writer took the state over".to_owned())
             }
             Ok(Err(WriteError::Db(why))) => {
-                if self.last_ok.elapsed() > LEASE || client.is_closed() {
+                if self.renewed.elapsed() > LEASE || client.is_closed() {
                     self.set_lost("the connection to the state database broke");
                 }
                 Err(why)
@@ -649,10 +703,12 @@ impl Actor {
         let name = self.store.name().to_owned();
         let generation = self.generation;
         let records = codec::whole_state(state);
+        let sent = Instant::now();
         let tx = client.transaction().await.map_err(|e| describe(&e))?;
         let updated = tx
             .execute(
-                "UPDATE feedbuttons_states SET lineage = $3, serial = $4, base_url = $5, app_id = $6
+                "UPDATE feedbuttons_states SET lineage = $3, serial = $4, base_url = $5, app_id = $6,
+                 heartbeat = now()
                  WHERE name = $1 AND generation = $2",
                 &[
                     &name,
@@ -676,12 +732,16 @@ impl Actor {
         }
         let mut known = HashSet::new();
         for chunk in records.chunks(20_000) {
+            let chunk_sent = Instant::now();
             let rows = Rows::of(chunk, &known);
             rows.write(&tx, &name).await?;
             known.extend(rows.new_lists().cloned());
+            // The session answered, so it still holds the lock: a long replacement (a big
+            // state migrated) does not run the lease out.
+            self.renewed.renew(chunk_sent);
         }
         tx.commit().await.map_err(|e| describe(&e))?;
-        self.last_ok = Instant::now();
+        self.renewed.renew(sent);
         Ok(())
     }
 
@@ -716,9 +776,10 @@ impl Actor {
         if *self.lost.borrow() {
             return;
         }
-        let busy = self.in_flight.load(Ordering::SeqCst) > 0;
+        let busy = self.busy();
         let name = self.store.name().to_owned();
         let generation = self.generation;
+        let sent = Instant::now();
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&name, &generation, &busy];
         let beat = client.execute(
             "UPDATE feedbuttons_states SET heartbeat = now(), busy = $3 WHERE name = $1 AND generation = $2",
@@ -726,17 +787,17 @@ impl Actor {
         );
         match tokio::time::timeout(HEARTBEAT * 2, beat).await {
             Ok(Ok(1)) => {
-                self.last_ok = Instant::now();
+                self.renewed.renew(sent);
                 self.busy_in_db = busy;
             }
             Ok(Ok(_)) => self.set_lost("another writer took the state over"),
             Ok(Err(_)) | Err(_) => {
-                if self.last_ok.elapsed() > LEASE || client.is_closed() {
+                if self.renewed.elapsed() > LEASE || client.is_closed() {
                     self.set_lost("the connection to the state database broke");
                 }
             }
         }
-        if self.last_ok.elapsed() > LEASE {
+        if self.renewed.elapsed() > LEASE {
             self.set_lost("the state database did not answer within the lease");
         }
     }
@@ -747,11 +808,12 @@ impl Actor {
             return;
         }
         let name = self.store.name();
+        let busy = self.busy();
         let done = async {
             let _ = client
                 .execute(
-                    "UPDATE feedbuttons_states SET holder = NULL, busy = false WHERE name = $1 AND generation = $2",
-                    &[&name, &self.generation],
+                    "UPDATE feedbuttons_states SET holder = NULL, busy = $3 WHERE name = $1 AND generation = $2",
+                    &[&name, &self.generation, &busy],
                 )
                 .await;
             let _ = client
@@ -762,6 +824,22 @@ impl Actor {
                 .await;
         };
         let _ = tokio::time::timeout(HEARTBEAT * 2, done).await;
+    }
+}
+
+/// Counts the writer lost once its lease has run out without a renewal, whatever the
+/// connection's thread is waiting for.
+async fn watch_lease(renewed: Arc<Renewed>, lost: watch::Sender<bool>, location: String) {
+    loop {
+        let expires = renewed.at() + LEASE;
+        if Instant::now() >= expires {
+            if !*lost.borrow() {
+                tracing::warn!(state = %location, "the state database did not answer within the lease: this writer stops");
+                let _ = lost.send(true);
+            }
+            return;
+        }
+        tokio::time::sleep_until(expires.into()).await;
     }
 }
 

@@ -1,0 +1,147 @@
+//! `watch --resolve-every`: the daemon looks the committed lock's directory sources
+//! (`members_of`, `department`) up again on a timer, and reconciles with their live members, so
+//! that someone who joins the on-call chat gets its buttons without a commit. Emails and mobiles
+//! stay as the lock has them (a person's id does not change). How far the live members are from
+//! the committed lock is shown on `/status` (`lock_drift`) and as `feedbuttons_lock_drift_users`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::config::people::Wanted;
+use crate::feishu::client::directory::Directory;
+use crate::lock::Lock;
+
+/// How far the live directory sources are from the committed lock.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LockDrift {
+    /// User ids the live sources hold and the committed lock does not, sorted.
+    pub added: Vec<String>,
+    /// User ids the committed lock holds and the live sources do not, sorted.
+    pub removed: Vec<String>,
+    /// The sources whose members differ (`members_of: oc_...`).
+    pub sources: Vec<String>,
+    /// When the directory was last asked (RFC 3339).
+    pub resolved_at: String,
+    /// Why the last look-up failed, if it did (the previous members stay in use).
+    pub error: Option<String>,
+}
+
+impl LockDrift {
+    pub fn users(&self) -> usize {
+        self.added.len() + self.removed.len()
+    }
+}
+
+/// The live members, and when to ask again.
+pub struct LivePeople {
+    every: Duration,
+    directory: Directory,
+    next: Instant,
+    /// The committed lock with its sources' members as last found; `None` before the first
+    /// look-up or when the config has no lock.
+    live: Option<Lock>,
+}
+
+impl LivePeople {
+    pub fn new(every: Duration, directory: Directory) -> LivePeople {
+        LivePeople {
+            every,
+            directory,
+            next: Instant::now(),
+            live: None,
+        }
+    }
+
+    /// When the next look-up is due.
+    pub fn due_at(&self) -> Instant {
+        self.next
+    }
+
+    /// The lock to reconcile with: the committed one with its sources' live members.
+    pub fn lock(&self) -> Option<Lock> {
+        self.live.clone()
+    }
+
+    /// Asks the directory again for the members of every source the committed lock (in `dir`)
+    /// holds. Says whether the members to reconcile with changed, and the drift.
+    pub async fn refresh(&mut self, dir: &Path) -> (bool, LockDrift) {
+        self.next = Instant::now() + self.every;
+        let resolved_at = crate::time::rfc3339_seconds(crate::time::unix_secs_now());
+        let fail = |error: String| LockDrift {
+            resolved_at: resolved_at.clone(),
+            error: Some(error),
+            ..LockDrift::default()
+        };
+        let committed = match Lock::load(dir) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                let changed = self.live.take().is_some();
+                return (
+                    changed,
+                    LockDrift {
+                        resolved_at,
+                        ..LockDrift::default()
+                    },
+                );
+            }
+            Err(e) => return (false, fail(e.to_string())),
+        };
+        let mut wanted = Wanted::default();
+        for (source, by_type) in committed.sources() {
+            wanted
+                .sources
+                .insert(source, by_type.keys().copied().collect());
+        }
+        let resolution = match crate::resolve::resolve(&self.directory, &wanted).await {
+            Ok(r) => r,
+            Err(e) => return (false, fail(e.to_string())),
+        };
+        let mut live = committed.clone();
+        for (source, by_type) in resolution.lock.sources() {
+            for (t, ids) in by_type {
+                live.set_source(&source, *t, ids.clone());
+            }
+        }
+        live.names.extend(resolution.lock.names.clone());
+        let mut drift = drift(&committed, &live);
+        drift.resolved_at = resolved_at;
+        if !resolution.failed_sources.is_empty() {
+            let failed: Vec<String> = resolution
+                .failed_sources
+                .iter()
+                .map(|(s, why)| format!("{s}: {why}"))
+                .collect();
+            // Those sources keep the committed lock's members.
+            drift.error = Some(failed.join("; "));
+        }
+        let changed = self.live.as_ref() != Some(&live);
+        self.live = Some(live);
+        (changed, drift)
+    }
+}
+
+/// The ids `live`'s sources add to and remove from `committed`'s, and which sources differ.
+fn drift(committed: &Lock, live: &Lock) -> LockDrift {
+    let ids = |l: &Lock| -> BTreeSet<String> {
+        l.sources()
+            .flat_map(|(_, by_type)| by_type.values().flatten().cloned().collect::<Vec<_>>())
+            .collect()
+    };
+    let (old, new) = (ids(committed), ids(live));
+    let sources = live
+        .sources()
+        .filter(|(s, by_type)| committed.source(s) != Some(by_type))
+        .map(|(s, _)| s.to_string())
+        .collect();
+    LockDrift {
+        added: new.difference(&old).cloned().collect(),
+        removed: old.difference(&new).cloned().collect(),
+        sources,
+        resolved_at: String::new(),
+        error: None,
+    }
+}
