@@ -14,6 +14,7 @@ mod monitoring;
 mod ordering;
 mod outage;
 mod people;
+mod people_redteam;
 mod pgprocess;
 mod pgredteam;
 mod pgserver;
