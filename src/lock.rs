@@ -89,7 +89,39 @@ impl Lock {
                 file.version
             ));
         }
+        file.lock.check()?;
         Ok(file.lock)
+    }
+
+    /// Refuses what `resolve` never writes (a hand edit, a merge gone wrong): an id that is not
+    /// one of the type it is filed under (say, union ids under `open_id`), or an id listed twice
+    /// for one source. Every id reaches plans and `apply` as is, so none is taken on trust.
+    fn check(&self) -> Result<(), String> {
+        let bad = |what: String, t: UserIdType, id: &str| {
+            crate::config::validate::user_id_problem(id, t)
+                .map(|why| format!("{what}: {} is not a valid {t} ({why})", quoted(id)))
+        };
+        for (person, ids) in &self.people {
+            for (t, id) in ids {
+                if let Some(e) = bad(format!("people {}", quoted(person)), *t, id) {
+                    return Err(e);
+                }
+            }
+        }
+        for (source, by_type) in self.sources() {
+            for (t, ids) in by_type {
+                let mut seen = BTreeSet::new();
+                for id in ids {
+                    if let Some(e) = bad(format!("`{source}`"), *t, id) {
+                        return Err(e);
+                    }
+                    if !seen.insert(id) {
+                        return Err(format!("`{source}` lists {t} {} twice", quoted(id)));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the lock to `dir` (through a temporary file, so a reader never sees half of it).
@@ -147,13 +179,13 @@ impl Lock {
                     Some(old) => old.starts_with('+') && !person.starts_with('+'),
                 };
                 if better {
-                    out.insert(id.clone(), person.clone());
+                    out.insert(id.clone(), printable(person));
                 }
             }
         }
         for (id, name) in &self.names {
             if !name.is_empty() {
-                out.entry(id.clone()).or_insert_with(|| name.clone());
+                out.entry(id.clone()).or_insert_with(|| printable(name));
             }
         }
         out
@@ -287,6 +319,21 @@ fn scalar(s: &str) -> String {
             .all(|c| c.is_ascii_alphanumeric() || "_.@-".contains(c))
         && (s.contains('_') || s.contains('@') || s.contains('-'));
     if plain { s.to_owned() } else { quoted(s) }
+}
+
+/// A label as plans, the PR comment and `state list` may print it: a directory name is anyone's
+/// to set, and its control characters (a terminal's escape sequences, a line break that forges
+/// a line of the plan) are shown escaped, never sent.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn quoted(s: &str) -> String {

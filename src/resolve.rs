@@ -221,6 +221,7 @@ pub async fn resolve(directory: &Directory, wanted: &Wanted) -> Result<Resolutio
         };
         for t in types {
             let mut ids = Vec::with_capacity(users.len());
+            let mut complete = true;
             for u in &users {
                 let id = match t {
                     UserIdType::OpenId => u.open_id.as_ref(),
@@ -230,6 +231,7 @@ pub async fn resolve(directory: &Directory, wanted: &Wanted) -> Result<Resolutio
                 match id {
                     Some(id) => ids.push(id.clone()),
                     None => {
+                        complete = false;
                         out.failed_sources.insert(
                             source.clone(),
                             format!(
@@ -241,6 +243,11 @@ pub async fn resolve(directory: &Directory, wanted: &Wanted) -> Result<Resolutio
                 if let (Some(id), Some(label)) = (id, u.email.as_ref().or(u.name.as_ref())) {
                     names.insert(id.clone(), label.clone());
                 }
+            }
+            // A listing without some people's ids is no list of its members: `watch` would
+            // reconcile with it and take the buttons of everyone it leaves out.
+            if !complete {
+                continue;
             }
             ids.sort_unstable();
             ids.dedup();

@@ -15,6 +15,7 @@ mod monitoring;
 mod ordering;
 mod outage;
 mod people;
+mod people_redteam;
 mod pgprocess;
 mod pgredteam;
 mod pgserver;

@@ -20,8 +20,10 @@ use crate::text::count;
 pub fn run(args: &ResolveArgs) -> Result<ExitCode, Error> {
     let dir = &args.dir;
     // A lock that cannot be read is written anew (and is stale for `--check`).
+    let mut unreadable = false;
     let old = Lock::load(dir).unwrap_or_else(|e| {
         eprintln!("note: {e}; resolving as if there were none");
+        unreadable = true;
         None
     });
     // A first pass notes everything the config asks for; its diagnostics wait for the second.
@@ -50,7 +52,9 @@ pub fn run(args: &ResolveArgs) -> Result<ExitCode, Error> {
         return Ok(ExitCode::FAILURE);
     }
     let wanted = noting.asked();
-    if wanted.is_empty() && old.is_none() {
+    // An unreadable lock fails every `validate` and `plan` until it is written again, even
+    // when the config names nobody.
+    if wanted.is_empty() && old.is_none() && !unreadable {
         eprintln!(
             "The config names no emails, mobiles, chats (members_of) or departments: it needs no {LOCK_FILE}."
         );
@@ -120,7 +124,9 @@ pub fn run(args: &ResolveArgs) -> Result<ExitCode, Error> {
             out.push('\n');
         }
         term::print(&out)?;
-        let what = if old.is_none() {
+        let what = if unreadable {
+            format!("{LOCK_FILE} cannot be read")
+        } else if old.is_none() {
             format!("{} has no {LOCK_FILE}", dir.display())
         } else {
             format!(

@@ -1083,6 +1083,16 @@ const CHAT_ID_PREFIX: &str = "oc_";
 /// not seen yet.
 pub const MAX_ID_CHARS: usize = 64;
 
+/// Why `id` cannot be a user id of `id_type` (`it is empty`, `it does not start with `ou_``...),
+/// if it cannot: the check the config's own ids get, for ids that come from elsewhere (the lock).
+pub fn user_id_problem(id: &str, id_type: crate::feishu::wire::UserIdType) -> Option<String> {
+    let prefix = id_type.prefix();
+    IdProblem::of(id, prefix).map(|p| match p {
+        IdProblem::Prefix(p) => format!("it does not start with `{p}`"),
+        p => p.because().trim_start_matches(": ").to_owned(),
+    })
+}
+
 /// How the whole chat is named in plans, `state list` and `state` selectors.
 const WHOLE_CHAT_LABEL: &str = "everyone";
 

@@ -1,0 +1,184 @@
+//! Red team for issue 15 (people, the lock): a hand-edited lock, and a department listing that
+//! comes back without some people's ids.
+
+use std::collections::BTreeSet;
+
+use feedbuttons::config::people::{Source, Wanted};
+use feedbuttons::emulator::{DirectoryRateLimit, Emulator, EmulatorConfig, fixtures::Fixtures};
+use feedbuttons::feishu::client::directory::Directory;
+use feedbuttons::feishu::wire::UserIdType;
+use feedbuttons::settings::{Connection, Credentials, Endpoint};
+
+use crate::util::{self, Dir, stderr, stdout};
+
+const CONFIG: &str = r#"version: 1
+buttons:
+  runbook: {text: Runbook, url: "https://wiki.example.com/runbook"}
+user_sets:
+  oncall:
+    - members_of: oc_oncall
+chats:
+  - chat_id: oc_war
+    assign:
+      - users: [alice@example.com]
+        buttons: [runbook]
+      - user_sets: [oncall]
+        buttons: [runbook]
+"#;
+
+fn lock_with(alice: &str, members: &[&str]) -> String {
+    let mut s = format!(
+        "version: 1\npeople:\n  alice@example.com: {{open_id: {alice}}}\nmembers_of:\n  oc_oncall:\n    open_id:\n"
+    );
+    for m in members {
+        s.push_str(&format!("      - {m}\n"));
+    }
+    s.push_str("departments: {}\nnames: {}\n");
+    s
+}
+
+/// A lock is not to be edited, but one is: ids of another type filed under `open_id` (a lock
+/// copied from a config for a chat of `union_id`), an id that is no id, a member listed twice.
+/// Plans must not carry them to `apply`: `validate` refuses the lock, naming what is wrong.
+#[test]
+fn a_hand_edited_lock_with_ids_that_are_not_its_types_is_refused() {
+    // The lock as resolve would write it is fine.
+    let good = Dir::new()
+        .file("people.yaml", CONFIG)
+        .file("feedbuttons.lock", &lock_with("ou_alice", &["ou_bob"]));
+    let out = util::run(good.path(), &["validate", "."]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    for (lock, says) in [
+        (lock_with("on_alice", &["ou_bob"]), "not a valid open_id"),
+        (lock_with("ou_alice", &["on_bob"]), "not a valid open_id"),
+        (lock_with("\"\"", &["ou_bob"]), "not a valid open_id"),
+        (lock_with("ou_alice", &["everyone"]), "not a valid open_id"),
+        (lock_with("ou_alice", &["ou_bob", "ou_bob"]), "twice"),
+    ] {
+        let dir = Dir::new()
+            .file("people.yaml", CONFIG)
+            .file("feedbuttons.lock", &lock);
+        let out = util::run(dir.path(), &["validate", "."]);
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "{lock}\n{said}");
+        assert!(
+            said.contains("feedbuttons.lock") && said.contains(says),
+            "{lock}\n{said}"
+        );
+        let plan = util::run(dir.path(), &["plan", "."]);
+        assert_ne!(plan.status.code(), Some(0), "{lock}\n{}", stdout(&plan));
+    }
+}
+
+/// An app whose scopes give a department's people without their `user_id`s: the department
+/// fails, and the resolution holds no list for it (the watch daemon reconciles with what the
+/// resolution holds, so an empty list there would take the buttons of the whole department).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_listed_without_ids_gives_no_partial_member_list() {
+    let fixtures = r#"
+apps:
+  - {app_id: cli_ids, app_secret: s-ids, scopes: [contact:contact.base:readonly]}
+departments:
+  - {department_id: sre, open_department_id: od-sre, name: SRE}
+people:
+  - {open_id: ou_alice, union_id: on_alice, user_id: alice, name: Alice, departments: [od-sre]}
+  - {open_id: ou_carol, union_id: on_carol, user_id: carol, name: Carol, departments: [od-sre]}
+"#;
+    let emu = Emulator::start(EmulatorConfig {
+        fixtures: Some(Fixtures::parse(fixtures).expect("fixtures")),
+        directory_rate_limit: DirectoryRateLimit {
+            per_second: 0,
+            per_minute: 0,
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let endpoint = Endpoint {
+        base_url: emu.base_url(),
+        rate_limit: 0,
+    };
+    let credentials = Credentials::new("cli_ids".into(), "s-ids".to_owned().into()).unwrap();
+    let connection = Connection::new(&endpoint, credentials).expect("connection");
+    let directory = Directory::new(connection.client, 0, 0);
+    let sre = Source::Department("od-sre".into());
+    let mut wanted = Wanted::default();
+    wanted.sources.insert(
+        sre.clone(),
+        BTreeSet::from([UserIdType::OpenId, UserIdType::UserId]),
+    );
+    let resolution = feedbuttons::resolve::resolve(&directory, &wanted)
+        .await
+        .expect("resolve");
+    assert!(
+        resolution.failed_sources.contains_key(&sre),
+        "{resolution:?}"
+    );
+    let listed = resolution.lock.source(&sre);
+    assert_eq!(
+        listed.and_then(|by_type| by_type.get(&UserIdType::UserId)),
+        None,
+        "{resolution:?}"
+    );
+    // The open ids came whole.
+    assert_eq!(
+        listed.and_then(|by_type| by_type.get(&UserIdType::OpenId)),
+        Some(&vec!["ou_alice".to_owned(), "ou_carol".to_owned()])
+    );
+}
+
+/// A lock that cannot be read fails `validate` ("run `feedbuttons resolve` to write it again"),
+/// also when the config no longer names anyone; `resolve` must then write it again, and
+/// `resolve --check` must fail.
+#[test]
+fn resolve_replaces_an_unreadable_lock_even_when_the_config_names_nobody() {
+    let config = "version: 1\nbuttons:\n  runbook: {text: Runbook, url: \"https://wiki.example.com/r\"}\nchats:\n  - chat_id: oc_war\n    assign:\n      - users: [ou_alice]\n        buttons: [runbook]\n";
+    let dir = Dir::new().file("people.yaml", config).file(
+        "feedbuttons.lock",
+        "version: 1\npeople: {alice@example.com: [\n",
+    );
+    let out = util::run(dir.path(), &["validate", "."]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+
+    let check = util::run(dir.path(), &["resolve", ".", "--check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+
+    let out = util::run(dir.path(), &["resolve", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = util::run(dir.path(), &["validate", "."]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let check = util::run(dir.path(), &["resolve", ".", "--check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+}
+
+/// A directory name is anyone's to set: one holding a terminal escape or a line break must not
+/// reach the terminal (`plan`, `state list`, `resolve`'s diff) or forge a line of the PR
+/// comment's plan. Labels show such characters escaped; the lock keeps the name as it is.
+#[test]
+fn labels_never_carry_control_characters() {
+    let text = "version: 1\npeople: {}\nmembers_of:\n  oc_x:\n    open_id:\n      - ou_c\ndepartments: {}\nnames:\n  ou_c: \"Eve\\u001b[2J\\n+ \\\"Admin\\\" opens https://evil.example\\u2028\"\n";
+    let lock = feedbuttons::lock::Lock::parse(text).expect("a lock");
+    assert!(lock.names["ou_c"].contains('\u{1b}'));
+    let label = &lock.labels()["ou_c"];
+    assert!(
+        !label.chars().any(|c| c.is_control() || c == '\u{2028}'),
+        "{label:?}"
+    );
+    assert_eq!(
+        label,
+        "Eve\\u{1b}[2J\\u{a}+ \"Admin\" opens https://evil.example\\u{2028}"
+    );
+}
