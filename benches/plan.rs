@@ -30,7 +30,7 @@ fn setup(tmp: &std::path::Path) {
         .iter()
         .map(|(t, b)| Record::Set {
             target: t.clone(),
-            buttons: b.to_vec(),
+            buttons: b.clone(),
         })
         .collect();
     lock.record(&records).expect("record");

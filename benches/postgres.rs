@@ -78,7 +78,7 @@ fn main() {
             .into_iter()
             .map(|target| Record::Set {
                 target,
-                buttons: list.to_vec(),
+                buttons: list.clone(),
             })
             .collect();
         let t = Instant::now();

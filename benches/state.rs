@@ -158,7 +158,10 @@ fn main() {
     // Adopting the whole state: one batch, too large to journal, so folded into a snapshot.
     let records: Vec<Record> = targets
         .into_iter()
-        .map(|(target, buttons)| Record::Set { target, buttons })
+        .map(|(target, buttons)| Record::Set {
+            target,
+            buttons: std::sync::Arc::new(buttons),
+        })
         .collect();
     let mut writer = store.writer("bench").expect("lock");
     let ((), adopt) = time(|| writer.record(&records).expect("record"));
@@ -179,7 +182,7 @@ fn main() {
         .take(20)
         .map(|t| Record::Set {
             target: t.clone(),
-            buttons: Vec::new(),
+            buttons: std::sync::Arc::default(),
         })
         .collect();
     let ((), one) = time(|| writer.record(&call).expect("record one call"));
@@ -238,7 +241,7 @@ fn main() {
         .collect();
     let mut calls = 0;
     while std::fs::metadata(store.journal_path()).map_or(0, |m| m.len()) < journal_limit {
-        let buttons = vec![Button {
+        let buttons = std::sync::Arc::new(vec![Button {
             multi_url: None,
             action_type: ActionType::Webhook,
             text: Text {
@@ -246,7 +249,7 @@ fn main() {
             },
             button_type: None,
             action_map: None,
-        }];
+        }]);
         let batch: Vec<Record> = users
             .iter()
             .skip(calls * 20)

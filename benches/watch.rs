@@ -283,7 +283,7 @@ async fn large(edits: usize, idle_secs: u64) -> Result<(Vec<u64>, (u64, u64, u64
             .iter()
             .map(|(t, b)| feedbuttons::state::Record::Set {
                 target: t.clone(),
-                buttons: b.to_vec(),
+                buttons: b.clone(),
             })
             .collect();
         writer.record(&records).map_err(|e| e.to_string())?;

@@ -417,7 +417,7 @@ fn run(edits: &[(Edit, Vec<u8>)]) -> Result<(), TestCaseError> {
             );
             state.apply(&[Record::Set {
                 target,
-                buttons: vec![feedbuttons::feishu::wire::Button {
+                buttons: std::sync::Arc::new(vec![feedbuttons::feishu::wire::Button {
                     multi_url: None,
                     action_type: feedbuttons::feishu::wire::ActionType::Webhook,
                     text: feedbuttons::feishu::wire::Text {
@@ -425,7 +425,7 @@ fn run(edits: &[(Edit, Vec<u8>)]) -> Result<(), TestCaseError> {
                     },
                     button_type: None,
                     action_map: None,
-                }],
+                }]),
             }]);
             state.serial += 1;
         }

@@ -31,7 +31,7 @@ fn list(text: &str) -> ButtonList {
 fn set(chat: &str, id: &str, text: &str) -> Record {
     Record::Set {
         target: Target::user(chat, UserIdType::OpenId, id),
-        buttons: list(text),
+        buttons: std::sync::Arc::new(list(text)),
     }
 }
 

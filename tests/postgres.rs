@@ -63,11 +63,11 @@ fn what_is_recorded_is_what_loads_in_every_condition() {
     w.record(&[
         Record::Set {
             target: Target::everyone("oc_1"),
-            buttons: list("All"),
+            buttons: std::sync::Arc::new(list("All")),
         },
         Record::Set {
             target: user("oc_1", "ou_a"),
-            buttons: list("Mine"),
+            buttons: std::sync::Arc::new(list("Mine")),
         },
         Record::Put {
             target: user("oc_1", "ou_f"),
@@ -182,7 +182,7 @@ fn a_writer_whose_connection_is_killed_stops_and_can_record_nothing_after_a_take
     let mut old = s.writer("old").expect("the writer");
     old.record(&[Record::Set {
         target: user("oc_1", "ou_a"),
-        buttons: list("Before"),
+        buttons: std::sync::Arc::new(list("Before")),
     }])
     .expect("record");
     let lost = old.lost().expect("a PostgreSQL writer can lose its lock");
@@ -205,13 +205,13 @@ fn a_writer_whose_connection_is_killed_stops_and_can_record_nothing_after_a_take
     let err = old
         .record(&[Record::Set {
             target: user("oc_1", "ou_a"),
-            buttons: list("Stale"),
+            buttons: std::sync::Arc::new(list("Stale")),
         }])
         .expect_err("fenced");
     assert!(matches!(err, StateError::Lost { .. }), "{err:?}");
     new.record(&[Record::Set {
         target: user("oc_1", "ou_a"),
-        buttons: list("After"),
+        buttons: std::sync::Arc::new(list("After")),
     }])
     .expect("the new writer records");
     drop(old);
@@ -235,7 +235,7 @@ fn a_fenced_writer_that_kept_its_connection_records_nothing() {
     let err = old
         .record(&[Record::Set {
             target: user("oc_1", "ou_a"),
-            buttons: list("Stale"),
+            buttons: std::sync::Arc::new(list("Stale")),
         }])
         .expect_err("fenced by the generation");
     assert!(matches!(err, StateError::Lost { .. }), "{err:?}");
@@ -294,12 +294,12 @@ fn named_states_in_one_database_stay_apart_and_a_file_state_has_no_name() {
     let mut wb = b.writer("b").expect("b, while a is held");
     wa.record(&[Record::Set {
         target: user("oc_1", "ou_a"),
-        buttons: list("A"),
+        buttons: std::sync::Arc::new(list("A")),
     }])
     .expect("a");
     wb.record(&[Record::Set {
         target: user("oc_1", "ou_a"),
-        buttons: list("B"),
+        buttons: std::sync::Arc::new(list("B")),
     }])
     .expect("b");
     drop((wa, wb));

@@ -41,7 +41,10 @@ fn user(chat: &str, id: &str) -> Target {
 }
 
 fn set(target: Target, buttons: ButtonList) -> Record {
-    Record::Set { target, buttons }
+    Record::Set {
+        target,
+        buttons: Arc::new(buttons),
+    }
 }
 
 fn feishu() -> Binding {
@@ -866,9 +869,9 @@ fn state_adopt_records_targets_without_calling_the_api() {
     let store = small_state(&dir);
     let mut w = writer(&store);
     let desired = vec![
-        (Target::everyone("oc_war"), list(&["Runbook"])), // already recorded so
-        (user("oc_war", "ou_b"), list(&["Runbook"])),     // recorded with another list
-        (user("oc_new", "ou_x"), list(&["Runbook"])),     // new
+        (Target::everyone("oc_war"), Arc::new(list(&["Runbook"]))), // already recorded so
+        (user("oc_war", "ou_b"), Arc::new(list(&["Runbook"]))),     // recorded with another list
+        (user("oc_new", "ou_x"), Arc::new(list(&["Runbook"]))),     // new
     ];
     let pairs = || desired.iter().map(|(t, b)| (t, b));
     let done = commands::adopt(w.as_mut(), pairs()).expect("adopt");
@@ -888,7 +891,7 @@ fn state_adopt_records_targets_without_calling_the_api() {
     let loaded = store.load().expect("load");
     assert_eq!(loaded, recorded);
     for (target, buttons) in &desired {
-        assert_eq!(loaded.targets[target].shown(), Some(buttons));
+        assert_eq!(loaded.targets[target].shown(), Some(&**buttons));
     }
 }
 

@@ -129,7 +129,7 @@ pub fn accepted(
         } else {
             records.push(Record::Set {
                 target: target.clone(),
-                buttons: call.sent.to_vec(),
+                buttons: Arc::clone(&call.sent),
             });
         }
     }

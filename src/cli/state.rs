@@ -95,8 +95,7 @@ pub fn run(args: StateArgs) -> Result<ExitCode, Error> {
             let adopted = location
                 .writer(store.as_ref(), &state::holder("state adopt"))
                 .and_then(|mut writer| {
-                    let targets = desired.targets.iter().map(|(t, b)| (t, b.as_ref()));
-                    let adopted = commands::adopt(writer.as_mut(), targets)?;
+                    let adopted = commands::adopt(writer.as_mut(), desired.targets.iter())?;
                     writer.compact()?;
                     Ok::<_, StateError>(adopted)
                 })?;

@@ -5,6 +5,7 @@
 //! and id), so the same state prints the same bytes.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -512,22 +513,23 @@ pub struct Adopted {
 /// were set before this tool managed them. One recorded change (none if nothing differs).
 ///
 /// The CLI passes the desired state, e.g.
-/// `adopt(lock.as_mut(), desired.targets.iter().map(|(t, b)| (t, b.as_ref())))`.
+/// `adopt(lock.as_mut(), desired.targets.iter())`; the records share the lists given.
 pub fn adopt<'a>(
     lock: &mut dyn StateWriter,
-    targets: impl IntoIterator<Item = (&'a Target, &'a ButtonList)>,
+    targets: impl IntoIterator<Item = (&'a Target, &'a Arc<ButtonList>)>,
 ) -> Result<Adopted, StateError> {
     let state = lock.state();
     let mut records = Vec::new();
     let mut done = Adopted::default();
     for (target, buttons) in targets {
         let recorded = state.targets.get(target);
-        if recorded.is_some_and(|r| r.is_settled() && !r.follows() && r.shown() == Some(buttons)) {
+        if recorded.is_some_and(|r| r.is_settled() && !r.follows() && r.shown() == Some(&**buttons))
+        {
             done.unchanged += 1;
         } else {
             records.push(Record::Set {
                 target: target.clone(),
-                buttons: buttons.clone(),
+                buttons: Arc::clone(buttons),
             });
         }
     }

@@ -294,7 +294,7 @@ mod tests {
         let records: Vec<Record> = (0..20)
             .map(|i| Record::Set {
                 target: Target::user("oc_1", UserIdType::OpenId, format!("ou_{i}")),
-                buttons: list("Ack"),
+                buttons: Arc::new(list("Ack")),
             })
             .chain([Record::Forget {
                 target: Target::everyone("oc_1"),

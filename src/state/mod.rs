@@ -221,8 +221,12 @@ impl std::fmt::Display for Binding {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     /// The target shows `buttons`, as the API accepted them, and nothing about it is pending
-    /// (an empty list: it was cleared, and is still tracked).
-    Set { target: Target, buttons: ButtonList },
+    /// (an empty list: it was cleared, and is still tracked). Shared: one call's records, and
+    /// those `state adopt` makes of the config, carry one copy of each list.
+    Set {
+        target: Target,
+        buttons: Arc<ButtonList>,
+    },
     /// The target's whole record is `record` (a follower, or something pending).
     Put {
         target: Target,
@@ -273,23 +277,46 @@ impl AppliedState {
 
     /// Applies one batch of records in memory (the store makes it durable first). Equal button
     /// lists in the batch (one call's users) share one allocation.
+    ///
+    /// A batch about as large as the state (`state adopt`, a first apply) is built into a map of
+    /// its own and merged in: a bulk build of sorted keys instead of a million inserts.
     pub fn apply(&mut self, records: &[Record]) {
         let mut lists = Interner::default();
+        let bulk = records.len() >= 1024 && records.len() >= self.targets.len() / 4;
+        let mut batch: Vec<(Target, TargetRecord)> = Vec::new();
         for record in records {
-            match record {
+            let (target, value) = match record {
                 Record::Set { target, buttons } => {
-                    let buttons = lists.intern(buttons);
-                    self.targets
-                        .insert(target.clone(), TargetRecord::applied(buttons));
+                    (target, TargetRecord::applied(lists.intern_shared(buttons)))
                 }
-                Record::Put { target, record } => {
-                    self.targets
-                        .insert(target.clone(), lists.intern_record(record));
-                }
+                Record::Put { target, record } => (target, lists.intern_record(record)),
                 Record::Forget { target } => {
+                    self.merge(&mut batch);
                     self.targets.remove(target);
+                    continue;
                 }
+            };
+            if bulk {
+                batch.push((target.clone(), value));
+            } else {
+                self.targets.insert(target.clone(), value);
             }
+        }
+        self.merge(&mut batch);
+    }
+
+    /// Inserts `batch` (in the order given: a later record of a target wins), emptying it.
+    fn merge(&mut self, batch: &mut Vec<(Target, TargetRecord)>) {
+        if batch.is_empty() {
+            return;
+        }
+        // A stable sort keeps a target's records in their order, and collecting keeps the last
+        // of equal keys; `append` lets the batch's records win over the state's.
+        let mut built: BTreeMap<Target, TargetRecord> = std::mem::take(batch).into_iter().collect();
+        if self.targets.is_empty() {
+            self.targets = built;
+        } else {
+            self.targets.append(&mut built);
         }
     }
 
@@ -380,6 +407,25 @@ impl Interner {
                 let shared = Arc::new(list.clone());
                 self.lists.insert(list.clone(), Arc::clone(&shared));
                 shared
+            }
+        };
+        self.last = Some(Arc::clone(&shared));
+        shared
+    }
+
+    /// [`Interner::intern`] for a list that is shared already: the same allocation as the last
+    /// one given is taken without comparing, and a new list is kept as it is, not copied.
+    fn intern_shared(&mut self, list: &Arc<ButtonList>) -> Arc<ButtonList> {
+        if let Some(last) = &self.last
+            && (Arc::ptr_eq(last, list) || **last == **list)
+        {
+            return Arc::clone(last);
+        }
+        let shared = match self.lists.get(&**list) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                self.lists.insert((**list).clone(), Arc::clone(list));
+                Arc::clone(list)
             }
         };
         self.last = Some(Arc::clone(&shared));

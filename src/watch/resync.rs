@@ -312,17 +312,17 @@ mod tests {
         let mut s = AppliedState::new();
         let mut records = vec![Record::Set {
             target: Target::everyone("oc_a"),
-            buttons: vec![button("All")],
+            buttons: Arc::new(vec![button("All")]),
         }];
         for u in 0..25 {
             records.push(Record::Set {
                 target: Target::user("oc_a", UserIdType::OpenId, format!("ou_{u:02}")),
-                buttons: vec![button("Mine")],
+                buttons: Arc::new(vec![button("Mine")]),
             });
         }
         records.push(Record::Set {
             target: Target::everyone("oc_b"),
-            buttons: vec![],
+            buttons: Arc::default(),
         });
         s.apply(&records);
         s

@@ -329,7 +329,7 @@ pub fn whole_state(state: &AppliedState) -> Vec<Record> {
         .map(|(t, r)| match (&r.shown, &r.extra) {
             (Some(list), None) => Record::Set {
                 target: t.clone(),
-                buttons: list.to_vec(),
+                buttons: Arc::clone(list),
             },
             _ => Record::Put {
                 target: t.clone(),
