@@ -11,6 +11,7 @@ use serde_saphyr::granit_parser::ErrorKind;
 
 use super::diag::{Diagnostic, FileId};
 use super::yaml::Pos;
+use crate::text::count;
 
 mod scan;
 
@@ -126,14 +127,6 @@ fn within(text: &str, pos: Pos) -> Pos {
 }
 
 /// `n` and the noun, in the plural unless `n` is 1.
-fn count(n: usize, one: &str, many: &str) -> String {
-    if n == 1 {
-        format!("1 {one}")
-    } else {
-        format!("{n} {many}")
-    }
-}
-
 fn pos_of(l: &serde_saphyr::Location) -> Option<Pos> {
     let line = u32::try_from(l.line()).ok().filter(|&n| n > 0)?;
     Some(Pos {
