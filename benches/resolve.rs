@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use feedbuttons::emulator::{
     BUILTIN_APP_ID, BUILTIN_APP_SECRET, DirectoryRateLimit, Emulator, EmulatorConfig, Fixtures,
 };
-use feedbuttons::feishu::windows::WindowLimiter;
+use feedbuttons::feishu::windows;
 use serde_json::Value;
 
 const EMAILS: usize = 4_000;
@@ -162,7 +162,7 @@ async fn run() -> Result<bool, String> {
     let min_members = CHATS * MEMBERS.div_ceil(PAGE);
     let bound = [min_batch, min_members]
         .into_iter()
-        .map(|n| WindowLimiter::bound(PER_SECOND, PER_MINUTE, n))
+        .map(|n| windows::bound(PER_SECOND, PER_MINUTE, n))
         .max()
         .unwrap_or_default();
     println!(

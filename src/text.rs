@@ -9,6 +9,23 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{} {noun}", group_digits(n as u64))
 }
 
+/// An error with its causes, each once: "error sending request: connection refused" (a
+/// library's own text often names only the first, and the cause that says what happened sits a
+/// few sources down).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// `1234567` -> `1,234,567`.
 pub fn group_digits(n: u64) -> String {
     let s = n.to_string();

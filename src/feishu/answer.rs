@@ -3,7 +3,6 @@
 //! another try, a final error) and says how the request ended for the metrics. Messages the
 //! API quotes back have every secret cut out before they go anywhere.
 
-use std::error::Error as _;
 use std::fmt;
 use std::time::Duration;
 
@@ -197,16 +196,7 @@ pub(super) async fn read(
 /// A reqwest error with its causes ("connection refused" sits a few sources down). Holds the
 /// URL, never a header.
 pub(super) fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
+    let mut text = crate::text::with_causes(e);
     if e.is_timeout() && !text.contains("timed out") {
         text.push_str(" (timed out)");
     }

@@ -1,10 +1,11 @@
-//! API client stage: the client-side rate limiter every chat-button HTTP attempt passes through.
+//! API client stage: the client-side rate limiter every HTTP attempt passes through.
 //!
 //! Calls are spaced evenly (`next allowed instant = last + interval`), so there is never a burst
 //! above the rate, even after an idle spell (a token bucket would allow one). Each caller
 //! reserves its instant under a short lock and sleeps outside it, so calls wait in arrival order
 //! and many can be in flight at once: with 200 ms latency, 10 calls a second still go out.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,9 +21,17 @@ use crate::sync::guard;
 /// `calls / rate`, so the slack stays under that.)
 pub const WINDOW_SLACK: Duration = Duration::from_millis(30);
 
+/// Added to a one-minute window: calls counted at arrival may arrive up to this much closer
+/// together than they were sent.
+pub const MINUTE_SLACK: Duration = Duration::from_millis(250);
+
 pub struct Limiter {
     /// Between two calls; zero when unlimited.
     interval: Duration,
+    /// Calls in any minute; 0 when the minute is not limited (see [`Limiter::windowed`]).
+    per_minute: usize,
+    /// A minute (shorter in tests).
+    minute: Duration,
     state: Mutex<State>,
     /// A budget shared with the app's other callers, if any: it sets the pace instead.
     shared: Option<SharedBudget>,
@@ -52,6 +61,8 @@ struct State {
     next: Instant,
     /// Set by a 429: no call before this (the server said when its window frees).
     paused_until: Option<Instant>,
+    /// With a minute window: the slots of the last `per_minute` calls, oldest first.
+    recent: VecDeque<Instant>,
     /// The shared budget could not be reached at the last try (said once, not per call).
     shared_down: bool,
 }
@@ -65,12 +76,27 @@ impl Limiter {
         };
         Limiter {
             interval,
+            per_minute: 0,
+            minute: Duration::from_secs(60),
             state: Mutex::new(State {
                 next: Instant::now(),
                 paused_until: None,
+                recent: VecDeque::new(),
                 shared_down: false,
             }),
             shared: None,
+        }
+    }
+
+    /// A limiter of two sliding windows at once, as Feishu limits its directory APIs:
+    /// `per_second` calls in any second and `per_minute` in any minute (0 lifts either). Calls
+    /// are spaced evenly within the second, and one that would exceed the minute's budget
+    /// waits until the minute's first call is a minute (and [`MINUTE_SLACK`]) old: so a run
+    /// goes at the second's pace until the minute's budget is spent, then at the minute's.
+    pub fn windowed(per_second: u32, per_minute: u32) -> Limiter {
+        Limiter {
+            per_minute: per_minute as usize,
+            ..Limiter::new(per_second)
         }
     }
 
@@ -118,6 +144,17 @@ impl Limiter {
                 let mut at = state.next.max(Instant::now());
                 if let Some(paused) = state.paused_until {
                     at = at.max(paused);
+                }
+                if self.per_minute > 0 {
+                    if state.recent.len() >= self.per_minute
+                        && let Some(oldest) = state.recent.front()
+                    {
+                        at = at.max(*oldest + self.minute + MINUTE_SLACK);
+                    }
+                    while state.recent.len() >= self.per_minute {
+                        state.recent.pop_front();
+                    }
+                    state.recent.push_back(at);
                 }
                 state.next = at + self.interval;
                 at
@@ -177,6 +214,21 @@ mod tests {
         }
         // Ten intervals after the first slot.
         assert!(start.elapsed() >= limiter.interval() * 10);
+    }
+
+    #[tokio::test]
+    async fn the_minute_window_holds_calls_past_its_budget() {
+        let limiter = Limiter {
+            minute: Duration::from_millis(100),
+            ..Limiter::windowed(0, 3)
+        };
+        let start = Instant::now();
+        for _ in 0..3 {
+            limiter.acquire().await;
+        }
+        assert!(start.elapsed() < Duration::from_millis(50));
+        limiter.acquire().await;
+        assert!(start.elapsed() >= Duration::from_millis(100) + MINUTE_SLACK);
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! API client stage: the three read-only directory look-ups (`batch_get_id`, a chat's members,
 //! a department's users), through the client's token cache and retry policy, each API paced by
-//! its own [`WindowLimiter`] (50 calls a second and 1000 a minute, per app and API). Reads change
+//! its own windowed [`Limiter`] (50 calls a second and 1000 a minute, per app and API). Reads change
 //! nothing, so every failure worth another try is retried, 429s after the server's reset.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::super::answer::{AttemptFailure, Read, classify_read, read};
-use super::super::windows::WindowLimiter;
+use super::super::ratelimit::Limiter;
 use super::super::wire::directory::{
     BATCH_GET_ID_PATH, CHAT_MEMBERS_MAX_PAGE_SIZE, DEPARTMENT_USERS_MAX_PAGE_SIZE,
     FIND_BY_DEPARTMENT_PATH, chat_members_path,
@@ -65,7 +65,7 @@ pub struct DirectoryStats {
 /// The directory look-ups of one app. Cheap to share by reference across concurrent tasks.
 pub struct Directory {
     client: Client,
-    limiters: [WindowLimiter; 3],
+    limiters: [Limiter; 3],
     requests: [AtomicU64; 3],
     rate_limited: AtomicU64,
 }
@@ -76,7 +76,7 @@ impl Directory {
     pub fn new(client: Client, per_second: u32, per_minute: u32) -> Directory {
         Directory {
             client,
-            limiters: DirectoryApi::ALL.map(|_| WindowLimiter::new(per_second, per_minute)),
+            limiters: DirectoryApi::ALL.map(|_| Limiter::windowed(per_second, per_minute)),
             requests: Default::default(),
             rate_limited: AtomicU64::new(0),
         }

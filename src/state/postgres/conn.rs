@@ -64,7 +64,10 @@ impl PgUrl {
             return Err(format!("{display}: expected postgres:// or postgresql://"));
         }
         let decode = |s: &str| {
-            percent_decode(s).map_err(|_| format!("{display}: a part of the URL is not UTF-8"))
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(std::borrow::Cow::into_owned)
+                .map_err(|_| format!("{display}: a part of the URL is not UTF-8"))
         };
         let mut config = Config::new();
         // Which process a session belongs to, for pg_stat_activity (and whoever must cut it).
@@ -223,42 +226,10 @@ impl PgUrl {
 
 /// A database error with its causes, which name the server's message (never the password).
 pub fn describe(e: &tokio_postgres::Error) -> String {
-    use std::error::Error as _;
     if let Some(db) = e.as_db_error() {
         return format!("{} ({})", db.message(), db.code().code());
     }
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-fn percent_decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out)
+    crate::text::with_causes(e)
 }
 
 /// The TLS settings: the bundled web roots, or the CA certificates of `root_cert`.
