@@ -67,7 +67,20 @@ pub fn validate_with(
     unparsed: &[Unparsed],
     people: &People,
     report: &mut Report,
+    memo: Option<(&mut Memo, Option<&BTreeSet<String>>)>,
+) -> DesiredState {
+    validate_in(files, unparsed, people, report, memo, None)
+}
+
+/// [`validate_with`], checking the chats in `parts` runs side by side (by default one per
+/// core for a large config, else one).
+fn validate_in(
+    files: &[(FileId, &RawFile)],
+    unparsed: &[Unparsed],
+    people: &People,
+    report: &mut Report,
     mut memo: Option<(&mut Memo, Option<&BTreeSet<String>>)>,
+    parts: Option<usize>,
 ) -> DesiredState {
     let only = memo.as_ref().and_then(|(_, only)| *only);
     if let Some((memo, _)) = memo.as_mut() {
@@ -100,9 +113,6 @@ pub fn validate_with(
         buttons: v.define_buttons(files),
         sets: v.define_sets(files),
     };
-    // In the order of use, so that what each chat uses can be told apart.
-    let mut used_sets: Vec<&str> = Vec::new();
-
     // A chat may be declared in several places: gather them so duplicates across files are found.
     let mut chats: BTreeMap<&str, Vec<(FileId, &RawFile, &RawChat)>> = BTreeMap::new();
     for (file, raw) in files {
@@ -135,30 +145,63 @@ pub fn validate_with(
     }
 
     let mut desired = DesiredState::default();
-    let mut targets: Vec<(Target, Arc<ButtonList>)> = Vec::new();
-    for (chat_id, places) in &chats {
-        let marks = (v.report.diagnostics.len(), used_sets.len(), targets.len());
-        let name = v.chat(chat_id, places, &defs, &mut used_sets, &mut targets);
-        if let Some((_, n)) = name {
-            desired
-                .chat_names
-                .insert((*chat_id).to_owned(), n.value.clone());
-        }
-        // Chats come in order: sorting each chat's targets sorts them all.
-        targets[marks.2..].sort_unstable_by(|a, b| a.0.audience.cmp(&b.0.audience));
-        if let Some((memo, _)) = memo.as_mut() {
-            let mut used: Vec<String> = used_sets[marks.1..]
+    // The chats are checked in contiguous runs, one per core for a large config; each run's
+    // findings are taken in chat order, so the result is the one a single pass gives.
+    let chats: Vec<ChatPlaces> = chats.into_iter().collect();
+    let runs = split_runs(&chats, parts);
+    let interned = &v.interned;
+    let checked: Vec<Run> = if runs.len() <= 1 {
+        vec![check_run(&chats, &defs, &blocking, interned.clone())]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = runs
                 .iter()
-                .map(|s| (*s).to_owned())
+                .map(|range| {
+                    let run = &chats[range.clone()];
+                    let (defs, blocking) = (&defs, &blocking);
+                    scope.spawn(move || check_run(run, defs, blocking, interned.clone()))
+                })
                 .collect();
-            used.sort_unstable();
-            used.dedup();
-            let facts = ChatFacts {
-                diagnostics: v.report.diagnostics.split_off(marks.0),
-                used_sets: used,
-            };
-            memo.chats.insert((*chat_id).to_owned(), facts);
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    };
+    let mut used_sets: Vec<&str> = Vec::new();
+    let mut targets: Vec<Vec<(Target, Arc<ButtonList>)>> = Vec::with_capacity(checked.len());
+    for run in checked {
+        for (list, shared) in run.interned {
+            v.interned.entry(list).or_insert(shared);
         }
+        v.waiting.extend(run.waiting);
+        let mut diagnostics = run.diagnostics.into_iter();
+        let mut sets = run.used_sets.iter();
+        for chat in run.chats {
+            if let Some(name) = chat.name {
+                desired.chat_names.insert(chat.chat_id.to_owned(), name);
+            }
+            let found = diagnostics.by_ref().take(chat.diagnostics);
+            let used = sets.by_ref().take(chat.used_sets);
+            match memo.as_mut() {
+                Some((memo, _)) => {
+                    let mut used: Vec<String> = used.map(|s| (*s).to_owned()).collect();
+                    used.sort_unstable();
+                    used.dedup();
+                    let facts = ChatFacts {
+                        diagnostics: found.collect(),
+                        used_sets: used,
+                    };
+                    memo.chats.insert(chat.chat_id.to_owned(), facts);
+                }
+                None => v.report.diagnostics.extend(found),
+            }
+        }
+        used_sets.extend(run.used_sets);
+        targets.push(run.targets);
     }
     // Every chat's findings in chat order, as checking them all in one go gives them.
     let mut remembered: HashSet<&str> = HashSet::new();
@@ -192,8 +235,109 @@ pub fn validate_with(
     let waiting = std::mem::take(&mut v.waiting);
     show_waiting(v.report, &blocking, waiting);
 
-    desired.targets = targets.into_iter().collect();
+    desired.targets = targets.into_iter().flatten().collect();
     desired
+}
+
+/// The places that declare one chat.
+type ChatPlaces<'a> = (&'a str, Vec<(FileId, &'a RawFile, &'a RawChat)>);
+
+/// What checking a run of chats found, in chat order.
+struct Run<'a> {
+    chats: Vec<CheckedChat<'a>>,
+    /// Every chat's diagnostics, one chat after another (`CheckedChat::diagnostics` each).
+    diagnostics: Vec<Diagnostic>,
+    /// The user sets the chats use, one chat after another.
+    used_sets: Vec<&'a str>,
+    /// The chats' targets, sorted.
+    targets: Vec<(Target, Arc<ButtonList>)>,
+    waiting: Vec<Waiting>,
+    interned: HashMap<ButtonList, Arc<ButtonList>>,
+}
+
+/// One chat of a [`Run`]: its name and how many diagnostics and used sets are its.
+struct CheckedChat<'a> {
+    chat_id: &'a str,
+    name: Option<String>,
+    diagnostics: usize,
+    used_sets: usize,
+}
+
+/// Checks `chats` in order, with a report and interned lists of its own.
+fn check_run<'a>(
+    chats: &[ChatPlaces<'a>],
+    defs: &Defs<'a>,
+    blocking: &[(FileId, Option<&str>, usize)],
+    interned: HashMap<ButtonList, Arc<ButtonList>>,
+) -> Run<'a> {
+    let mut report = Report::default();
+    let mut v = Validator {
+        report: &mut report,
+        interned,
+        blocking,
+        waiting: Vec::new(),
+    };
+    let mut used_sets: Vec<&'a str> = Vec::new();
+    let mut targets: Vec<(Target, Arc<ButtonList>)> = Vec::new();
+    let mut checked = Vec::with_capacity(chats.len());
+    for (chat_id, places) in chats {
+        let marks = (v.report.diagnostics.len(), used_sets.len(), targets.len());
+        let name = v.chat(chat_id, places, defs, &mut used_sets, &mut targets);
+        // Chats come in order: sorting each chat's targets sorts them all.
+        targets[marks.2..].sort_unstable_by(|a, b| a.0.audience.cmp(&b.0.audience));
+        checked.push(CheckedChat {
+            chat_id,
+            name: name.map(|(_, n)| n.value.clone()),
+            diagnostics: v.report.diagnostics.len() - marks.0,
+            used_sets: used_sets.len() - marks.1,
+        });
+    }
+    let (interned, waiting) = (v.interned, v.waiting);
+    Run {
+        chats: checked,
+        diagnostics: report.diagnostics,
+        used_sets,
+        targets,
+        waiting,
+        interned,
+    }
+}
+
+/// Below this many users and sets named in all, the chats are checked on one thread.
+const PARALLEL_MIN_WEIGHT: usize = 20_000;
+
+/// Contiguous runs of `chats` of about equal work: one per core for a large config (`parts`
+/// forces a number), a single run for a small one.
+fn split_runs(chats: &[ChatPlaces], parts: Option<usize>) -> Vec<std::ops::Range<usize>> {
+    let weight = |(_, places): &ChatPlaces| -> usize {
+        places
+            .iter()
+            .flat_map(|(_, _, chat)| &chat.assign)
+            .map(|a| 1 + a.users.len() + a.user_sets.len())
+            .sum()
+    };
+    let weights: Vec<usize> = chats.iter().map(weight).collect();
+    let total: usize = weights.iter().sum();
+    let parts = parts.unwrap_or_else(|| {
+        if total < PARALLEL_MIN_WEIGHT {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    });
+    let parts = parts.clamp(1, chats.len().max(1));
+    let mut runs = Vec::with_capacity(parts);
+    let (mut start, mut sum) = (0, 0);
+    for (i, w) in weights.iter().enumerate() {
+        sum += w;
+        // Cut where the runs so far hold their share of the work.
+        if runs.len() + 1 < parts && sum * parts >= total * (runs.len() + 1) {
+            runs.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    runs.push(start..chats.len());
+    runs
 }
 
 /// A name used in a parsed file that no parsed file defines, which an unparsed file may define.
@@ -303,5 +447,133 @@ impl Validator<'_> {
             on,
         });
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config with findings of every kind a chat can have, spread over several files, one
+    /// of which does not parse.
+    fn files() -> Vec<String> {
+        let mut files = vec![
+            "version: 1\nbuttons:\n  ack: {text: Ack, url: https://a.example.com}\n  \
+             page: {text: Page, url: https://b.example.com}\nuser_sets:\n  oncall: [ou_s1, ou_s2]\n  \
+             unused: [ou_s3]\n"
+                .to_owned(),
+            "version: 1\n# defines gone1 and missing1, once it parses\nchats: [\n".to_owned(),
+        ];
+        for f in 0..3 {
+            let mut text = "version: 1\nchats:\n".to_owned();
+            for c in 0..7 {
+                let chat = f * 7 + c;
+                text.push_str(&format!(
+                    "  - chat_id: oc_{chat:04}\n    name: Chat {}\n    assign:\n      \
+                     - buttons: [ack]\n        users: [ou_{chat}a, ou_{chat}b, ou_{chat}a]\n      \
+                     - buttons: [page, missing{}]\n        users: [ou_{chat}c]\n      \
+                     - buttons: [ack, page]\n        user_sets: [oncall, gone{}]\n        users: [ou_{chat}b]\n",
+                    chat % 4,
+                    chat % 2,
+                    chat % 3,
+                ));
+            }
+            // The same chat in every file: its findings span files.
+            text.push_str(&format!(
+                "  - chat_id: oc_9999\n    name: Shared {f}\n    assign:\n      \
+                 - buttons: [ack]\n        users: [ou_x, ou_{f}]\n",
+            ));
+            files.push(text);
+        }
+        files
+    }
+
+    fn check(parts: usize, memo: Option<&mut Memo>) -> (String, DesiredState) {
+        let mut report = Report::default();
+        let texts = files();
+        let mut raws = Vec::new();
+        let mut unparsed = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            match crate::config::parse(i, text, &mut report) {
+                Some(node) => raws.push((i, super::super::raw::decode_file(i, &node, &mut report))),
+                None => unparsed.push(Unparsed {
+                    file: i,
+                    text: Some(text),
+                }),
+            }
+        }
+        let files: Vec<(FileId, &RawFile)> = raws.iter().map(|(i, r)| (*i, r)).collect();
+        let people = People::default();
+        let memo = memo.map(|m| (m, None));
+        let desired = validate_in(&files, &unparsed, &people, &mut report, memo, Some(parts));
+        (format!("{:#?}", report.diagnostics), desired)
+    }
+
+    #[test]
+    fn chats_checked_side_by_side_find_what_one_pass_finds() {
+        let (one, desired) = check(1, None);
+        for code in [
+            "duplicate-assignment",
+            "duplicate-user",
+            "undefined-button",
+            "undefined-user-set",
+            "chat-name-conflict",
+            "wait on this error",
+        ] {
+            assert!(one.contains(code), "{code}: {one}");
+        }
+        assert!(!desired.targets.is_empty());
+        for parts in [2, 3, 5, 40] {
+            let (found, d) = check(parts, None);
+            assert_eq!(found, one, "{parts} runs");
+            assert_eq!(d, desired, "{parts} runs");
+        }
+        let mut memo_one = Memo::default();
+        let (one, desired) = check(1, Some(&mut memo_one));
+        for parts in [2, 3, 40] {
+            let mut memo = Memo::default();
+            let (found, d) = check(parts, Some(&mut memo));
+            assert_eq!(found, one, "{parts} runs, with a memo");
+            assert_eq!(d, desired, "{parts} runs, with a memo");
+            assert_eq!(
+                format!("{:?}", memo.chats),
+                format!("{:?}", memo_one.chats),
+                "{parts} runs"
+            );
+        }
+    }
+
+    #[test]
+    fn runs_split_the_work_evenly_and_in_order() {
+        let texts = files();
+        let mut report = Report::default();
+        let mut raws: Vec<RawFile> = Vec::new();
+        for (i, text) in texts[2..].iter().enumerate() {
+            if let Some(node) = crate::config::parse(i, text, &mut report) {
+                raws.push(super::super::raw::decode_file(i, &node, &mut report));
+            }
+        }
+        let chats: Vec<ChatPlaces> = raws
+            .iter()
+            .flat_map(|r| &r.chats)
+            .map(|c| {
+                (
+                    c.chat_id.as_ref().map_or("", |id| id.value.as_str()),
+                    Vec::new(),
+                )
+            })
+            .collect();
+        for parts in [1, 2, 3, 7, 100] {
+            let runs = split_runs(&chats, Some(parts));
+            assert_eq!(runs.len(), parts.min(chats.len()));
+            assert_eq!(runs.first().map(|r| r.start), Some(0));
+            assert_eq!(runs.last().map(|r| r.end), Some(chats.len()));
+            assert!(runs.windows(2).all(|w| w[0].end == w[1].start));
+        }
+        assert_eq!(
+            split_runs(&chats, None),
+            vec![0..chats.len()],
+            "small: one run"
+        );
     }
 }
