@@ -292,8 +292,12 @@ pub fn write_json(plan: &Plan, mut w: &mut dyn std::io::Write) -> std::io::Resul
             })
             .collect(),
     };
-    serde_json::to_writer_pretty(&mut w, &view)?;
-    w.write_all(b"\n")
+    // A buffer of a known type in front of `w`: the formatter's many small writes (indents,
+    // quotes, commas) are inlined copies, not calls through `dyn Write`.
+    let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut w);
+    serde_json::to_writer_pretty(&mut buffered, &view)?;
+    std::io::Write::write_all(&mut buffered, b"\n")?;
+    std::io::Write::flush(&mut buffered)
 }
 
 #[cfg(test)]

@@ -125,15 +125,36 @@ fn chat_groups<'a>(
     let mut groups: Vec<Group<'a>> = Vec::new();
     // A fast hash: every change of the plan is looked up, by its lists' content.
     let mut index: foldhash::HashMap<GroupKey<'a>, usize> = Default::default();
+    // Changes without a note are looked up by their lists' allocations first (a plan shares
+    // one copy of each list), and by content once per distinct pair: hashing a list's buttons
+    // for each of a million changes is most of the cost.
+    let mut by_ptr: foldhash::HashMap<
+        (Action, Option<*const ButtonList>, *const ButtonList),
+        usize,
+    > = Default::default();
     for c in changes {
+        let ptrs = c.note.is_none().then(|| {
+            (
+                c.action,
+                c.old.as_ref().map(std::sync::Arc::as_ptr),
+                std::sync::Arc::as_ptr(&c.new),
+            )
+        });
+        if let Some(&i) = ptrs.as_ref().and_then(|p| by_ptr.get(p)) {
+            groups[i].targets.push(shown(c.target, people));
+            continue;
+        }
         let key = (
             c.action,
             c.old.as_deref(),
             c.new.as_ref(),
             c.note.as_deref(),
         );
-        match index.get(&key) {
-            Some(&i) => groups[i].targets.push(shown(c.target, people)),
+        let i = match index.get(&key) {
+            Some(&i) => {
+                groups[i].targets.push(shown(c.target, people));
+                i
+            }
             None => {
                 index.insert(key, groups.len());
                 groups.push(Group {
@@ -141,7 +162,11 @@ fn chat_groups<'a>(
                     first: c,
                     targets: vec![shown(c.target, people)],
                 });
+                groups.len() - 1
             }
+        };
+        if let Some(p) = ptrs {
+            by_ptr.insert(p, i);
         }
     }
     groups
