@@ -109,6 +109,14 @@ pub enum Error {
 }
 
 /// Runs one parsed command line.
+/// Leaves `value` to the process's exit instead of freeing it: the one-shot commands call it
+/// on their largest values when they are done, just before the process ends. Freeing a
+/// million targets, their plan and the state one allocation at a time took a tenth of a
+/// plan's time, for memory the system takes back at once.
+fn leave_to_exit<T>(value: T) {
+    std::mem::forget(value);
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     // The daemon's one summary line per reconcile is at info; other commands stay quiet.
     let (json, default) = match &cli.command {

@@ -1,6 +1,7 @@
 //! `feedbuttons plan`: what apply would change, against the applied state or another config
 //! directory (`--base`), as text, markdown or JSON; optionally saved for `apply --plan`.
 
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -18,14 +19,15 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
         rate_limit: args.rate_limit,
         ..Default::default()
     };
-    // What the plan is compared with; it borrows their targets.
+    // What the plan is compared with; it borrows their targets. Left to the exit, like the
+    // plan (see `leave_to_exit`).
     let base;
     let applied;
     // A shared store holds several states: a plan says which one it was made against.
     let mut against: Option<String> = None;
     let (the_plan, state_ref) = match &args.base {
         Some(base_dir) => {
-            base = load::base(base_dir)?;
+            base = ManuallyDrop::new(load::base(base_dir)?);
             let known = |c: &str| load::declares(&base, c);
             load::check_chats_known(&args.chats, &desired, known, "the base config")?;
             // Chats that only the base declares keep their names in the plan.
@@ -45,7 +47,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
                 check_plan_out(out, &args.dir, location.spec(), &config_files)?;
             }
             let store = location.open()?;
-            applied = store.load()?;
+            applied = ManuallyDrop::new(store.load()?);
             if location.is_shared() {
                 against = Some(format!("{} at serial {}", store.location(), applied.serial));
             }
@@ -95,11 +97,14 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
             apply_command(args, out)
         );
     }
-    Ok(if args.detailed_exitcode && the_plan.has_changes() {
+    let code = if args.detailed_exitcode && the_plan.has_changes() {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
-    })
+    };
+    super::leave_to_exit(the_plan);
+    super::leave_to_exit(desired);
+    Ok(code)
 }
 
 fn print(the_plan: &Plan, format: PlanFormat) -> Result<(), Error> {

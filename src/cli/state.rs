@@ -99,6 +99,7 @@ pub fn run(args: StateArgs) -> Result<ExitCode, Error> {
                     writer.compact()?;
                     Ok::<_, StateError>(adopted)
                 })?;
+            super::leave_to_exit(desired);
             format!(
                 "Adopted {} target(s) as applied ({} were already recorded with these buttons); no call was made.\n",
                 adopted.recorded, adopted.unchanged

@@ -25,11 +25,13 @@ pub fn run(dir: &Path, format: ValidateFormat) -> Result<ExitCode, Error> {
         ValidateFormat::Github => loaded.report.render_github(&loaded.sources) + &summary(&loaded),
     };
     term::print(&text)?;
-    Ok(if loaded.report.has_errors() {
+    let code = if loaded.report.has_errors() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    })
+    };
+    super::leave_to_exit(loaded);
+    Ok(code)
 }
 
 /// `valid: 2 files, 3 chats, 14 targets` or `invalid: 2 errors and 0 warnings in 1 file`.

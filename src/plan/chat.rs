@@ -58,7 +58,8 @@ impl<'a> Ctx<'_, 'a> {
                     (None, None) => break,
                     (Some(_), None) => (true, false),
                     (None, Some(_)) => (false, true),
-                    (Some(x), Some(y)) => (x <= y, y <= x),
+                    // Both are of `next_chat`: their audiences order them.
+                    (Some(x), Some(y)) => (x.audience <= y.audience, y.audience <= x.audience),
                 };
                 let desired_entry = if take_d { d.next() } else { None };
                 let applied_entry = if take_a { a.next() } else { None };
