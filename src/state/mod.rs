@@ -467,6 +467,68 @@ mod tests {
     }
 
     #[test]
+    fn a_large_batch_applies_as_its_records_one_by_one() {
+        use crate::feishu::wire::{ActionType, Button, Text, UserIdType};
+        let list = |text: &str| {
+            Arc::new(vec![Button {
+                multi_url: None,
+                action_type: ActionType::Webhook,
+                text: Text {
+                    text: text.to_owned(),
+                },
+                button_type: None,
+                action_map: None,
+            }])
+        };
+        let (a, b) = (list("A"), list("B"));
+        let target = |i: usize| {
+            Target::user(
+                format!("oc_{}", i % 7),
+                UserIdType::OpenId,
+                format!("ou_{i}"),
+            )
+        };
+        // Targets set twice (the later wins), forgotten between two sets, and forgotten last;
+        // Puts among them; in no order.
+        let mut records = Vec::new();
+        for i in (0..3000).rev() {
+            records.push(Record::Set {
+                target: target(i),
+                buttons: if i % 2 == 0 { a.clone() } else { b.clone() },
+            });
+            if i % 5 == 0 {
+                records.push(Record::Forget { target: target(i) });
+            }
+            if i % 10 == 0 {
+                records.push(Record::Set {
+                    target: target(i),
+                    buttons: b.clone(),
+                });
+            }
+            if i % 11 == 0 {
+                records.push(Record::put_or_forget(
+                    target(i),
+                    TargetRecord::new(Some(a.clone()), true, None),
+                ));
+            }
+        }
+        records.push(Record::Forget { target: target(3) });
+        for start in [AppliedState::new(), {
+            let mut s = AppliedState::new();
+            s.apply(&records[..100]);
+            s
+        }] {
+            let mut one_by_one = start.clone();
+            for r in &records {
+                one_by_one.apply(std::slice::from_ref(r));
+            }
+            let mut bulk = start;
+            bulk.apply(&records);
+            assert_eq!(bulk, one_by_one);
+        }
+    }
+
+    #[test]
     fn binding_ignores_trailing_slashes() {
         assert_eq!(
             Binding::new("https://open.feishu.cn/", "cli_a"),
