@@ -182,3 +182,87 @@ fn labels_never_carry_control_characters() {
         "Eve\\u{1b}[2J\\u{a}+ \"Admin\" opens https://evil.example\\u{2028}"
     );
 }
+
+/// A chat of `n` members (three pages of 100 for 250), and a config that gives them buttons.
+fn big_chat(n: usize) -> (String, String) {
+    let members: Vec<String> = (0..n).map(|i| format!("ou_m{i:04}")).collect();
+    let tenant = format!(
+        "chats:\n  - chat_id: oc_big\n    members: [{}]\n  - chat_id: oc_war\n    members: everyone\n",
+        members.join(", ")
+    );
+    let config = "version: 1\nbuttons:\n  runbook: {text: Runbook, url: \"https://wiki.example.com/r\"}\nuser_sets:\n  big:\n    - members_of: oc_big\nchats:\n  - chat_id: oc_war\n    assign:\n      - user_sets: [big]\n        buttons: [runbook]\n";
+    (tenant, config.to_owned())
+}
+
+/// A directory whose paging goes wrong while answering `code: 0`: a page that gives back the
+/// token it was asked with, a token that leads back to the start, `has_more` without a token.
+/// Before, the first two ended the listing as if it were whole (the lock, and `watch`, lost
+/// everyone past the second page) or looped forever; now the listing fails, the run stops and
+/// the committed lock stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_token_that_repeats_or_never_ends_fails_the_listing() {
+    use crate::apply::{Admin, feedbuttons, with_fixtures};
+    use feedbuttons::emulator::{BUILTIN_APP_ID, BUILTIN_APP_SECRET};
+
+    let (tenant, config) = big_chat(250);
+    let emu = with_fixtures(&tenant).await;
+    let dir = Dir::new().file("people.yaml", &config);
+    let out = feedbuttons(&emu, dir.path(), &["resolve", "."])
+        .output()
+        .expect("run feedbuttons");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lock = std::fs::read_to_string(dir.path().join("feedbuttons.lock")).expect("a lock");
+    assert!(lock.contains("ou_m0249"), "{lock}");
+
+    let big = Source::MembersOf("oc_big".into());
+    let mut wanted = Wanted::default();
+    wanted
+        .sources
+        .insert(big.clone(), BTreeSet::from([UserIdType::OpenId]));
+    let admin = Admin::of(&emu);
+    for fault in ["no_token", "rewind", "repeat_token"] {
+        admin.faults(serde_json::json!({ "listing": fault })).await;
+        let endpoint = Endpoint {
+            base_url: emu.base_url(),
+            rate_limit: 0,
+        };
+        let credentials =
+            Credentials::new(BUILTIN_APP_ID.into(), BUILTIN_APP_SECRET.to_owned().into())
+                .expect("credentials");
+        let connection = Connection::new(&endpoint, credentials).expect("connection");
+        let directory = Directory::new(connection.client, 50, 0);
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            feedbuttons::resolve::resolve(&directory, &wanted),
+        )
+        .await;
+        let Ok(answer) = answer else {
+            panic!("{fault}: the listing never ended");
+        };
+        match answer {
+            Err(e) => assert!(e.to_string().contains("oc_big"), "{fault}: {e}"),
+            Ok(r) => panic!(
+                "{fault}: a listing that never ended was taken as {} members",
+                r.lock
+                    .source(&big)
+                    .and_then(|t| t.get(&UserIdType::OpenId))
+                    .map_or(0, Vec::len)
+            ),
+        }
+
+        // The CLI: nothing written, exit 1, the lock as it was.
+        let check = feedbuttons(&emu, dir.path(), &["resolve", ".", "--check"])
+            .output()
+            .expect("run feedbuttons");
+        assert_eq!(check.status.code(), Some(1), "{fault}: {}", stderr(&check));
+        let out = feedbuttons(&emu, dir.path(), &["resolve", "."])
+            .output()
+            .expect("run feedbuttons");
+        assert_eq!(out.status.code(), Some(1), "{fault}: {}", stderr(&out));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("feedbuttons.lock")).expect("a lock"),
+            lock,
+            "{fault}"
+        );
+    }
+}
