@@ -266,3 +266,73 @@ async fn a_page_token_that_repeats_or_never_ends_fails_the_listing() {
         );
     }
 }
+
+/// `watch --resolve-every` while the directory answers every listing with nobody (`code: 0`,
+/// no items), as a broken gateway might: before, the daemon took the on-call chat as empty and
+/// took the buttons of everyone in it (two of three targets: under the mass-removal guard's
+/// floor). Now
+/// a source the lock lists people for and the directory lists nobody keeps the members it had,
+/// and `/status` says why; only a committed lock empties it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_keeps_a_sources_members_when_the_directory_lists_nobody() {
+    use crate::apply::{Admin, feedbuttons, with_fixtures};
+    use crate::watch::{Daemon, get_json};
+
+    let tenant = "chats:\n  - chat_id: oc_oncall\n    members: [ou_alice, ou_bob]\n  - chat_id: oc_war\n    members: everyone\npeople:\n  - {open_id: ou_alice, name: Alice, email: alice@example.com}\n  - {open_id: ou_bob, name: Bob}\n";
+    let config = "version: 1\nbuttons:\n  runbook: {text: Runbook, url: \"https://wiki.example.com/r\"}\nuser_sets:\n  oncall:\n    - members_of: oc_oncall\nchats:\n  - chat_id: oc_war\n    assign:\n      - user_sets: [oncall]\n        buttons: [runbook]\n      - everyone: true\n        buttons: []\n";
+    let emu = with_fixtures(tenant).await;
+    let dir = Dir::new().file("people.yaml", config);
+    let out = feedbuttons(&emu, dir.path(), &["resolve", "."])
+        .output()
+        .expect("run feedbuttons");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let state = Dir::new();
+    let state_path = state.path().join("state.json");
+    let daemon = Daemon::start(
+        &emu,
+        dir.path(),
+        &[
+            "--state",
+            state_path.to_str().expect("a UTF-8 path"),
+            "--resolve-every",
+            "200ms",
+        ],
+    );
+    let sees = |user: &'static str| {
+        let url = emu.url(&format!("/_emulator/chats/oc_war/users/{user}"));
+        async move {
+            let v = get_json(&url).await;
+            v["buttons"][0]["text"]["text"].as_str().map(str::to_owned)
+        }
+    };
+    for user in ["ou_alice", "ou_bob"] {
+        daemon
+            .eventually("the on-call people see the runbook", || async {
+                sees(user).await.filter(|t| t == "Runbook")
+            })
+            .await;
+    }
+
+    Admin::of(&emu)
+        .faults(serde_json::json!({"listing": "empty"}))
+        .await;
+    let drift = daemon
+        .eventually("a look-up of the empty listing", || async {
+            let status = get_json(&daemon.url("/status")).await;
+            let drift = status["lock_drift"].clone();
+            let seen = drift["error"].is_string() || drift["removed"] != serde_json::json!([]);
+            seen.then_some(drift)
+        })
+        .await;
+    assert_eq!(drift["removed"], serde_json::json!([]), "{drift}");
+    let error = drift["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("members_of: oc_oncall") && error.contains("nobody"),
+        "{drift}"
+    );
+    // Several look-ups and reconciles later, nobody has lost the runbook.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for user in ["ou_alice", "ou_bob"] {
+        assert_eq!(sees(user).await.as_deref(), Some("Runbook"), "{user}");
+    }
+}

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::people::Wanted;
 use crate::feishu::client::directory::Directory;
-use crate::lock::Lock;
+use crate::lock::{LOCK_FILE, Lock};
 
 /// How far the live directory sources are from the committed lock.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -101,21 +101,37 @@ impl LivePeople {
             Err(e) => return (false, fail(e.to_string())),
         };
         let mut live = committed.clone();
+        let mut failed: Vec<String> = resolution
+            .failed_sources
+            .iter()
+            .map(|(s, why)| format!("{s}: {why}"))
+            .collect();
         for (source, by_type) in resolution.lock.sources() {
             for (t, ids) in by_type {
+                let had = |l: &Lock| l.source(&source).and_then(|m| m.get(t)).cloned();
+                let committed_ids = had(&committed).unwrap_or_default();
+                // A listing of nobody where the lock lists people is more likely a broken
+                // answer than everyone leaving at once: taking it would take the buttons of
+                // the whole set. The members last found stay; a committed lock can empty it.
+                if ids.is_empty() && !committed_ids.is_empty() {
+                    failed.push(format!(
+                        "{source}: the directory lists nobody ({t}), where {LOCK_FILE} lists {}; \
+                         its members stay as they were (if it is empty, run `feedbuttons resolve` \
+                         and commit the lock)",
+                        crate::text::count(committed_ids.len(), "person", "people")
+                    ));
+                    let last = self.live.as_ref().and_then(had).unwrap_or(committed_ids);
+                    live.set_source(&source, *t, last);
+                    continue;
+                }
                 live.set_source(&source, *t, ids.clone());
             }
         }
         live.names.extend(resolution.lock.names.clone());
         let mut drift = drift(&committed, &live);
         drift.resolved_at = resolved_at;
-        if !resolution.failed_sources.is_empty() {
-            let failed: Vec<String> = resolution
-                .failed_sources
-                .iter()
-                .map(|(s, why)| format!("{s}: {why}"))
-                .collect();
-            // Those sources keep the committed lock's members.
+        if !failed.is_empty() {
+            // Those sources keep the committed lock's members (an empty listing: the last).
             drift.error = Some(failed.join("; "));
         }
         let changed = self.live.as_ref() != Some(&live);
