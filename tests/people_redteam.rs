@@ -336,3 +336,42 @@ async fn watch_keeps_a_sources_members_when_the_directory_lists_nobody() {
         assert_eq!(sees(user).await.as_deref(), Some("Runbook"), "{user}");
     }
 }
+
+/// SIGTERM while a `--resolve-every` look-up waits on a directory that does not answer: a
+/// look-up changes nothing and can be dropped. Before, the daemon sat out every attempt's
+/// timeout (10 tries of 10 s) before it noticed the signal, past any orchestrator's grace
+/// period; now it stops at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_stops_on_sigterm_while_the_directory_hangs() {
+    use crate::apply::{Admin, feedbuttons, with_fixtures};
+    use crate::watch::Daemon;
+
+    let tenant = "chats:\n  - chat_id: oc_oncall\n    members: [ou_alice]\n  - chat_id: oc_war\n    members: everyone\n";
+    let config = "version: 1\nbuttons:\n  runbook: {text: Runbook, url: \"https://wiki.example.com/r\"}\nuser_sets:\n  oncall:\n    - members_of: oc_oncall\nchats:\n  - chat_id: oc_war\n    assign:\n      - user_sets: [oncall]\n        buttons: [runbook]\n";
+    let emu = with_fixtures(tenant).await;
+    let dir = Dir::new().file("people.yaml", config);
+    let out = feedbuttons(&emu, dir.path(), &["resolve", "."])
+        .output()
+        .expect("run feedbuttons");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    Admin::of(&emu)
+        .faults(serde_json::json!({"latency_ms": 60_000}))
+        .await;
+    let state = Dir::new();
+    let state_path = state.path().join("state.json");
+    let mut daemon = Daemon::start(
+        &emu,
+        dir.path(),
+        &[
+            "--state",
+            state_path.to_str().expect("a UTF-8 path"),
+            "--resolve-every",
+            "1s",
+        ],
+    );
+    // The first look-up is under way (the daemon looks up before its first reconcile).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    daemon.signal("TERM");
+    let status = daemon.exit_within(std::time::Duration::from_secs(4)).await;
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
