@@ -375,3 +375,67 @@ async fn watch_stops_on_sigterm_while_the_directory_hangs() {
     let status = daemon.exit_within(std::time::Duration::from_secs(4)).await;
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
 }
+
+/// Two `resolve`s at once in one checkout (a pre-commit hook and a hand-run, two CI steps)
+/// wrote through the same temporary file: one truncated the other's half-written lock, and the
+/// slower one's rename found the file gone ("cannot write feedbuttons.lock", exit 1) or renamed
+/// the other's mixed bytes into place. Each save now writes its own temporary file: every save
+/// succeeds and the lock is always one of the whole locks written.
+#[test]
+fn two_saves_at_once_never_mix_or_fail() {
+    use feedbuttons::lock::Lock;
+
+    let dir = Dir::new();
+    let lock_of = |n: usize, prefix: &str| {
+        let mut lock = Lock::default();
+        let ids = (0..n).map(|i| format!("ou_{prefix}{i:05}")).collect();
+        lock.set_source(
+            &Source::MembersOf(format!("oc_{prefix}")),
+            UserIdType::OpenId,
+            ids,
+        );
+        lock
+    };
+    let (long, short) = (lock_of(2000, "long"), lock_of(3, "short"));
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for lock in [&long, &short] {
+            let (dir, failures) = (dir.path(), &failures);
+            s.spawn(move || {
+                for _ in 0..200 {
+                    if let Err(e) = lock.save(dir) {
+                        failures.lock().expect("failures").push(e.to_string());
+                    }
+                }
+            });
+        }
+        let (dir, failures, long, short) = (dir.path(), &failures, &long, &short);
+        s.spawn(move || {
+            for _ in 0..400 {
+                match Lock::load(dir) {
+                    Ok(Some(l)) if l != *long && l != *short => {
+                        failures
+                            .lock()
+                            .expect("failures")
+                            .push("a lock that is neither".to_owned());
+                    }
+                    Ok(_) => {}
+                    Err(e) => failures.lock().expect("failures").push(e.to_string()),
+                }
+            }
+        });
+    });
+    let failures = failures.into_inner().expect("failures");
+    assert!(
+        failures.is_empty(),
+        "{} failures, the first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("the directory")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["feedbuttons.lock"], "temporary files left behind");
+}
