@@ -439,3 +439,69 @@ fn two_saves_at_once_never_mix_or_fail() {
         .collect();
     assert_eq!(left, ["feedbuttons.lock"], "temporary files left behind");
 }
+
+/// `watch --resolve-every 1h` on a checkout that a pull updates: the commit names a new person
+/// by email and brings the lock `resolve` wrote for it. Before, the daemon validated with the
+/// lock as it was at its last look-up (up to an hour old): the new email had "no open_id in
+/// feedbuttons.lock", the whole config was invalid and nothing was applied, in any chat, until
+/// the next look-up. Now the committed lock is read as it stands, with the live members of the
+/// sources it shares with the last look-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reads_a_newly_committed_lock_between_look_ups() {
+    use crate::apply::{feedbuttons, with_fixtures};
+    use crate::watch::{Daemon, get_json};
+
+    let tenant = "chats:\n  - chat_id: oc_oncall\n    members: [ou_alice]\n  - chat_id: oc_war\n    members: everyone\npeople:\n  - {open_id: ou_alice, name: Alice}\n  - {open_id: ou_erin, name: Erin, email: erin@example.com}\n";
+    let config = "version: 1\nbuttons:\n  runbook: {text: Runbook, url: \"https://wiki.example.com/r\"}\nuser_sets:\n  oncall:\n    - members_of: oc_oncall\nchats:\n  - chat_id: oc_war\n    assign:\n      - user_sets: [oncall]\n        buttons: [runbook]\n";
+    let emu = with_fixtures(tenant).await;
+    let checkout = Dir::new().file("people.yaml", config);
+    let resolve = |dir: &std::path::Path| {
+        let out = feedbuttons(&emu, dir, &["resolve", "."])
+            .output()
+            .expect("run feedbuttons");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    };
+    resolve(checkout.path());
+    let state = Dir::new();
+    let state_path = state.path().join("state.json");
+    let daemon = Daemon::start(
+        &emu,
+        checkout.path(),
+        &[
+            "--state",
+            state_path.to_str().expect("a UTF-8 path"),
+            "--resolve-every",
+            "1h",
+            "--debounce",
+            "50ms",
+        ],
+    );
+    let sees = |user: &'static str| {
+        let url = emu.url(&format!("/_emulator/chats/oc_war/users/{user}"));
+        async move {
+            let v = get_json(&url).await;
+            v["buttons"][0]["text"]["text"].as_str().map(str::to_owned)
+        }
+    };
+    daemon
+        .eventually("Alice sees the runbook", || async {
+            sees("ou_alice").await.filter(|t| t == "Runbook")
+        })
+        .await;
+
+    // The commit, made elsewhere (config and lock together), lands in the checkout.
+    let edited = config.replace(
+        "        buttons: [runbook]\n",
+        "        buttons: [runbook]\n      - users: [erin@example.com]\n        buttons: [runbook]\n",
+    );
+    let elsewhere = Dir::new().file("people.yaml", &edited);
+    resolve(elsewhere.path());
+    let lock = std::fs::read_to_string(elsewhere.path().join("feedbuttons.lock")).expect("lock");
+    std::fs::write(checkout.path().join("feedbuttons.lock"), lock).expect("write the lock");
+    std::fs::write(checkout.path().join("people.yaml"), &edited).expect("write the config");
+    daemon
+        .eventually("Erin, newly named by email, sees the runbook", || async {
+            sees("ou_erin").await.filter(|t| t == "Runbook")
+        })
+        .await;
+}

@@ -140,6 +140,31 @@ impl LivePeople {
     }
 }
 
+/// The lock to reconcile with: the committed lock in `dir` as it stands now (a pull may have
+/// brought a new one since the last look-up, naming new people), each of its sources with the
+/// members `live` (the last look-up) found for it, if any. `None` when `dir` has no lock or
+/// one that cannot be read: the config's loading then reads it, and says so.
+pub fn onto_committed(live: &Lock, dir: &Path) -> Option<Lock> {
+    let mut lock = Lock::load(dir).ok()??;
+    let found: Vec<_> = lock
+        .sources()
+        .flat_map(|(source, by_type)| {
+            let live = live.source(&source);
+            by_type
+                .keys()
+                .filter_map(|t| Some((source.clone(), *t, live?.get(t)?.clone())))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (source, t, ids) in found {
+        lock.set_source(&source, t, ids);
+    }
+    for (id, name) in &live.names {
+        lock.names.entry(id.clone()).or_insert_with(|| name.clone());
+    }
+    Some(lock)
+}
+
 /// The ids `live`'s sources add to and remove from `committed`'s, and which sources differ.
 fn drift(committed: &Lock, live: &Lock) -> LockDrift {
     let ids = |l: &Lock| -> BTreeSet<String> {
