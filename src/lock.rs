@@ -124,17 +124,26 @@ impl Lock {
         Ok(())
     }
 
-    /// Writes the lock to `dir` (through a temporary file, so a reader never sees half of it).
+    /// Writes the lock to `dir` through a temporary file of its own (two `resolve`s at once
+    /// each rename a whole lock into place), flushed to disk first: a reader, or a run killed
+    /// at any instant, sees the old lock or the new one, never half of one.
     pub fn save(&self, dir: &Path) -> Result<(), LockError> {
+        use std::io::Write as _;
         let path = dir.join(LOCK_FILE);
-        let temp = dir.join(format!(".{LOCK_FILE}.tmp"));
-        let write = |p: &Path| std::fs::write(p, self.to_yaml());
-        write(&temp)
-            .and_then(|()| std::fs::rename(&temp, &path))
-            .map_err(|source| {
-                let _ = std::fs::remove_file(&temp);
-                LockError::Write { path, source }
-            })
+        let prefix = format!(".{LOCK_FILE}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        // As `std::fs::write` creates a file (the umask applies), not only for its owner.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let written = builder.tempfile_in(dir).and_then(|mut temp| {
+            temp.write_all(self.to_yaml().as_bytes())?;
+            temp.as_file().sync_all()?;
+            // On failure the temporary file is dropped, and with it removed.
+            temp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        });
+        written.map_err(|source| LockError::Write { path, source })
     }
 
     /// The ids of a source, of each type.

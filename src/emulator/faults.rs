@@ -51,6 +51,25 @@ pub struct FaultSpec {
     /// Every affected answer is followed by this many spaces (sent as a stream, so the
     /// emulator holds none of it): a client must not read an unbounded answer into memory.
     pub answer_padding_bytes: u64,
+    /// How the directory's listings (a chat's members, a department's users) go wrong, on
+    /// every page while set; the other faults still come first.
+    pub listing: Option<ListingFault>,
+}
+
+/// A listing that answers `code: 0` and is still wrong, as a broken gateway might answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListingFault {
+    /// A page asked for with a page token says `has_more: true` and gives that same token
+    /// back (the last page too): following the tokens asks for the same page forever.
+    RepeatToken,
+    /// A page past the list's start says `has_more: true` and gives a token for the start:
+    /// following the tokens goes round the list forever.
+    Rewind,
+    /// Every page says `has_more: true` and gives no `page_token`.
+    NoToken,
+    /// Every listing is empty (`has_more: false`, no items), as if nobody were there.
+    Empty,
 }
 
 impl Default for FaultSpec {
@@ -71,6 +90,7 @@ impl Default for FaultSpec {
             echo_credentials_to_users_next: 0,
             token_expire: None,
             answer_padding_bytes: 0,
+            listing: None,
         }
     }
 }
@@ -159,6 +179,11 @@ impl Faults {
     /// The `expire` a token answer carries instead of the real one, if set.
     pub fn token_expire(&self) -> Option<serde_json::Value> {
         self.spec.token_expire.clone()
+    }
+
+    /// How listings go wrong, if they do.
+    pub fn listing(&self) -> Option<ListingFault> {
+        self.spec.listing
     }
 
     /// Spaces to add after an affected answer.

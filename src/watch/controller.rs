@@ -173,13 +173,22 @@ pub async fn control_loop(
             }
             () = tokio::time::sleep_until(wake) => {}
         }
-        if ctl
+        // A look-up changes nothing: a stop does not wait for it (a directory that does not
+        // answer holds it for every attempt's timeout).
+        let refreshed = if ctl
             .people
             .as_ref()
             .is_some_and(|p| p.due_at() <= Instant::now())
-            && ctl.refresh_people().await
-            && next_reconcile > Instant::now()
         {
+            tokio::select! {
+                biased;
+                () = stopped(&mut stop) => break,
+                changed = ctl.refresh_people() => changed,
+            }
+        } else {
+            false
+        };
+        if refreshed && next_reconcile > Instant::now() {
             next_reconcile = Instant::now();
             due_reason = Reason::Resolve;
         }

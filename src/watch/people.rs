@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::people::Wanted;
 use crate::feishu::client::directory::Directory;
-use crate::lock::Lock;
+use crate::lock::{LOCK_FILE, Lock};
 
 /// How far the live directory sources are from the committed lock.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -101,27 +101,68 @@ impl LivePeople {
             Err(e) => return (false, fail(e.to_string())),
         };
         let mut live = committed.clone();
+        let mut failed: Vec<String> = resolution
+            .failed_sources
+            .iter()
+            .map(|(s, why)| format!("{s}: {why}"))
+            .collect();
         for (source, by_type) in resolution.lock.sources() {
             for (t, ids) in by_type {
+                let had = |l: &Lock| l.source(&source).and_then(|m| m.get(t)).cloned();
+                let committed_ids = had(&committed).unwrap_or_default();
+                // A listing of nobody where the lock lists people is more likely a broken
+                // answer than everyone leaving at once: taking it would take the buttons of
+                // the whole set. The members last found stay; a committed lock can empty it.
+                if ids.is_empty() && !committed_ids.is_empty() {
+                    failed.push(format!(
+                        "{source}: the directory lists nobody ({t}), where {LOCK_FILE} lists {}; \
+                         its members stay as they were (if it is empty, run `feedbuttons resolve` \
+                         and commit the lock)",
+                        crate::text::count(committed_ids.len(), "person", "people")
+                    ));
+                    let last = self.live.as_ref().and_then(had).unwrap_or(committed_ids);
+                    live.set_source(&source, *t, last);
+                    continue;
+                }
                 live.set_source(&source, *t, ids.clone());
             }
         }
         live.names.extend(resolution.lock.names.clone());
         let mut drift = drift(&committed, &live);
         drift.resolved_at = resolved_at;
-        if !resolution.failed_sources.is_empty() {
-            let failed: Vec<String> = resolution
-                .failed_sources
-                .iter()
-                .map(|(s, why)| format!("{s}: {why}"))
-                .collect();
-            // Those sources keep the committed lock's members.
+        if !failed.is_empty() {
+            // Those sources keep the committed lock's members (an empty listing: the last).
             drift.error = Some(failed.join("; "));
         }
         let changed = self.live.as_ref() != Some(&live);
         self.live = Some(live);
         (changed, drift)
     }
+}
+
+/// The lock to reconcile with: the committed lock in `dir` as it stands now (a pull may have
+/// brought a new one since the last look-up, naming new people), each of its sources with the
+/// members `live` (the last look-up) found for it, if any. `None` when `dir` has no lock or
+/// one that cannot be read: the config's loading then reads it, and says so.
+pub fn onto_committed(live: &Lock, dir: &Path) -> Option<Lock> {
+    let mut lock = Lock::load(dir).ok()??;
+    let found: Vec<_> = lock
+        .sources()
+        .flat_map(|(source, by_type)| {
+            let live = live.source(&source);
+            by_type
+                .keys()
+                .filter_map(|t| Some((source.clone(), *t, live?.get(t)?.clone())))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (source, t, ids) in found {
+        lock.set_source(&source, t, ids);
+    }
+    for (id, name) in &live.names {
+        lock.names.entry(id.clone()).or_insert_with(|| name.clone());
+    }
+    Some(lock)
 }
 
 /// The ids `live`'s sources add to and remove from `committed`'s, and which sources differ.
