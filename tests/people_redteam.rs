@@ -505,3 +505,21 @@ async fn watch_reads_a_newly_committed_lock_between_look_ups() {
         })
         .await;
 }
+
+/// A mobile written without its country code reads as an id (only `+...` is a mobile): the
+/// error named the wrong fix ("set `user_id_type`"). It now says how to write a mobile.
+#[test]
+fn a_mobile_without_its_country_code_gets_told_how_to_write_one() {
+    let dir = Dir::new().file(
+        "chats.yaml",
+        "version: 1\nchats:\n  - chat_id: oc_war\n    assign:\n      - users: [\"13800000005\"]\n        buttons: [{text: Runbook, url: \"https://wiki.example.com/r\"}]\n",
+    );
+    let out = util::run(dir.path(), &["validate", "."]);
+    let err = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("chats.yaml:5:17"), "{err}");
+    assert!(
+        err.contains("write it with its country code, in quotes: \"+8613800000005\""),
+        "{err}"
+    );
+}

@@ -194,6 +194,9 @@ impl Validator<'_> {
                     Some(t) => format!(
                         "these look like {t}s: set `user_id_type: {t}` on the chat or the file"
                     ),
+                    None if (7..=15).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit()) => {
+                        format!("if this is a mobile number, write it with its country code, in quotes: \"+86{id}\"; otherwise set `user_id_type` on the chat or the file to the type of these ids")
+                    }
                     None => "set `user_id_type` on the chat or the file to the type of these ids"
                         .to_owned(),
                 },
