@@ -27,6 +27,10 @@ pub type IdsByType<T> = BTreeMap<UserIdType, T>;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lock {
+    /// The app whose credentials `resolve` looked the ids up with. An open_id is per app: the
+    /// same person has another under another app, so a lock's open_ids are only good for it.
+    #[serde(default)]
+    pub app_id: Option<String>,
     /// Email or mobile, as the config writes it -> its id of each type a chat uses.
     #[serde(default)]
     pub people: BTreeMap<String, IdsByType<String>>,
@@ -200,6 +204,23 @@ impl Lock {
         out
     }
 
+    /// Whether any id in the lock is an open_id (the one id type that differs between apps).
+    pub fn holds_open_ids(&self) -> bool {
+        self.people
+            .values()
+            .any(|ids| ids.contains_key(&UserIdType::OpenId))
+            || self.sources().any(|(_, by_type)| {
+                by_type
+                    .get(&UserIdType::OpenId)
+                    .is_some_and(|ids| !ids.is_empty())
+            })
+    }
+
+    /// The app this lock's open_ids belong to, when it holds any and says which.
+    pub fn open_id_app(&self) -> Option<&str> {
+        self.app_id.as_deref().filter(|_| self.holds_open_ids())
+    }
+
     /// The lock as its file holds it: sorted, one person or one member per line.
     pub fn to_yaml(&self) -> String {
         let mut s = String::new();
@@ -209,6 +230,9 @@ impl Lock {
              # edit it. `feedbuttons resolve --check` says when it no longer matches the directory.\n",
         );
         let _ = writeln!(s, "version: {LOCK_VERSION}");
+        if let Some(app) = &self.app_id {
+            let _ = writeln!(s, "app_id: {}", scalar(app));
+        }
         if self.people.is_empty() {
             s.push_str("people: {}\n");
         } else {
@@ -266,6 +290,14 @@ impl Lock {
             None => id.to_owned(),
         };
         let mut out = Vec::new();
+        if self.app_id != new.app_id {
+            let app = |a: &Option<String>| a.clone().unwrap_or_else(|| "(none)".to_owned());
+            out.push(format!(
+                "~ app_id: {} -> {}",
+                app(&self.app_id),
+                app(&new.app_id)
+            ));
+        }
         let people: BTreeSet<&String> = self.people.keys().chain(new.people.keys()).collect();
         for person in people {
             let ids = |l: &Lock| {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::args::{ApplyArgs, ApplyFormat};
 use super::{Error, load, term};
 use crate::apply::{ApplyReport, Failure};
+use crate::desired::OtherAppsIds;
 use crate::plan::{self, json::PlanDoc};
 use crate::runtime::Signal;
 use crate::settings::{Settings, StateLocation};
@@ -38,9 +39,17 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode, Error> {
         .check_binding(&connection.binding)
         .map_err(refused)?;
     let doc = match &args.plan {
-        Some(plan_file) => saved_plan(plan_file, writer.as_ref(), out)?,
+        Some(plan_file) => {
+            let doc = saved_plan(plan_file, writer.as_ref(), out)?;
+            OtherAppsIds::check(doc.open_ids_of.as_deref(), &connection.binding.app_id)
+                .map_err(refused)?;
+            doc
+        }
         None => {
             let (desired, _) = load::desired(&args.dir)?;
+            desired
+                .check_app(&connection.binding.app_id)
+                .map_err(refused)?;
             let options = plan::PlanOptions {
                 chats: args.chats.clone(),
                 rate_limit: connection.rate_limit,

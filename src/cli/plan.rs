@@ -62,7 +62,14 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
                         .as_ref()
                         .map_or_else(|| DEFAULT_BASE_URL.to_owned(), |b| b.base_url.clone()),
                 };
-                applied.check_binding(&Binding::new(base_url, app_id))?;
+                applied.check_binding(&Binding::new(base_url, app_id.clone()))?;
+            }
+            // The app the plan is for: the one configured, else the one the state was applied
+            // with. Another app's open_ids (from the lock) would name no one under it.
+            let app = settings::app_id_from_env()
+                .or_else(|| applied.binding.as_ref().map(|b| b.app_id.clone()));
+            if let Some(app) = app {
+                desired.check_app(&app)?;
             }
             let mut p = plan::plan(
                 &desired.targets,
@@ -79,7 +86,11 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
         }
     };
     if let (Some(out), Some(state_ref)) = (&args.out, state_ref) {
-        plan::json::PlanDoc::new(&the_plan).save(out, state_ref)?;
+        let doc = plan::json::PlanDoc {
+            open_ids_of: desired.open_ids_of.clone(),
+            ..plan::json::PlanDoc::new(&the_plan)
+        };
+        doc.save(out, state_ref)?;
     }
     print(&the_plan, args.format)?;
     if let Some(against) = &against {

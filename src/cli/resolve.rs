@@ -62,14 +62,15 @@ pub fn run(args: &ResolveArgs) -> Result<ExitCode, Error> {
     }
 
     let started = Instant::now();
-    let (resolution, stats) = if wanted.is_empty() {
-        (Resolution::default(), None)
+    let (resolution, stats, app_id) = if wanted.is_empty() {
+        (Resolution::default(), None, None)
     } else {
         let endpoint = Endpoint {
             base_url: args.base_url.clone(),
             rate_limit: 0,
         };
         let credentials = Credentials::from_env().map_err(crate::settings::SettingsError::from)?;
+        let app_id = credentials.app_id().to_owned();
         let connection = Connection::new(&endpoint, credentials)
             .map_err(crate::settings::SettingsError::from)?;
         let directory = Directory::new(
@@ -79,7 +80,7 @@ pub fn run(args: &ResolveArgs) -> Result<ExitCode, Error> {
         );
         let rt = crate::runtime::build().map_err(Error::Runtime)?;
         let resolution = rt.block_on(resolve::resolve(&directory, &wanted))?;
-        (resolution, Some(directory.stats()))
+        (resolution, Some(directory.stats()), Some(app_id))
     };
 
     // The second pass reports what did not resolve at the places that name it.
@@ -106,7 +107,11 @@ pub fn run(args: &ResolveArgs) -> Result<ExitCode, Error> {
         return Ok(ExitCode::FAILURE);
     }
 
-    let new = resolution.lock;
+    // Open ids are per app: the lock says whose they are.
+    let new = Lock {
+        app_id,
+        ..resolution.lock
+    };
     let changes = match &old {
         Some(old) => old.diff(&new),
         None => Lock::default().diff(&new),

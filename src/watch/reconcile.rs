@@ -125,6 +125,10 @@ async fn reconcile_once(
             errors: report.errors(),
         });
     };
+    if let Err(e) = desired.check_app(&ctl.binding.app_id) {
+        found.config_valid = Some(false);
+        return Err(e.into());
+    }
     found.config_valid = Some(true);
     let now = time::unix_secs_now();
     let doc = {
