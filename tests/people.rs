@@ -336,6 +336,15 @@ async fn watch_resolve_every_applies_a_membership_change() {
         "{}",
         daemon.log()
     );
+    // The look-ups are the API client's requests like any other, in its metrics.
+    let metrics = daemon.metrics().await;
+    assert!(
+        daemon
+            .metric(r#"feedbuttons_api_requests_total{endpoint="chat_members",outcome="success"}"#)
+            .await
+            .is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
     // The committed lock is the daemon's reference, never rewritten by it.
     assert!(!lock(dir.path()).contains("ou_erin"));
 }
