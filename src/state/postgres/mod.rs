@@ -139,9 +139,7 @@ impl StateStore for PgStore {
 fn block_on<T: Send>(fut: impl Future<Output = T> + Send) -> Result<T, String> {
     std::thread::scope(|s| {
         let worker = s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+            crate::runtime::on_this_thread()
                 .map(|rt| rt.block_on(fut))
                 .map_err(|e| e.to_string())
         });
