@@ -355,7 +355,7 @@ async fn watch_stops_on_sigterm_while_the_directory_hangs() {
         .expect("run feedbuttons");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     Admin::of(&emu)
-        .faults(serde_json::json!({"latency_ms": 60_000}))
+        .faults(serde_json::json!({"latency_ms": 60_000, "directory_only": true}))
         .await;
     let state = Dir::new();
     let state_path = state.path().join("state.json");
@@ -369,7 +369,7 @@ async fn watch_stops_on_sigterm_while_the_directory_hangs() {
             "1s",
         ],
     );
-    // The first look-up is under way (the daemon looks up before its first reconcile).
+    // The first look-up is under way (beside the first reconcile).
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     daemon.signal("TERM");
     let status = daemon.exit_within(std::time::Duration::from_secs(4)).await;
@@ -521,5 +521,73 @@ fn a_mobile_without_its_country_code_gets_told_how_to_write_one() {
     assert!(
         err.contains("write it with its country code, in quotes: \"+8613800000005\""),
         "{err}"
+    );
+}
+
+/// A `--resolve-every` look-up waits on a directory that does not answer (each attempt its
+/// timeout, ten attempts): before, the daemon's loop waited with it, and an edit pushed
+/// meanwhile reached Feishu only once the look-up gave up, minutes later. The look-up now runs
+/// beside the reconciles: the edit goes out at once, with the members last found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_is_applied_while_a_look_up_waits_on_a_directory_that_hangs() {
+    use crate::apply::{Admin, feedbuttons, with_fixtures};
+    use crate::watch::Daemon;
+
+    let tenant = "chats:\n  - chat_id: oc_oncall\n    members: [ou_alice]\n  - chat_id: oc_war\n    members: everyone\n  - chat_id: oc_ops\n    members: everyone\n";
+    let config = "version: 1\nbuttons:\n  runbook: {text: Runbook, url: \"https://wiki.example.com/r\"}\nuser_sets:\n  oncall:\n    - members_of: oc_oncall\nchats:\n  - chat_id: oc_war\n    assign:\n      - user_sets: [oncall]\n        buttons: [runbook]\n";
+    let emu = with_fixtures(tenant).await;
+    let dir = Dir::new().file("people.yaml", config);
+    let out = feedbuttons(&emu, dir.path(), &["resolve", "."])
+        .output()
+        .expect("run feedbuttons");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let state = Dir::new();
+    let state_path = state.path().join("state.json");
+    let daemon = Daemon::start(
+        &emu,
+        dir.path(),
+        &[
+            "--state",
+            state_path.to_str().expect("a UTF-8 path"),
+            "--resolve-every",
+            "300ms",
+            "--debounce",
+            "50ms",
+        ],
+    );
+    let sees = |chat: &str| {
+        let url = emu.url(&format!("/_emulator/chats/{chat}/users/ou_alice"));
+        async move {
+            let v = crate::watch::get_json(&url).await;
+            v["buttons"][0]["text"]["text"].as_str().map(str::to_owned)
+        }
+    };
+    daemon
+        .eventually("Alice sees the runbook", || async {
+            sees("oc_war").await.filter(|t| t == "Runbook")
+        })
+        .await;
+    // The directory stops answering; the chat-button API works on.
+    Admin::of(&emu)
+        .faults(serde_json::json!({"latency_ms": 120_000, "directory_only": true}))
+        .await;
+    // Past the next look-up's start.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let edited = std::time::Instant::now();
+    std::fs::write(
+        dir.path().join("people.yaml"),
+        config.replace("chat_id: oc_war", "chat_id: oc_ops"),
+    )
+    .expect("edit");
+    daemon
+        .eventually("the edit reaches Feishu", || async {
+            sees("oc_ops").await.filter(|t| t == "Runbook")
+        })
+        .await;
+    assert!(
+        edited.elapsed() < std::time::Duration::from_secs(5),
+        "the edit took {:?}:\n{}",
+        edited.elapsed(),
+        daemon.log()
     );
 }
