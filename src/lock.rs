@@ -53,6 +53,31 @@ struct LockFile {
     lock: Lock,
 }
 
+/// How old a save's temporary file must be before another save takes it for one left by a run
+/// that was killed mid-write (a save takes milliseconds; a concurrent one is never this old).
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes temporary files of saves killed mid-write (`.feedbuttons.lock.*.tmp`), which `git add
+/// -A` would otherwise pick up. Best effort: what cannot be read or removed is left.
+fn sweep_stale_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_TEMPORARY);
+        if name.starts_with(prefix) && name.ends_with(".tmp") && stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// A lock that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -147,7 +172,9 @@ impl Lock {
             temp.persist(&path).map_err(|e| e.error)?;
             Ok(())
         });
-        written.map_err(|source| LockError::Write { path, source })
+        written.map_err(|source| LockError::Write { path, source })?;
+        sweep_stale_temporaries(dir, &prefix);
+        Ok(())
     }
 
     /// The ids of a source, of each type.

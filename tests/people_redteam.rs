@@ -591,3 +591,32 @@ async fn an_edit_is_applied_while_a_look_up_waits_on_a_directory_that_hangs() {
         daemon.log()
     );
 }
+
+/// A `resolve` killed mid-write leaves its temporary file (`.feedbuttons.lock.*.tmp`), which a
+/// `git add -A` would commit. The next save removes those older than ten minutes, and leaves a
+/// fresh one alone (another save may be writing it right now).
+#[test]
+fn a_save_sweeps_temporary_files_that_killed_saves_left() {
+    let dir = Dir::new();
+    let stale = dir.path().join(".feedbuttons.lock.killed.tmp");
+    let fresh = dir.path().join(".feedbuttons.lock.writing.tmp");
+    let other = dir.path().join("notes.tmp");
+    for f in [&stale, &fresh, &other] {
+        std::fs::write(f, "half a lock").expect("write");
+    }
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for f in [&stale, &other] {
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .and_then(|file| file.set_modified(hour_ago))
+            .expect("age the file");
+    }
+    feedbuttons::lock::Lock::default()
+        .save(dir.path())
+        .expect("save");
+    assert!(!stale.exists(), "a killed save's temporary file is left");
+    assert!(fresh.exists(), "a save under way lost its temporary file");
+    assert!(other.exists(), "a file that is no lock's was removed");
+    assert!(dir.path().join("feedbuttons.lock").exists());
+}
