@@ -122,14 +122,20 @@ impl Lock {
         Ok(file.lock)
     }
 
-    /// Refuses what `resolve` never writes (a hand edit, a merge gone wrong): an id that is not
-    /// one of the type it is filed under (say, union ids under `open_id`), or an id listed twice
-    /// for one source. Every id reaches plans and `apply` as is, so none is taken on trust.
-    fn check(&self) -> Result<(), String> {
+    /// Refuses what `resolve` never writes (a hand edit, a merge gone wrong, a directory answer
+    /// that `resolve` and `watch` refuse too): an id that is not one of the type it is filed
+    /// under (say, union ids under `open_id`), an id listed twice for one source, an `app_id`
+    /// that is no app id. Every id reaches plans and `apply` as is, so none is taken on trust.
+    pub fn check(&self) -> Result<(), String> {
         let bad = |what: String, t: UserIdType, id: &str| {
             crate::config::validate::user_id_problem(id, t)
                 .map(|why| format!("{what}: {} is not a valid {t} ({why})", quoted(id)))
         };
+        if let Some(app) = &self.app_id
+            && (app.is_empty() || app.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(format!("app_id {} is not an app id", quoted(app)));
+        }
         for (person, ids) in &self.people {
             for (t, id) in ids {
                 if let Some(e) = bad(format!("people {}", quoted(person)), *t, id) {

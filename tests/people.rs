@@ -422,8 +422,36 @@ async fn a_lock_of_another_apps_open_ids_is_refused_before_anything_is_sent() {
     );
     let resolved = as_app("cli_prod", unions.path(), &["resolve", "."]);
     assert_eq!(resolved.status.code(), Some(0), "{}", stderr(&resolved));
+    assert!(
+        !lock(unions.path()).contains("app_id"),
+        "{}",
+        lock(unions.path())
+    );
+    let check = as_app("cli_staging", unions.path(), &["resolve", ".", "--check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
     let other = as_app("cli_staging", unions.path(), &["apply", ".", "--yes"]);
     assert_eq!(other.status.code(), Some(0), "{}", stderr(&other));
+
+    // `state adopt` would record another app's ids as applied (later plans would remove them).
+    let adopt_state = Dir::new();
+    let adopt_path = adopt_state.path().join("state.json");
+    let adopt = as_app(
+        "cli_staging",
+        dir.path(),
+        &[
+            "state",
+            "adopt",
+            ".",
+            "--state",
+            adopt_path.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    assert_eq!(adopt.status.code(), Some(1), "{}", stderr(&adopt));
+    assert!(
+        stderr(&adopt).contains("holds open_ids of app cli_prod"),
+        "{}",
+        stderr(&adopt)
+    );
     let calls = Admin::of(&emu).calls().await.len();
 
     // The daemon for the other app reconciles nothing, says why, and is not ready.

@@ -519,7 +519,18 @@ fn a_mobile_without_its_country_code_gets_told_how_to_write_one() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("chats.yaml:5:17"), "{err}");
     assert!(
-        err.contains("write it with its country code, in quotes: \"+8613800000005\""),
+        err.contains("write it with `+` and its country code, in quotes: \"+8613800000005\""),
+        "{err}"
+    );
+    // With its country code already, `+` is all it lacks.
+    let dir = Dir::new().file(
+        "chats.yaml",
+        "version: 1\nchats:\n  - chat_id: oc_war\n    assign:\n      - users: [\"8613800000005\"]\n        buttons: [{text: Runbook, url: \"https://wiki.example.com/r\"}]\n",
+    );
+    let out = util::run(dir.path(), &["validate", "."]);
+    let err = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        err.contains("\"+8613800000005\" if it begins with its country code"),
         "{err}"
     );
 }

@@ -39,12 +39,7 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode, Error> {
         .check_binding(&connection.binding)
         .map_err(refused)?;
     let doc = match &args.plan {
-        Some(plan_file) => {
-            let doc = saved_plan(plan_file, writer.as_ref(), out)?;
-            OtherAppsIds::check(doc.open_ids_of.as_deref(), &connection.binding.app_id)
-                .map_err(refused)?;
-            doc
-        }
+        Some(plan_file) => saved_plan(plan_file, writer.as_ref(), &connection.binding.app_id, out)?,
         None => {
             let (desired, _) = load::desired(&args.dir)?;
             desired
@@ -145,9 +140,11 @@ async fn send(
 fn saved_plan(
     plan_file: &std::path::Path,
     writer: &dyn StateWriter,
+    app_id: &str,
     out: Output,
 ) -> Result<PlanDoc, Error> {
     let doc = PlanDoc::load(plan_file).map_err(refused)?;
+    OtherAppsIds::check(doc.open_ids_of.as_deref(), app_id).map_err(refused)?;
     let now = writer.state();
     if let Some(made) = &doc.state
         && (made.lineage != now.lineage || made.serial != now.serial)

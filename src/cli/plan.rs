@@ -64,13 +64,8 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
                 };
                 applied.check_binding(&Binding::new(base_url, app_id.clone()))?;
             }
-            // The app the plan is for: the one configured, else the one the state was applied
-            // with. Another app's open_ids (from the lock) would name no one under it.
-            let app = settings::app_id_from_env()
-                .or_else(|| applied.binding.as_ref().map(|b| b.app_id.clone()));
-            if let Some(app) = app {
-                desired.check_app(&app)?;
-            }
+            // Another app's open_ids (from the lock) would name no one under this one.
+            load::check_lock_app(&desired, &applied)?;
             let mut p = plan::plan(
                 &desired.targets,
                 &desired.chat_names,

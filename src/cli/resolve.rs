@@ -107,11 +107,19 @@ pub fn run(args: &ResolveArgs) -> Result<ExitCode, Error> {
         return Ok(ExitCode::FAILURE);
     }
 
-    // Open ids are per app: the lock says whose they are.
+    // Open ids are per app: a lock that holds any says whose they are (union and user ids are
+    // the same under every app of a tenant, and a lock of those alone names none).
+    let holds_open_ids = resolution.lock.holds_open_ids();
     let new = Lock {
-        app_id,
+        app_id: app_id.filter(|_| holds_open_ids),
         ..resolution.lock
     };
+    // Every id is checked as `validate` will check it when it reads the lock: an answer that
+    // holds something else is the directory's mistake, and is not written.
+    if let Err(why) = new.check() {
+        eprintln!("the directory gave {why}; {LOCK_FILE} was not written.");
+        return Ok(ExitCode::FAILURE);
+    }
     let changes = match &old {
         Some(old) => old.diff(&new),
         None => Lock::default().diff(&new),

@@ -92,14 +92,12 @@ pub fn run(args: StateArgs) -> Result<ExitCode, Error> {
             let (mut desired, _) = load::desired(&dir)?;
             desired.retain_chats(&chats);
             let store = open()?;
-            let adopted = location
-                .writer(store.as_ref(), &state::holder("state adopt"))
-                .and_then(|mut writer| {
-                    let targets = desired.targets.iter().map(|(t, b)| (t, b.as_ref()));
-                    let adopted = commands::adopt(writer.as_mut(), targets)?;
-                    writer.compact()?;
-                    Ok::<_, StateError>(adopted)
-                })?;
+            let mut writer = location.writer(store.as_ref(), &state::holder("state adopt"))?;
+            // Recording another app's open_ids as applied would have later plans remove them.
+            load::check_lock_app(&desired, writer.state())?;
+            let targets = desired.targets.iter().map(|(t, b)| (t, b.as_ref()));
+            let adopted = commands::adopt(writer.as_mut(), targets)?;
+            writer.compact()?;
             format!(
                 "Adopted {} target(s) as applied ({} were already recorded with these buttons); no call was made.\n",
                 adopted.recorded, adopted.unchanged

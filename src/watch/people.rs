@@ -167,6 +167,11 @@ async fn look_up(directory: &Directory, dir: &Path, last: Option<&Lock>) -> Foun
         }
     }
     live.names.extend(resolution.lock.names.clone());
+    // Ids the directory gave that are not ids of their type (checked as a committed lock's are)
+    // are its mistake: the members last found stay.
+    if let Err(why) = live.check() {
+        return Found::failed(fail(format!("the directory gave {why}")));
+    }
     let mut drift = drift(&committed, &live);
     drift.resolved_at = resolved_at;
     if !failed.is_empty() {

@@ -22,11 +22,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// acknowledges within milliseconds, also during a long load.
 pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How long a reader waits for the server's next answer (a statement's, or the next part of a
-/// state it streams) before it gives up: a network that silently drops what passes (a proxy or
-/// a firewall that stops forwarding, where the peer's kernel keeps acknowledging) would
-/// otherwise hold `plan` or a daemon's load forever. Measured from the last answer, not the
-/// start, so a big state that keeps arriving is never cut.
+/// How long a reader waits for each step of a load (a statement's whole answer, or the next
+/// part of the targets it streams) before it gives up: a network that silently drops what
+/// passes (a proxy or a firewall that stops forwarding, where the peer's kernel keeps
+/// acknowledging) would otherwise hold `plan` or a daemon's load forever. The targets, the one
+/// part that grows with the state, are timed part by part from the last one that arrived, so a
+/// big state that keeps arriving is never cut; the schema step includes waiting for another
+/// process's migration.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `step`, unless the server stays silent for [`STALL_TIMEOUT`]: then an error naming `what`.
@@ -37,7 +39,7 @@ pub async fn answered<T, E: std::fmt::Display>(
     match tokio::time::timeout(STALL_TIMEOUT, step).await {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(_) => Err(format!(
-            "the database answered nothing for {} s while {what} (is the network to it cut?)",
+            "the database answered nothing for {} s while {what} (is the network to it cut, or a lock held?)",
             STALL_TIMEOUT.as_secs()
         )),
     }
