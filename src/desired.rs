@@ -16,9 +16,40 @@ pub struct DesiredState {
     pub chat_names: BTreeMap<String, String>,
     /// How plans show a user id: the email, mobile or name the lock knows it by.
     pub people: BTreeMap<String, String>,
+    /// The app whose open_ids the lock gave (when it gave any): they are no one's under
+    /// another app (see [`DesiredState::check_app`]).
+    pub open_ids_of: Option<String>,
+}
+
+/// The lock's open_ids were looked up for another app than the one a run is for.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "feedbuttons.lock holds open_ids of app {lock}, but this run is for app {run}: an open_id is per app, and these would name no one (or someone else) under {run}; run `feedbuttons resolve` with {run}'s credentials (a config directory, and its lock, per app)"
+)]
+pub struct OtherAppsIds {
+    pub lock: String,
+    pub run: String,
+}
+
+impl OtherAppsIds {
+    /// Refuses a run for `app_id` with open_ids of `open_ids_of` (a config's, or a saved plan's).
+    pub fn check(open_ids_of: Option<&str>, app_id: &str) -> Result<(), OtherAppsIds> {
+        match open_ids_of {
+            Some(lock) if lock != app_id => Err(OtherAppsIds {
+                lock: lock.to_owned(),
+                run: app_id.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl DesiredState {
+    /// Refuses a run for `app_id` when the lock's open_ids belong to another app.
+    pub fn check_app(&self, app_id: &str) -> Result<(), OtherAppsIds> {
+        OtherAppsIds::check(self.open_ids_of.as_deref(), app_id)
+    }
+
     /// The number of distinct chats with at least one target.
     pub fn chat_count(&self) -> usize {
         let mut n = 0;

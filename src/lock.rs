@@ -27,6 +27,10 @@ pub type IdsByType<T> = BTreeMap<UserIdType, T>;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lock {
+    /// The app whose credentials `resolve` looked the ids up with. An open_id is per app: the
+    /// same person has another under another app, so a lock's open_ids are only good for it.
+    #[serde(default)]
+    pub app_id: Option<String>,
     /// Email or mobile, as the config writes it -> its id of each type a chat uses.
     #[serde(default)]
     pub people: BTreeMap<String, IdsByType<String>>,
@@ -47,6 +51,31 @@ struct LockFile {
     version: u32,
     #[serde(flatten)]
     lock: Lock,
+}
+
+/// How old a save's temporary file must be before another save takes it for one left by a run
+/// that was killed mid-write (a save takes milliseconds; a concurrent one is never this old).
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes temporary files of saves killed mid-write (`.feedbuttons.lock.*.tmp`), which `git add
+/// -A` would otherwise pick up. Best effort: what cannot be read or removed is left.
+fn sweep_stale_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_TEMPORARY);
+        if name.starts_with(prefix) && name.ends_with(".tmp") && stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// A lock that cannot be read.
@@ -93,14 +122,20 @@ impl Lock {
         Ok(file.lock)
     }
 
-    /// Refuses what `resolve` never writes (a hand edit, a merge gone wrong): an id that is not
-    /// one of the type it is filed under (say, union ids under `open_id`), or an id listed twice
-    /// for one source. Every id reaches plans and `apply` as is, so none is taken on trust.
-    fn check(&self) -> Result<(), String> {
+    /// Refuses what `resolve` never writes (a hand edit, a merge gone wrong, a directory answer
+    /// that `resolve` and `watch` refuse too): an id that is not one of the type it is filed
+    /// under (say, union ids under `open_id`), an id listed twice for one source, an `app_id`
+    /// that is no app id. Every id reaches plans and `apply` as is, so none is taken on trust.
+    pub fn check(&self) -> Result<(), String> {
         let bad = |what: String, t: UserIdType, id: &str| {
             crate::config::validate::user_id_problem(id, t)
                 .map(|why| format!("{what}: {} is not a valid {t} ({why})", quoted(id)))
         };
+        if let Some(app) = &self.app_id
+            && (app.is_empty() || app.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(format!("app_id {} is not an app id", quoted(app)));
+        }
         for (person, ids) in &self.people {
             for (t, id) in ids {
                 if let Some(e) = bad(format!("people {}", quoted(person)), *t, id) {
@@ -124,17 +159,28 @@ impl Lock {
         Ok(())
     }
 
-    /// Writes the lock to `dir` (through a temporary file, so a reader never sees half of it).
+    /// Writes the lock to `dir` through a temporary file of its own (two `resolve`s at once
+    /// each rename a whole lock into place), flushed to disk first: a reader, or a run killed
+    /// at any instant, sees the old lock or the new one, never half of one.
     pub fn save(&self, dir: &Path) -> Result<(), LockError> {
+        use std::io::Write as _;
         let path = dir.join(LOCK_FILE);
-        let temp = dir.join(format!(".{LOCK_FILE}.tmp"));
-        let write = |p: &Path| std::fs::write(p, self.to_yaml());
-        write(&temp)
-            .and_then(|()| std::fs::rename(&temp, &path))
-            .map_err(|source| {
-                let _ = std::fs::remove_file(&temp);
-                LockError::Write { path, source }
-            })
+        let prefix = format!(".{LOCK_FILE}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        // As `std::fs::write` creates a file (the umask applies), not only for its owner.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let written = builder.tempfile_in(dir).and_then(|mut temp| {
+            temp.write_all(self.to_yaml().as_bytes())?;
+            temp.as_file().sync_all()?;
+            // On failure the temporary file is dropped, and with it removed.
+            temp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        });
+        written.map_err(|source| LockError::Write { path, source })?;
+        sweep_stale_temporaries(dir, &prefix);
+        Ok(())
     }
 
     /// The ids of a source, of each type.
@@ -191,6 +237,23 @@ impl Lock {
         out
     }
 
+    /// Whether any id in the lock is an open_id (the one id type that differs between apps).
+    pub fn holds_open_ids(&self) -> bool {
+        self.people
+            .values()
+            .any(|ids| ids.contains_key(&UserIdType::OpenId))
+            || self.sources().any(|(_, by_type)| {
+                by_type
+                    .get(&UserIdType::OpenId)
+                    .is_some_and(|ids| !ids.is_empty())
+            })
+    }
+
+    /// The app this lock's open_ids belong to, when it holds any and says which.
+    pub fn open_id_app(&self) -> Option<&str> {
+        self.app_id.as_deref().filter(|_| self.holds_open_ids())
+    }
+
     /// The lock as its file holds it: sorted, one person or one member per line.
     pub fn to_yaml(&self) -> String {
         let mut s = String::new();
@@ -200,6 +263,9 @@ impl Lock {
              # edit it. `feedbuttons resolve --check` says when it no longer matches the directory.\n",
         );
         let _ = writeln!(s, "version: {LOCK_VERSION}");
+        if let Some(app) = &self.app_id {
+            let _ = writeln!(s, "app_id: {}", scalar(app));
+        }
         if self.people.is_empty() {
             s.push_str("people: {}\n");
         } else {
@@ -257,6 +323,14 @@ impl Lock {
             None => id.to_owned(),
         };
         let mut out = Vec::new();
+        if self.app_id != new.app_id {
+            let app = |a: &Option<String>| a.clone().unwrap_or_else(|| "(none)".to_owned());
+            out.push(format!(
+                "~ app_id: {} -> {}",
+                app(&self.app_id),
+                app(&new.app_id)
+            ));
+        }
         let people: BTreeSet<&String> = self.people.keys().chain(new.people.keys()).collect();
         for person in people {
             let ids = |l: &Lock| {

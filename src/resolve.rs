@@ -293,15 +293,13 @@ async fn chat_members(
     t: UserIdType,
 ) -> Result<Vec<(String, String)>, CallError> {
     let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
+    let mut pages = Pages::default();
+    while let Some(token) = pages.next() {
         let page = directory.chat_members(chat, t, token.as_deref()).await?;
         out.extend(page.items.into_iter().map(|m| (m.member_id, m.name)));
-        match (page.has_more, page.page_token) {
-            (true, Some(next)) if token.as_ref() != Some(&next) => token = Some(next),
-            _ => return Ok(out),
-        }
+        pages.answered(page.has_more, page.page_token)?;
     }
+    Ok(out)
 }
 
 /// Every direct member of a department, following `has_more`.
@@ -310,15 +308,75 @@ async fn department_users(
     department: &str,
 ) -> Result<Vec<crate::feishu::wire::DepartmentUser>, CallError> {
     let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
+    let mut pages = Pages::default();
+    while let Some(token) = pages.next() {
         let page = directory
             .department_users(department, token.as_deref())
             .await?;
         out.extend(page.items);
-        match (page.has_more, page.page_token) {
-            (true, Some(next)) if token.as_ref() != Some(&next) => token = Some(next),
-            _ => return Ok(out),
+        pages.answered(page.has_more, page.page_token)?;
+    }
+    Ok(out)
+}
+
+/// At most this many pages of one listing (2,000,000 chat members, 1,000,000 department
+/// users): a listing whose every page gives a new token never ends otherwise.
+const MAX_PAGES: usize = 20_000;
+
+/// Following a listing's pages: the token to ask with next, until the answer says there is no
+/// more. A listing is whole only when its last page says so: an answer that says there is more
+/// and gives no way to it (no token, or one already followed) fails the listing rather than
+/// ending it early, for a short list taken as whole takes the buttons of whoever it leaves out.
+#[derive(Default)]
+struct Pages {
+    /// Pages asked for.
+    asked: usize,
+    /// The token to ask for the next page with (`None`: the first page).
+    token: Option<String>,
+    /// Every token followed.
+    seen: BTreeSet<String>,
+    /// The last page said there is no more.
+    done: bool,
+}
+
+impl Pages {
+    /// The page token to ask with next (`Some(None)`: the first page), or `None` at the end.
+    fn next(&mut self) -> Option<Option<String>> {
+        if self.done {
+            return None;
         }
+        self.asked += 1;
+        Some(self.token.clone())
+    }
+
+    /// Takes in a page's `has_more` and `page_token`.
+    fn answered(&mut self, has_more: bool, token: Option<String>) -> Result<(), CallError> {
+        let page = self.asked;
+        let broken = |why: String| CallError::Api {
+            code: crate::feishu::client::CODE_NOT_API_JSON,
+            msg: format!("page {page} of the listing {why}, so the listing cannot be read whole"),
+            status: 200,
+        };
+        if !has_more {
+            self.done = true;
+            return Ok(());
+        }
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(broken(
+                "says there is more but gives no page_token".to_owned(),
+            ));
+        };
+        if !self.seen.insert(token.clone()) {
+            return Err(broken(
+                "says there is more but gives the page_token of a page already read".to_owned(),
+            ));
+        }
+        if page >= MAX_PAGES {
+            return Err(broken(format!(
+                "still says there is more after {MAX_PAGES} pages"
+            )));
+        }
+        self.token = Some(token);
+        Ok(())
     }
 }

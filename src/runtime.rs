@@ -10,6 +10,14 @@ pub fn build() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// A runtime on the calling thread alone, for a thread of its own that bridges synchronous
+/// callers to async I/O (the PostgreSQL state's connection).
+pub fn on_this_thread() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// A signal that asks a run to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {

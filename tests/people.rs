@@ -336,6 +336,150 @@ async fn watch_resolve_every_applies_a_membership_change() {
         "{}",
         daemon.log()
     );
+    // The look-ups are the API client's requests like any other, in its metrics.
+    let metrics = daemon.metrics().await;
+    assert!(
+        daemon
+            .metric(r#"feedbuttons_api_requests_total{endpoint="chat_members",outcome="success"}"#)
+            .await
+            .is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
     // The committed lock is the daemon's reference, never rewritten by it.
     assert!(!lock(dir.path()).contains("ou_erin"));
+}
+
+/// An open_id is per app: a lock resolved with one app's credentials holds ids that name no
+/// one (or someone else) under another. Found by the red team: a staging app's `apply` sent the
+/// production app's open_ids from the shared lock, and Feishu refused those users forever. The
+/// lock now says whose ids it holds, and apply (live or from a saved plan), plan and watch
+/// refuse another app's before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_of_another_apps_open_ids_is_refused_before_anything_is_sent() {
+    let tenant = format!(
+        "apps:\n  - {{app_id: cli_prod, app_secret: prod-secret}}\n  - {{app_id: cli_staging, app_secret: staging-secret}}\n{TENANT}"
+    );
+    let emu = with_fixtures(&tenant).await;
+    let as_app = |app: &str, dir: &Path, args: &[&str]| {
+        let mut c = feedbuttons(&emu, dir, args);
+        c.env("FEISHU_APP_ID", app)
+            .env("FEISHU_APP_SECRET", app.replace("cli_", "") + "-secret");
+        c.output().expect("run feedbuttons")
+    };
+    let dir = Dir::new().file("people.yaml", CONFIG);
+    let resolved = as_app("cli_prod", dir.path(), &["resolve", "."]);
+    assert_eq!(resolved.status.code(), Some(0), "{}", stderr(&resolved));
+    assert!(
+        lock(dir.path()).contains("\napp_id: cli_prod\n"),
+        "{}",
+        lock(dir.path())
+    );
+
+    // Live: refused, naming both apps, and nothing sent.
+    let staging = as_app("cli_staging", dir.path(), &["apply", ".", "--yes"]);
+    assert_eq!(staging.status.code(), Some(1), "{}", stderr(&staging));
+    let said = stderr(&staging);
+    assert!(
+        said.contains(
+            "feedbuttons.lock holds open_ids of app cli_prod, but this run is for app cli_staging"
+        ) && said.contains("nothing was applied"),
+        "{said}"
+    );
+    assert!(Admin::of(&emu).calls().await.is_empty());
+
+    // From a plan saved without credentials (the state is new: it names no app yet).
+    let saved = util::run(dir.path(), &["plan", ".", "--out", "plan.json"]);
+    assert_eq!(saved.status.code(), Some(0), "{}", stderr(&saved));
+    let from_plan = as_app(
+        "cli_staging",
+        dir.path(),
+        &["apply", ".", "--plan", "plan.json", "--yes"],
+    );
+    assert_eq!(from_plan.status.code(), Some(1), "{}", stderr(&from_plan));
+    assert!(
+        stderr(&from_plan).contains("holds open_ids of app cli_prod"),
+        "{}",
+        stderr(&from_plan)
+    );
+    assert!(Admin::of(&emu).calls().await.is_empty());
+
+    // The app the lock was resolved for applies it; a plan for the other app is refused too.
+    let prod = as_app(
+        "cli_prod",
+        dir.path(),
+        &["apply", ".", "--plan", "plan.json", "--yes"],
+    );
+    assert_eq!(prod.status.code(), Some(0), "{}", stderr(&prod));
+    assert!(!Admin::of(&emu).calls().await.is_empty());
+    let plan = as_app("cli_staging", dir.path(), &["plan", "."]);
+    assert_eq!(plan.status.code(), Some(1), "{}", stderr(&plan));
+
+    // A lock of union_ids only names the same people under every app of the developer: no
+    // refusal (the check is for open_ids alone).
+    let unions = Dir::new().file(
+        "people.yaml",
+        "version: 1\nuser_id_type: union_id\nchats:\n  - chat_id: oc_war\n    assign:\n      - users: [alice@example.com]\n        buttons: [{text: Runbook, url: \"https://wiki.example.com/r\"}]\n",
+    );
+    let resolved = as_app("cli_prod", unions.path(), &["resolve", "."]);
+    assert_eq!(resolved.status.code(), Some(0), "{}", stderr(&resolved));
+    assert!(
+        !lock(unions.path()).contains("app_id"),
+        "{}",
+        lock(unions.path())
+    );
+    let check = as_app("cli_staging", unions.path(), &["resolve", ".", "--check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    let other = as_app("cli_staging", unions.path(), &["apply", ".", "--yes"]);
+    assert_eq!(other.status.code(), Some(0), "{}", stderr(&other));
+
+    // `state adopt` would record another app's ids as applied (later plans would remove them).
+    let adopt_state = Dir::new();
+    let adopt_path = adopt_state.path().join("state.json");
+    let adopt = as_app(
+        "cli_staging",
+        dir.path(),
+        &[
+            "state",
+            "adopt",
+            ".",
+            "--state",
+            adopt_path.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    assert_eq!(adopt.status.code(), Some(1), "{}", stderr(&adopt));
+    assert!(
+        stderr(&adopt).contains("holds open_ids of app cli_prod"),
+        "{}",
+        stderr(&adopt)
+    );
+    let calls = Admin::of(&emu).calls().await.len();
+
+    // The daemon for the other app reconciles nothing, says why, and is not ready.
+    let state = Dir::new();
+    let state_path = state.path().join("state.json");
+    let daemon = Daemon::start_with(
+        &emu,
+        dir.path(),
+        &["--state", state_path.to_str().expect("a UTF-8 path")],
+        &[
+            ("FEISHU_APP_ID", "cli_staging"),
+            ("FEISHU_APP_SECRET", "staging-secret"),
+        ],
+    );
+    let last = daemon
+        .eventually("a first reconcile", || async {
+            let status = get_json(&daemon.url("/status")).await;
+            (!status["last_reconcile"].is_null()).then_some(status)
+        })
+        .await;
+    assert_eq!(
+        last["last_reconcile"]["outcome"], "invalid_config",
+        "{last}"
+    );
+    assert_eq!(last["ready"], false, "{last}");
+    let message = last["last_reconcile"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("holds open_ids of app cli_prod"), "{last}");
+    assert_eq!(Admin::of(&emu).calls().await.len(), calls);
 }

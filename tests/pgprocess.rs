@@ -112,7 +112,19 @@ async fn a_second_apply_is_refused_naming_the_holder_and_with_a_lock_timeout_it_
         || !lock_sessions(&pg).is_empty(),
     )
     .await;
-    assert!(holder(&pg, "default").contains("apply"));
+    // The lock comes first; the holder is written as the writer reads the state, just after.
+    until(
+        "the first apply to name itself the holder",
+        Duration::from_secs(20),
+        || {
+            pg.try_sql(
+                "postgres",
+                "SELECT coalesce(holder, '') FROM feedbuttons_states WHERE name = 'default'",
+            )
+            .is_ok_and(|h| h.contains("apply"))
+        },
+    )
+    .await;
 
     let refused = with_state(
         &emu,

@@ -5,12 +5,14 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use feedbuttons::feishu::client::Budget;
 use feedbuttons::feishu::wire::{ActionType, Button, Text, UserIdType};
-use feedbuttons::state::postgres::{ATTEMPT_TIMEOUT, LEASE, PgStore, PgUrl, budget::PgBudget};
+use feedbuttons::state::postgres::{
+    ATTEMPT_TIMEOUT, LEASE, PgStore, PgUrl, STALL_TIMEOUT, budget::PgBudget,
+};
 use feedbuttons::state::{Record, StateError, StateStore};
 use feedbuttons::target::{ButtonList, Target};
 
@@ -133,9 +135,14 @@ fn a_takeover_wait_survives_a_second_takeover() {
 }
 
 /// A TCP proxy that can stop forwarding without closing anything: a silent network partition.
+/// It can also go silent by itself once the server has sent a number of bytes.
 struct Partition {
     port: u16,
     frozen: Arc<AtomicBool>,
+    /// Bytes forwarded from the server, over every connection.
+    from_server: Arc<AtomicUsize>,
+    /// Freeze once `from_server` reaches this.
+    freeze_at: Arc<AtomicUsize>,
 }
 
 impl Partition {
@@ -143,26 +150,34 @@ impl Partition {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let frozen = Arc::new(AtomicBool::new(false));
+        let from_server = Arc::new(AtomicUsize::new(0));
+        let freeze_at = Arc::new(AtomicUsize::new(usize::MAX));
         let f = Arc::clone(&frozen);
+        let counts = (Arc::clone(&from_server), Arc::clone(&freeze_at));
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { break };
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
-                for (from, to) in [
-                    (client.try_clone(), server.try_clone()),
-                    (server.try_clone(), client.try_clone()),
+                for (from, to, counted) in [
+                    (client.try_clone(), server.try_clone(), None),
+                    (server.try_clone(), client.try_clone(), Some(counts.clone())),
                 ] {
                     let (Ok(from), Ok(to)) = (from, to) else {
                         continue;
                     };
                     let f = Arc::clone(&f);
-                    std::thread::spawn(move || pump(from, to, &f));
+                    std::thread::spawn(move || pump(from, to, &f, counted));
                 }
             }
         });
-        Partition { port, frozen }
+        Partition {
+            port,
+            frozen,
+            from_server,
+            freeze_at,
+        }
     }
 
     fn freeze(&self) {
@@ -170,7 +185,9 @@ impl Partition {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool) {
+type Counted = Option<(Arc<AtomicUsize>, Arc<AtomicUsize>)>;
+
+fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, counted: Counted) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -183,6 +200,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool) {
             Ok(n) => {
                 if to.write_all(&buf[..n]).is_err() {
                     break;
+                }
+                if let Some((sent, at)) = &counted
+                    && sent.fetch_add(n, Ordering::SeqCst) + n >= at.load(Ordering::SeqCst)
+                {
+                    frozen.store(true, Ordering::SeqCst);
                 }
             }
             Err(e)
@@ -246,6 +268,67 @@ fn a_writer_cut_off_by_a_silent_partition_counts_itself_lost_within_its_lease() 
         "the writer counted itself lost {noticed:?} after the partition, beyond its {LEASE:?} lease"
     );
     assert!(returned < Duration::from_secs(10), "{returned:?}");
+}
+
+/// A reader (`plan`, `state list`, a daemon's first load) whose network goes silent halfway
+/// through a big state's stream gives up with an error once the server has said nothing for
+/// `STALL_TIMEOUT`, instead of waiting forever: the proxy keeps the connection open and its
+/// kernel keeps acknowledging, so no TCP timeout would ever fire.
+#[test]
+fn a_load_cut_off_midway_by_a_silent_partition_fails_instead_of_hanging() {
+    let Some(pg) = pgserver::start() else { return };
+    let port: u16 = pg
+        .url("postgres")
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the server's port");
+    // A state big enough that its stream takes many reads.
+    let records: Vec<Record> = (0..20_000)
+        .map(|i| set(&format!("oc_{}", i % 50), &format!("ou_{i:08}"), "Join"))
+        .collect();
+    store(&pg.url("postgres"), "default")
+        .writer("filler")
+        .expect("the writer")
+        .record(&records)
+        .expect("record");
+
+    let net = Partition::to(port);
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+        net.port
+    );
+    let whole = store(&url, "default")
+        .load()
+        .expect("a load through the proxy");
+    assert_eq!(whole.targets.len(), 20_000);
+    let bytes = net.from_server.swap(0, Ordering::SeqCst);
+    assert!(bytes > 500_000, "the whole load was {bytes} bytes");
+    // The same load again, going silent halfway through the targets' stream.
+    net.freeze_at.store(bytes / 2, Ordering::SeqCst);
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(store(&url, "default").load().map(|s| s.targets.len()));
+    });
+    let err = match rx.recv_timeout(STALL_TIMEOUT + Duration::from_secs(30)) {
+        Ok(loaded) => loaded.expect_err("the network went silent halfway"),
+        Err(_) => panic!(
+            "the load still waits, {:?} after the network went silent",
+            started.elapsed()
+        ),
+    };
+    let took = started.elapsed();
+    assert!(net.frozen.load(Ordering::SeqCst), "the proxy never froze");
+    assert!(
+        err.to_string().contains("answered nothing"),
+        "the error does not say what happened: {err}"
+    );
+    assert!(
+        took >= STALL_TIMEOUT && took < STALL_TIMEOUT + Duration::from_secs(10),
+        "gave up after {took:?}"
+    );
 }
 
 /// libpq takes the password as a query parameter too (`?password=...`); this tool does not,

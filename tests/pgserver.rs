@@ -172,6 +172,12 @@ impl PgServer {
 
     /// Runs SQL as the superuser, through psql; returns what it printed (unaligned, no headers).
     pub fn sql(&self, db: &str, sql: &str) -> String {
+        self.try_sql(db, sql)
+            .unwrap_or_else(|e| panic!("psql: {e}"))
+    }
+
+    /// [`PgServer::sql`], with psql's error instead of a panic (say, a table not made yet).
+    pub fn try_sql(&self, db: &str, sql: &str) -> Result<String, String> {
         let psql = Some(self.bin.join("psql"))
             .filter(|p| p.is_file())
             .unwrap_or_else(|| PathBuf::from("psql"));
@@ -187,12 +193,10 @@ impl PgServer {
             .args(["-d", db, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()
             .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).

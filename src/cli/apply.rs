@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::args::{ApplyArgs, ApplyFormat};
 use super::{Error, load, term};
 use crate::apply::{ApplyReport, Failure};
+use crate::desired::OtherAppsIds;
 use crate::plan::{self, json::PlanDoc};
 use crate::runtime::Signal;
 use crate::settings::{Settings, StateLocation};
@@ -38,9 +39,12 @@ pub fn run(args: &ApplyArgs) -> Result<ExitCode, Error> {
         .check_binding(&connection.binding)
         .map_err(refused)?;
     let doc = match &args.plan {
-        Some(plan_file) => saved_plan(plan_file, writer.as_ref(), out)?,
+        Some(plan_file) => saved_plan(plan_file, writer.as_ref(), &connection.binding.app_id, out)?,
         None => {
             let (desired, _) = load::desired(&args.dir)?;
+            desired
+                .check_app(&connection.binding.app_id)
+                .map_err(refused)?;
             let options = plan::PlanOptions {
                 chats: args.chats.clone(),
                 rate_limit: connection.rate_limit,
@@ -136,9 +140,11 @@ async fn send(
 fn saved_plan(
     plan_file: &std::path::Path,
     writer: &dyn StateWriter,
+    app_id: &str,
     out: Output,
 ) -> Result<PlanDoc, Error> {
     let doc = PlanDoc::load(plan_file).map_err(refused)?;
+    OtherAppsIds::check(doc.open_ids_of.as_deref(), app_id).map_err(refused)?;
     let now = writer.state();
     if let Some(made) = &doc.state
         && (made.lineage != now.lineage || made.serial != now.serial)

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::{Error, term};
 use crate::config::{self, Loaded};
 use crate::desired::DesiredState;
+use crate::state::AppliedState;
 use crate::target::Target;
 
 /// The desired state `dir` declares, and the paths of the files it was read from.
@@ -83,4 +84,16 @@ pub fn check_chats_known(
         chats: unknown.join(", "),
         record,
     })
+}
+
+/// Refuses a run without credentials of its own (`plan`, `state adopt`) for an app whose
+/// open_ids the lock does not hold: the app is `FEISHU_APP_ID`'s when set, else the one the
+/// state was applied with (none yet: nothing to compare).
+pub fn check_lock_app(desired: &DesiredState, applied: &AppliedState) -> Result<(), Error> {
+    let app = crate::settings::app_id_from_env()
+        .or_else(|| applied.binding.as_ref().map(|b| b.app_id.clone()));
+    if let Some(app) = app {
+        desired.check_app(&app)?;
+    }
+    Ok(())
 }

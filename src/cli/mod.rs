@@ -45,6 +45,9 @@ pub enum Error {
     /// No credentials, or no client for the base URL.
     #[error(transparent)]
     Settings(#[from] crate::settings::SettingsError),
+    /// The lock's open_ids are another app's.
+    #[error(transparent)]
+    OtherAppsIds(#[from] crate::desired::OtherAppsIds),
     /// `--chat` names a chat that neither the config nor the record knows.
     #[error("--chat {chats}: neither declared in the config nor recorded in {record}")]
     UnknownChats { chats: String, record: &'static str },

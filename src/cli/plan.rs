@@ -64,8 +64,10 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
                         .as_ref()
                         .map_or_else(|| DEFAULT_BASE_URL.to_owned(), |b| b.base_url.clone()),
                 };
-                applied.check_binding(&Binding::new(base_url, app_id))?;
+                applied.check_binding(&Binding::new(base_url, app_id.clone()))?;
             }
+            // Another app's open_ids (from the lock) would name no one under this one.
+            load::check_lock_app(&desired, &applied)?;
             let mut p = plan::plan(
                 &desired.targets,
                 &desired.chat_names,
@@ -81,7 +83,11 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
         }
     };
     if let (Some(out), Some(state_ref)) = (&args.out, state_ref) {
-        plan::json::PlanDoc::new(&the_plan).save(out, state_ref)?;
+        let doc = plan::json::PlanDoc {
+            open_ids_of: desired.open_ids_of.clone(),
+            ..plan::json::PlanDoc::new(&the_plan)
+        };
+        doc.save(out, state_ref)?;
     }
     print(&the_plan, args.format)?;
     if let Some(against) = &against {

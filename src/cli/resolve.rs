@@ -62,14 +62,15 @@ pub fn run(args: &ResolveArgs) -> Result<ExitCode, Error> {
     }
 
     let started = Instant::now();
-    let (resolution, stats) = if wanted.is_empty() {
-        (Resolution::default(), None)
+    let (resolution, stats, app_id) = if wanted.is_empty() {
+        (Resolution::default(), None, None)
     } else {
         let endpoint = Endpoint {
             base_url: args.base_url.clone(),
             rate_limit: 0,
         };
         let credentials = Credentials::from_env().map_err(crate::settings::SettingsError::from)?;
+        let app_id = credentials.app_id().to_owned();
         let connection = Connection::new(&endpoint, credentials)
             .map_err(crate::settings::SettingsError::from)?;
         let directory = Directory::new(
@@ -79,7 +80,7 @@ pub fn run(args: &ResolveArgs) -> Result<ExitCode, Error> {
         );
         let rt = crate::runtime::build().map_err(Error::Runtime)?;
         let resolution = rt.block_on(resolve::resolve(&directory, &wanted))?;
-        (resolution, Some(directory.stats()))
+        (resolution, Some(directory.stats()), Some(app_id))
     };
 
     // The second pass reports what did not resolve at the places that name it.
@@ -106,7 +107,19 @@ pub fn run(args: &ResolveArgs) -> Result<ExitCode, Error> {
         return Ok(ExitCode::FAILURE);
     }
 
-    let new = resolution.lock;
+    // Open ids are per app: a lock that holds any says whose they are (union and user ids are
+    // the same under every app of a tenant, and a lock of those alone names none).
+    let holds_open_ids = resolution.lock.holds_open_ids();
+    let new = Lock {
+        app_id: app_id.filter(|_| holds_open_ids),
+        ..resolution.lock
+    };
+    // Every id is checked as `validate` will check it when it reads the lock: an answer that
+    // holds something else is the directory's mistake, and is not written.
+    if let Err(why) = new.check() {
+        eprintln!("the directory gave {why}; {LOCK_FILE} was not written.");
+        return Ok(ExitCode::FAILURE);
+    }
     let changes = match &old {
         Some(old) => old.diff(&new),
         None => Lock::default().diff(&new),

@@ -92,13 +92,11 @@ pub fn run(args: StateArgs) -> Result<ExitCode, Error> {
             let (mut desired, _) = load::desired(&dir)?;
             desired.retain_chats(&chats);
             let store = open()?;
-            let adopted = location
-                .writer(store.as_ref(), &state::holder("state adopt"))
-                .and_then(|mut writer| {
-                    let adopted = commands::adopt(writer.as_mut(), desired.targets.iter())?;
-                    writer.compact()?;
-                    Ok::<_, StateError>(adopted)
-                })?;
+            let mut writer = location.writer(store.as_ref(), &state::holder("state adopt"))?;
+            // Recording another app's open_ids as applied would have later plans remove them.
+            load::check_lock_app(&desired, writer.state())?;
+            let adopted = commands::adopt(writer.as_mut(), desired.targets.iter())?;
+            writer.compact()?;
             super::leave_to_exit(desired);
             format!(
                 "Adopted {} target(s) as applied ({} were already recorded with these buttons); no call was made.\n",

@@ -336,6 +336,7 @@ impl ConfigCache {
             Some((&mut self.memo, chats.as_ref())),
         );
         desired.people = self.people_labels.clone();
+        desired.open_ids_of = self.people.open_id_app();
         report.sort();
         self.clean = all_parsed && !report.has_errors();
         let desired = (!report.has_errors()).then_some(desired);

@@ -234,6 +234,7 @@ fn finish(
         .collect();
     let mut desired = validate::validate(&raws, &unparsed, people, &mut report);
     desired.people = people.labels();
+    desired.open_ids_of = people.open_id_app();
     drop(raws);
     report.sort();
     let desired = (!report.has_errors()).then_some(desired);

@@ -244,6 +244,11 @@ impl People {
     pub fn labels(&self) -> BTreeMap<String, String> {
         self.lock.as_ref().map(Lock::labels).unwrap_or_default()
     }
+
+    /// The app the lock's open_ids belong to (see [`Lock::open_id_app`]).
+    pub fn open_id_app(&self) -> Option<String> {
+        self.lock.as_ref()?.open_id_app().map(str::to_owned)
+    }
 }
 
 /// The error for an email or mobile the lock cannot turn into an id (or cannot be looked up

@@ -28,7 +28,7 @@ use crate::feishu::wire::directory::{
 };
 use crate::sync::guard;
 
-use super::faults::FaultAction;
+use super::faults::{Called, FaultAction};
 use super::log::{LoggedRequest, body_for_log, redact};
 use super::tokens::{TokenProblem, well_formed};
 use super::world::Refusal;
@@ -171,7 +171,11 @@ pub async fn handle(
     let endpoint = Endpoint::of(&method, uri.path());
     let (fault_latency, fault) = match endpoint {
         Endpoint::Unknown => (Duration::ZERO, None),
-        _ => guard(&shared.faults).decide(Instant::now(), endpoint == Endpoint::Token),
+        Endpoint::Token => guard(&shared.faults).decide(Instant::now(), Called::Token),
+        Endpoint::ChatButton => guard(&shared.faults).decide(Instant::now(), Called::ChatButton),
+        Endpoint::BatchGetId | Endpoint::ChatMembers | Endpoint::FindByDepartment => {
+            guard(&shared.faults).decide(Instant::now(), Called::Directory)
+        }
     };
     let latency = shared.latency + fault_latency;
     if !latency.is_zero() {

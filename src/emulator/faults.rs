@@ -9,6 +9,15 @@ use serde::{Deserialize, Serialize};
 
 use super::ceil_secs;
 
+/// Which kind of Feishu API call a fault decision is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Called {
+    Token,
+    ChatButton,
+    /// batch_get_id, chat members, find_by_department.
+    Directory,
+}
+
 /// The body of `PUT /_emulator/faults` (every field optional; a PUT replaces the whole set)
 /// and of `GET /_emulator/faults` (the counters show what is left).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,6 +46,9 @@ pub struct FaultSpec {
     pub seed: Option<u64>,
     /// Also affect the token endpoint (by default only chat-button calls are affected).
     pub token_endpoint: bool,
+    /// Affect only the directory calls (batch_get_id, chat members, find_by_department): the
+    /// chat-button calls go through untouched (a directory that hangs while the API works).
+    pub directory_only: bool,
     /// The next N affected calls are refused (HTTP 400, code 99992402) with a message that
     /// quotes the request's credentials back (its `Authorization` header, or the app secret
     /// on the token endpoint), as some gateways do: a client must never print them.
@@ -51,6 +63,25 @@ pub struct FaultSpec {
     /// Every affected answer is followed by this many spaces (sent as a stream, so the
     /// emulator holds none of it): a client must not read an unbounded answer into memory.
     pub answer_padding_bytes: u64,
+    /// How the directory's listings (a chat's members, a department's users) go wrong, on
+    /// every page while set; the other faults still come first.
+    pub listing: Option<ListingFault>,
+}
+
+/// A listing that answers `code: 0` and is still wrong, as a broken gateway might answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListingFault {
+    /// A page asked for with a page token says `has_more: true` and gives that same token
+    /// back (the last page too): following the tokens asks for the same page forever.
+    RepeatToken,
+    /// A page past the list's start says `has_more: true` and gives a token for the start:
+    /// following the tokens goes round the list forever.
+    Rewind,
+    /// Every page says `has_more: true` and gives no `page_token`.
+    NoToken,
+    /// Every listing is empty (`has_more: false`, no items), as if nobody were there.
+    Empty,
 }
 
 impl Default for FaultSpec {
@@ -67,10 +98,12 @@ impl Default for FaultSpec {
             rate_limited_for_ms: 0,
             seed: None,
             token_endpoint: false,
+            directory_only: false,
             echo_credentials_next: 0,
             echo_credentials_to_users_next: 0,
             token_expire: None,
             answer_padding_bytes: 0,
+            listing: None,
         }
     }
 }
@@ -161,6 +194,11 @@ impl Faults {
         self.spec.token_expire.clone()
     }
 
+    /// How listings go wrong, if they do.
+    pub fn listing(&self) -> Option<ListingFault> {
+        self.spec.listing
+    }
+
     /// Spaces to add after an affected answer.
     pub fn padding(&self, token_call: bool) -> u64 {
         if token_call && !self.spec.token_endpoint {
@@ -169,9 +207,12 @@ impl Faults {
         self.spec.answer_padding_bytes
     }
 
-    /// The added latency and the fault, if any, for one call (`token_call`: the token endpoint).
-    pub fn decide(&mut self, now: Instant, token_call: bool) -> (Duration, Option<FaultAction>) {
-        if token_call && !self.spec.token_endpoint {
+    /// The added latency and the fault, if any, for one call.
+    pub fn decide(&mut self, now: Instant, call: Called) -> (Duration, Option<FaultAction>) {
+        let token_call = call == Called::Token;
+        if token_call && !self.spec.token_endpoint
+            || self.spec.directory_only && call != Called::Directory
+        {
             return (Duration::ZERO, None);
         }
         let latency = Duration::from_millis(self.spec.latency_ms);
@@ -228,7 +269,9 @@ mod tests {
             ..FaultSpec::default()
         };
         faults.set(spec, now).expect("a valid spec");
-        (0..200).map(|_| faults.decide(now, false).1).collect()
+        (0..200)
+            .map(|_| faults.decide(now, Called::ChatButton).1)
+            .collect()
     }
 
     #[test]
@@ -251,16 +294,16 @@ mod tests {
             ..FaultSpec::default()
         };
         faults.set(spec, now).expect("a valid spec");
-        assert_eq!(faults.decide(now, true).1, None);
+        assert_eq!(faults.decide(now, Called::Token).1, None);
         assert_eq!(
-            faults.decide(now, false).1,
+            faults.decide(now, Called::ChatButton).1,
             Some(FaultAction::ServerError(500))
         );
         assert_eq!(faults.view(now).server_errors_next, 1);
         assert_eq!(
-            faults.decide(now, false).1,
+            faults.decide(now, Called::ChatButton).1,
             Some(FaultAction::ServerError(500))
         );
-        assert_eq!(faults.decide(now, false).1, None);
+        assert_eq!(faults.decide(now, Called::ChatButton).1, None);
     }
 }

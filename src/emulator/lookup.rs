@@ -29,6 +29,7 @@ use crate::feishu::wire::{
 use crate::sync::guard;
 
 use super::api::{Answer, TokenRefused, authenticate};
+use super::faults::ListingFault;
 use super::fixtures::AppAccess;
 use super::{Shared, validate};
 
@@ -201,6 +202,28 @@ fn page<T: Clone>(
     (items, next)
 }
 
+/// A page as the `listing` fault (`PUT /_emulator/faults`) spoils it: its items, `has_more`
+/// and next token. `asked`: the page token it was asked for with.
+fn spoiled<T>(
+    shared: &Shared,
+    asked: Option<&String>,
+    list: &str,
+    offset: usize,
+    (items, next): (Vec<T>, Option<String>),
+) -> (Vec<T>, bool, Option<String>) {
+    let asked = asked.filter(|t| !t.is_empty());
+    match guard(&shared.faults).listing() {
+        Some(ListingFault::RepeatToken) if asked.is_some() => (items, true, asked.cloned()),
+        Some(ListingFault::Rewind) if offset > 0 => (items, true, Some(page_token(list, 0))),
+        Some(ListingFault::NoToken) => (items, true, None),
+        Some(ListingFault::Empty) => (Vec::new(), false, None),
+        _ => {
+            let more = next.is_some();
+            (items, more, next)
+        }
+    }
+}
+
 fn success(data: impl serde::Serialize) -> Answer {
     Answer::json(
         StatusCode::OK,
@@ -321,9 +344,16 @@ pub(super) fn chat_members(
     let slots: Vec<_> = std::iter::repeat_n(None, roster.other_bots)
         .chain(roster.members.into_iter().map(Some))
         .collect();
-    let (items, page_token) = page(&slots, offset, size, &list);
+    let asked = params.get("page_token");
+    let (items, has_more, page_token) = spoiled(
+        shared,
+        asked,
+        &list,
+        offset,
+        page(&slots, offset, size, &list),
+    );
     success(ChatMembersData {
-        has_more: page_token.is_some(),
+        has_more,
         items,
         page_token,
         member_total,
@@ -404,9 +434,16 @@ pub(super) fn find_by_department(
         }
     };
     let slots: Vec<_> = users.into_iter().map(Some).collect();
-    let (items, page_token) = page(&slots, offset, size, &list);
+    let asked = params.get("page_token");
+    let (items, has_more, page_token) = spoiled(
+        shared,
+        asked,
+        &list,
+        offset,
+        page(&slots, offset, size, &list),
+    );
     success(FindByDepartmentData {
-        has_more: page_token.is_some(),
+        has_more,
         page_token,
         items,
     })

@@ -17,15 +17,31 @@ pub enum EndpointLabel {
     ChatButton,
     /// The tenant token endpoint.
     Token,
+    /// The directory's `POST /open-apis/contact/v3/users/batch_get_id` (`resolve`, and `watch
+    /// --resolve-every`).
+    BatchGetId,
+    /// The directory's `GET /open-apis/im/v1/chats/:chat_id/members`.
+    ChatMembers,
+    /// The directory's `GET /open-apis/contact/v3/users/find_by_department`.
+    FindByDepartment,
 }
 
 impl EndpointLabel {
-    pub const ALL: [EndpointLabel; 2] = [EndpointLabel::ChatButton, EndpointLabel::Token];
+    pub const ALL: [EndpointLabel; 5] = [
+        EndpointLabel::ChatButton,
+        EndpointLabel::Token,
+        EndpointLabel::BatchGetId,
+        EndpointLabel::ChatMembers,
+        EndpointLabel::FindByDepartment,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EndpointLabel::ChatButton => "chat_button",
             EndpointLabel::Token => "token",
+            EndpointLabel::BatchGetId => "batch_get_id",
+            EndpointLabel::ChatMembers => "chat_members",
+            EndpointLabel::FindByDepartment => "find_by_department",
         }
     }
 }
@@ -115,10 +131,10 @@ impl Default for ClientMetrics {
             tokens_refused: Counter::default(),
         };
         for endpoint in EndpointLabel::ALL {
-            // Only a chat-button request carries a token that can be refused.
-            let outcomes = RequestOutcome::ALL.into_iter().filter(|o| {
-                endpoint == EndpointLabel::ChatButton || *o != RequestOutcome::TokenRefused
-            });
+            // Every request but the token's own carries a token that can be refused.
+            let outcomes = RequestOutcome::ALL
+                .into_iter()
+                .filter(|o| endpoint != EndpointLabel::Token || *o != RequestOutcome::TokenRefused);
             for outcome in outcomes {
                 let _ = m
                     .requests

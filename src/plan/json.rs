@@ -94,6 +94,10 @@ pub struct PlanDoc {
     /// requests name.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub people: std::collections::BTreeMap<String, String>,
+    /// In saved plans: the app whose open_ids the requests hold, when they came from
+    /// `feedbuttons.lock` (apply refuses another app's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_ids_of: Option<String>,
     pub requests: Vec<RequestDoc>,
     /// Present in saved plans: `sha256:` of the document without this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +114,7 @@ impl PlanDoc {
             state: None,
             chat_names: plan.chat_names.clone(),
             people: plan.people.clone(),
+            open_ids_of: None,
             requests: plan
                 .requests
                 .iter()

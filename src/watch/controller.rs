@@ -100,6 +100,8 @@ pub async fn control_loop(
     let mut dirty: Option<(Instant, Instant)> = None;
     let mut swapped = false;
     let mut events_open = true;
+    // With `--resolve-every`: the directory look-up under way, a task of its own.
+    let mut looking: Option<tokio::task::JoinHandle<super::people::Found>> = None;
     loop {
         if *stop.borrow() {
             break;
@@ -141,13 +143,31 @@ pub async fn control_loop(
         if let Some(r) = resync.as_ref().and_then(Resync::due_at) {
             wake = wake.min(r);
         }
-        if let Some(p) = &ctl.people {
-            wake = wake.min(p.due_at());
+        if let Some(p) = ctl.people.as_mut() {
+            if looking.is_none() && p.due_at() <= Instant::now() {
+                looking = Some(tokio::spawn(p.look_up(events::config_root(&ctl.dir))));
+            }
+            if looking.is_none() {
+                wake = wake.min(p.due_at());
+            }
         }
         let mut lost = ctl.lost.clone();
+        let mut refreshed = false;
         tokio::select! {
             biased;
             () = stopped(&mut stop) => break,
+            found = async {
+                match looking.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            }, if looking.is_some() => {
+                looking = None;
+                match found {
+                    Ok(found) => refreshed = ctl.take_people(found),
+                    Err(e) => tracing::warn!(error = %e, "the directory look-up ended in a panic (a bug); the last members stay in use"),
+                }
+            }
             () = leader::lost(&mut lost) => {
                 ctl.step_down("lost the state's lock (its database connection broke, or another replica took over)").await;
                 continue;
@@ -173,13 +193,7 @@ pub async fn control_loop(
             }
             () = tokio::time::sleep_until(wake) => {}
         }
-        if ctl
-            .people
-            .as_ref()
-            .is_some_and(|p| p.due_at() <= Instant::now())
-            && ctl.refresh_people().await
-            && next_reconcile > Instant::now()
-        {
+        if refreshed && next_reconcile > Instant::now() {
             next_reconcile = Instant::now();
             due_reason = Reason::Resolve;
         }
@@ -228,6 +242,11 @@ pub async fn control_loop(
             );
             break;
         }
+    }
+    // A look-up changes nothing: a stop does not wait for it (a directory that does not
+    // answer would hold it for every attempt's timeout).
+    if let Some(task) = looking {
+        task.abort();
     }
     ctl
 }
@@ -279,14 +298,13 @@ impl Controller {
         (action, recorded)
     }
 
-    /// Looks the directory sources up again (`--resolve-every`) and publishes the drift from
+    /// Takes a directory look-up's result in (`--resolve-every`) and publishes the drift from
     /// the committed lock; says whether the members to reconcile with changed.
-    async fn refresh_people(&mut self) -> bool {
+    fn take_people(&mut self, found: super::people::Found) -> bool {
         let Some(people) = self.people.as_mut() else {
             return false;
         };
-        let root = events::config_root(&self.dir);
-        let (changed, drift) = people.refresh(&root).await;
+        let (changed, drift) = people.take(found);
         if let Some(error) = &drift.error {
             tracing::warn!(%error, "looking the directory sources up again failed; their last members stay in use");
         } else if changed {

@@ -49,6 +49,10 @@ pub enum ReconcileError {
         "the config has {errors} error(s); nothing was applied and the last good config stays applied (see `feedbuttons validate`)"
     )]
     InvalidConfig { errors: usize },
+    /// The lock's open_ids are another app's: nothing is applied until the lock is resolved
+    /// for this one.
+    #[error("{0}; nothing was applied")]
+    OtherAppsIds(#[from] crate::desired::OtherAppsIds),
     /// The plan trips the mass-removal guard and the daemon was started without
     /// `--allow-mass-removal`.
     #[error(
@@ -73,7 +77,9 @@ impl ReconcileError {
     /// The `outcome` label this error is counted under.
     pub fn outcome(&self) -> Outcome {
         match self {
-            ReconcileError::InvalidConfig { .. } => Outcome::InvalidConfig,
+            ReconcileError::InvalidConfig { .. } | ReconcileError::OtherAppsIds(_) => {
+                Outcome::InvalidConfig
+            }
             ReconcileError::MassRemoval { .. } => Outcome::MassRemovalBlocked,
             ReconcileError::Incomplete { .. } => Outcome::Failed,
             ReconcileError::Load(_)
@@ -87,7 +93,9 @@ impl ReconcileError {
     pub fn needs_a_change(&self) -> bool {
         matches!(
             self,
-            ReconcileError::InvalidConfig { .. } | ReconcileError::MassRemoval { .. }
+            ReconcileError::InvalidConfig { .. }
+                | ReconcileError::OtherAppsIds(_)
+                | ReconcileError::MassRemoval { .. }
         )
     }
 }

@@ -82,7 +82,8 @@ async fn reconcile_once(
         }
     };
     let root = events::config_root(&ctl.dir);
-    // With `--resolve-every`, the directory sources' live members stand in for the lock's.
+    // With `--resolve-every`, the directory sources' live members stand in for the committed
+    // lock's (read as it stands now, in the blocking task).
     let live = ctl
         .people
         .as_ref()
@@ -93,6 +94,7 @@ async fn reconcile_once(
     ctl.incremental.check_state(writer.state());
     let mut incremental = std::mem::take(&mut ctl.incremental);
     let (incremental, loaded, rendered) = tokio::task::spawn_blocking(move || {
+        let live = live.and_then(|l| super::people::onto_committed(&l, &root));
         let loaded = incremental.reload_with(&root, live);
         let rendered = loaded
             .as_ref()
@@ -123,6 +125,10 @@ async fn reconcile_once(
             errors: report.errors(),
         });
     };
+    if let Err(e) = desired.check_app(&ctl.binding.app_id) {
+        found.config_valid = Some(false);
+        return Err(e.into());
+    }
     found.config_valid = Some(true);
     let now = time::unix_secs_now();
     let doc = {

@@ -44,9 +44,12 @@ impl Decoder<'_> {
                 // A version that means 1 but is written otherwise gets told how to write it;
                 // any other is a version this build does not read.
                 let (message, help) = match &v.value {
+                    // `1.0`, and `01`, which the parser reads as a float.
                     Value::Float(f) if *f == VERSION as f64 => (
-                        format!("the config version is the whole number {VERSION}, not {f:?}"),
-                        format!("write `version: {VERSION}`, without `.0`"),
+                        format!(
+                            "the config version is the whole number {VERSION}, written with no decimal point or leading zero"
+                        ),
+                        format!("write `version: {VERSION}`"),
                     ),
                     Value::Str(s) if s.trim() == VERSION.to_string() => (
                         format!(

@@ -126,7 +126,6 @@ fn within(text: &str, pos: Pos) -> Pos {
     }
 }
 
-/// `n` and the noun, in the plural unless `n` is 1.
 fn pos_of(l: &serde_saphyr::Location) -> Option<Pos> {
     let line = u32::try_from(l.line()).ok().filter(|&n| n > 0)?;
     Some(Pos {

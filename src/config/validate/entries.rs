@@ -194,6 +194,16 @@ impl Validator<'_> {
                     Some(t) => format!(
                         "these look like {t}s: set `user_id_type: {t}` on the chat or the file"
                     ),
+                    None if (7..=15).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit()) => {
+                        // A mainland China mobile is 11 digits from 1; longer ones may hold
+                        // their country code already.
+                        let example = if id.len() == 11 && id.starts_with('1') {
+                            format!("\"+86{id}\"")
+                        } else {
+                            format!("\"+{id}\" if it begins with its country code")
+                        };
+                        format!("if this is a mobile number, write it with `+` and its country code, in quotes: {example}; otherwise set `user_id_type` on the chat or the file to the type of these ids")
+                    }
                     None => "set `user_id_type` on the chat or the file to the type of these ids"
                         .to_owned(),
                 },

@@ -12,7 +12,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::super::answer::{AttemptFailure, Read, classify_read, read};
+use super::super::answer::{
+    AttemptFailure, Read, answered_outcome, classify_read, read, unanswered_outcome,
+};
+use super::super::metrics::{EndpointLabel, RequestOutcome};
 use super::super::ratelimit::Limiter;
 use super::super::wire::directory::{
     BATCH_GET_ID_PATH, CHAT_MEMBERS_MAX_PAGE_SIZE, DEPARTMENT_USERS_MAX_PAGE_SIZE,
@@ -45,6 +48,15 @@ impl DirectoryApi {
             DirectoryApi::BatchGetId => "batch_get_id",
             DirectoryApi::ChatMembers => "chat_members",
             DirectoryApi::DepartmentUsers => "find_by_department",
+        }
+    }
+
+    /// Its `endpoint` label in the client's metrics.
+    pub fn endpoint(self) -> EndpointLabel {
+        match self {
+            DirectoryApi::BatchGetId => EndpointLabel::BatchGetId,
+            DirectoryApi::ChatMembers => EndpointLabel::ChatMembers,
+            DirectoryApi::DepartmentUsers => EndpointLabel::FindByDepartment,
         }
     }
 
@@ -204,9 +216,7 @@ impl Directory {
         .retry(inner.retry.backoff())
         .when(AttemptFailure::is_transient)
         .adjust(|f, next| inner.retry.wait(next, f.server_wait()))
-        .notify(|f, wait: Duration| {
-            debug!(api = api.as_str(), wait_ms = wait.as_millis(), failure = %f, "retrying a directory look-up");
-        })
+        .notify(|f, wait: Duration| inner.note_retry(api.endpoint(), f, wait))
         .await;
         result.map_err(|f| f.into_error(attempts.load(Ordering::Relaxed)))
     }
@@ -226,16 +236,29 @@ impl Directory {
             .header(AUTHORIZATION, token.header().clone())
             .send()
             .await;
+        let endpoint = api.endpoint();
         let answer = match read(sent).await {
             Ok(a) => a,
-            Err(AttemptFailure::Unanswered { why }) => {
-                // A read changes nothing: an unanswered one is only worth another try.
-                return Read::Failed(AttemptFailure::Transient { why });
+            Err(f) => {
+                inner.metrics.request(endpoint, unanswered_outcome(&f));
+                return Read::Failed(match f {
+                    // A read changes nothing: an unanswered one is only worth another try.
+                    AttemptFailure::Unanswered { why } => AttemptFailure::Transient { why },
+                    f => f,
+                });
             }
-            Err(f) => return Read::Failed(f),
         };
         let secrets = [token.secret().expose(), inner.app_secret.expose()];
         let verdict = classify_read(&answer, &secrets);
+        let outcome = match &verdict {
+            Read::Data(_) => answered_outcome(&answer, None),
+            Read::TokenRefused { .. } => {
+                inner.metrics.token_refused();
+                RequestOutcome::TokenRefused
+            }
+            Read::Failed(f) => answered_outcome(&answer, Some(f)),
+        };
+        inner.metrics.request(endpoint, outcome);
         if let Read::Failed(AttemptFailure::RateLimited { wait }) = &verdict {
             self.rate_limited.fetch_add(1, Ordering::Relaxed);
             let wait = wait.unwrap_or(Duration::from_secs(1)).min(MAX_RESET_WAIT);

@@ -12,7 +12,7 @@ use tokio_postgres::GenericClient;
 
 use super::super::snapshot::RecordDoc;
 use super::super::{AppliedState, Binding, Record, TargetRecord, audience_spec};
-use super::conn::describe;
+use super::conn::{answered, describe};
 use crate::feishu::wire::UserIdType;
 use crate::target::{Audience, ButtonList, Target};
 
@@ -47,14 +47,16 @@ pub struct Loaded {
 
 /// Reads the state named `name`: `None` when there is none yet.
 pub async fn load(client: &tokio_postgres::Client, name: &str) -> Result<Option<Loaded>, String> {
-    let Some(row) = client
-        .query_opt(
-            "SELECT lineage, serial, base_url, app_id FROM feedbuttons_states WHERE name = $1",
-            &[&name],
-        )
-        .await
-        .map_err(|e| describe(&e))?
-    else {
+    let reading = "reading the state";
+    let row = async {
+        let sql =
+            "SELECT lineage, serial, base_url, app_id FROM feedbuttons_states WHERE name = $1";
+        client
+            .query_opt(sql, &[&name])
+            .await
+            .map_err(|e| describe(&e))
+    };
+    let Some(row) = answered(reading, row).await? else {
         return Ok(None);
     };
     let serial: i64 = row.get(1);
@@ -70,14 +72,11 @@ pub async fn load(client: &tokio_postgres::Client, name: &str) -> Result<Option<
         targets: Default::default(),
     };
     let mut lists: HashMap<String, Arc<ButtonList>> = HashMap::new();
-    for row in client
-        .query(
-            "SELECT id, list FROM feedbuttons_lists WHERE state = $1",
-            &[&name],
-        )
-        .await
-        .map_err(|e| describe(&e))?
-    {
+    let rows = async {
+        let sql = "SELECT id, list FROM feedbuttons_lists WHERE state = $1";
+        client.query(sql, &[&name]).await.map_err(|e| describe(&e))
+    };
+    for row in answered(reading, rows).await? {
         let id: String = row.get(0);
         let json: String = row.get(1);
         let list: ButtonList = serde_json::from_str(&json)
@@ -89,14 +88,14 @@ pub async fn load(client: &tokio_postgres::Client, name: &str) -> Result<Option<
     let copy = format!(
         "COPY (SELECT chat_id, audience, shown, extra FROM feedbuttons_targets WHERE state = '{name}') TO STDOUT"
     );
-    let stream = client
-        .copy_out(copy.as_str())
-        .await
-        .map_err(|e| describe(&e))?;
+    let stream = client.copy_out(copy.as_str());
+    let stream = answered(reading, async { stream.await.map_err(|e| describe(&e)) }).await?;
     let mut stream = std::pin::pin!(stream);
     let mut carry: Vec<u8> = Vec::new();
     let mut targets: Vec<(Target, TargetRecord)> = Vec::new();
-    while let Some(chunk) = stream.next().await {
+    while let Some(chunk) =
+        answered(reading, async { Ok::<_, String>(stream.next().await) }).await?
+    {
         let chunk = chunk.map_err(|e| describe(&e))?;
         carry.extend_from_slice(&chunk);
         let mut start = 0;

@@ -17,6 +17,34 @@ use tokio_postgres::{Client, Config};
 /// How long connecting may take, unless the URL says otherwise.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long what a session sent may stay unacknowledged by the server before the session is
+/// given up (Linux's `TCP_USER_TIMEOUT`; elsewhere the keepalives alone). A live server
+/// acknowledges within milliseconds, also during a long load.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a reader waits for each step of a load (a statement's whole answer, or the next
+/// part of the targets it streams) before it gives up: a network that silently drops what
+/// passes (a proxy or a firewall that stops forwarding, where the peer's kernel keeps
+/// acknowledging) would otherwise hold `plan` or a daemon's load forever. The targets, the one
+/// part that grows with the state, are timed part by part from the last one that arrived, so a
+/// big state that keeps arriving is never cut; the schema step includes waiting for another
+/// process's migration.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `step`, unless the server stays silent for [`STALL_TIMEOUT`]: then an error naming `what`.
+pub async fn answered<T, E: std::fmt::Display>(
+    what: &str,
+    step: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(STALL_TIMEOUT, step).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "the database answered nothing for {} s while {what} (is the network to it cut, or a lock held?)",
+            STALL_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 /// Where a state database is and how to reach it. `Debug` and `display` never show the password.
 #[derive(Clone)]
 pub struct PgUrl {
@@ -73,9 +101,16 @@ impl PgUrl {
         // Which process a session belongs to, for pg_stat_activity (and whoever must cut it).
         config.application_name(format!("feedbuttons pid {}", std::process::id()));
         config.connect_timeout(CONNECT_TIMEOUT);
-        // Notice a dead server within seconds, not hours (the lock holder relies on it).
+        // Notice a dead server within seconds, not hours (the lock holder relies on it): an idle
+        // session probes after 5 s and gives up after 3 unanswered probes 2 s apart; a session
+        // waiting on a statement or a load whose packets are lost (a partition that drops them
+        // instead of refusing) gives up once what it sent is unacknowledged for
+        // `TCP_USER_TIMEOUT`. Either way the call fails with an error instead of hanging.
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(5));
+        config.keepalives_interval(Duration::from_secs(2));
+        config.keepalives_retries(3);
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
         let user = match u.username() {
             "" => std::env::var("PGUSER").ok().filter(|s| !s.is_empty()),
             name => Some(decode(name)?),

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use super::{AppliedState, StateError, StateStore, StateWriter};
 
-pub use conn::{PgUrl, SCHEMA_VERSION};
+pub use conn::{PgUrl, SCHEMA_VERSION, STALL_TIMEOUT};
 pub use writer::{ATTEMPT_TIMEOUT, HEARTBEAT, LEASE, PgWriter};
 
 /// The name of the state when none is given.
@@ -90,22 +90,31 @@ impl StateStore for PgStore {
     fn load(&self) -> Result<AppliedState, StateError> {
         let loaded = block_on(async {
             let mut client = self.url.connect().await.map_err(self.error("connect"))?;
-            conn::migrate(&mut client, &self.url.display)
+            let schema = conn::migrate(&mut client, &self.url.display);
+            conn::answered("preparing the schema", schema)
                 .await
                 .map_err(self.error("prepare the schema"))?;
             // One snapshot for the state's row, its lists and its targets: a writer may record
             // between the statements, and a reader takes no lock.
-            client
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            let begin = async {
+                let begin = client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+                begin.await.map_err(|e| conn::describe(&e))
+            };
+            conn::answered("starting to read the state", begin)
                 .await
-                .map_err(|e| self.error("load the state")(conn::describe(&e)))?;
+                .map_err(self.error("load the state"))?;
             let loaded = codec::load(&client, &self.name)
                 .await
                 .map_err(self.error("load the state"))?;
-            client
-                .batch_execute("COMMIT")
+            let commit = async {
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| conn::describe(&e))
+            };
+            conn::answered("reading the state", commit)
                 .await
-                .map_err(|e| self.error("load the state")(conn::describe(&e)))?;
+                .map_err(self.error("load the state"))?;
             Ok(loaded)
         })
         .map_err(self.error("start the state connection"))??;
@@ -130,9 +139,7 @@ impl StateStore for PgStore {
 fn block_on<T: Send>(fut: impl Future<Output = T> + Send) -> Result<T, String> {
     std::thread::scope(|s| {
         let worker = s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+            crate::runtime::on_this_thread()
                 .map(|rt| rt.block_on(fut))
                 .map_err(|e| e.to_string())
         });

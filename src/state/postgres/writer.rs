@@ -131,10 +131,7 @@ impl PgWriter {
         let thread = std::thread::Builder::new()
             .name("feedbuttons-state".to_owned())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                let rt = match crate::runtime::on_this_thread() {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = ready_tx.send(Err(StateError::Database {

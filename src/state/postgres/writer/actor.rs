@@ -30,7 +30,7 @@ impl Renewed {
     }
 
     fn at(&self) -> Instant {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::sync::guard(&self.0)
     }
 
     fn elapsed(&self) -> Duration {
@@ -39,7 +39,7 @@ impl Renewed {
 
     /// Renews the lease from `sent`, the instant the successful request was sent.
     fn renew(&self, sent: Instant) {
-        let mut at = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut at = crate::sync::guard(&self.0);
         *at = (*at).max(sent);
     }
 }
