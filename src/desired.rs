@@ -68,7 +68,8 @@ impl DesiredState {
         if chats.is_empty() {
             return;
         }
-        self.targets.retain(|t, _| chats.contains(&t.chat_id));
+        self.targets
+            .retain(|t, _| chats.iter().any(|c| *c == t.chat_id));
         self.chat_names.retain(|c, _| chats.contains(c));
     }
 }

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod desired;
 pub mod emulator;
 pub mod feishu;
+pub mod id;
 pub mod lock;
 pub mod plan;
 pub mod resolve;

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::feishu::wire::{Button, UserIdType};
+use crate::id::Id;
 
 /// Who in a chat a button list is for.
 ///
@@ -14,19 +15,19 @@ pub enum Audience {
     /// The chat as a whole: a request without `user_ids`.
     Everyone,
     /// One user, named by an id of the given type.
-    User { id_type: UserIdType, id: String },
+    User { id_type: UserIdType, id: Id },
 }
 
 /// One chat and one audience: the unit the desired and applied states map to a button list.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Target {
-    pub chat_id: String,
+    pub chat_id: Id,
     pub audience: Audience,
 }
 
 impl Target {
     /// The whole-chat target of `chat_id`.
-    pub fn everyone(chat_id: impl Into<String>) -> Target {
+    pub fn everyone(chat_id: impl Into<Id>) -> Target {
         Target {
             chat_id: chat_id.into(),
             audience: Audience::Everyone,
@@ -34,7 +35,7 @@ impl Target {
     }
 
     /// The target of one user in `chat_id`.
-    pub fn user(chat_id: impl Into<String>, id_type: UserIdType, id: impl Into<String>) -> Target {
+    pub fn user(chat_id: impl Into<Id>, id_type: UserIdType, id: impl Into<Id>) -> Target {
         Target {
             chat_id: chat_id.into(),
             audience: Audience::User {
@@ -48,7 +49,7 @@ impl Target {
     pub fn user_id(&self) -> Option<&str> {
         match &self.audience {
             Audience::Everyone => None,
-            Audience::User { id, .. } => Some(id),
+            Audience::User { id, .. } => Some(id.as_str()),
         }
     }
 

@@ -406,15 +406,15 @@ impl Seen {
             let want = serde_json::to_value(list).expect("buttons as JSON");
             match &target.audience {
                 Audience::Everyone => {
-                    let got = self.chat_buttons.get(&target.chat_id);
+                    let got = self.chat_buttons.get(target.chat_id.as_str());
                     if got != Some(&want) {
                         bad.push(format!("{target}: whole-chat list {got:?}, want {want}"));
                     }
                 }
                 Audience::User { id_type, id } => {
-                    let got = self
-                        .users
-                        .get(&(target.chat_id.clone(), *id_type, id.clone()));
+                    let got =
+                        self.users
+                            .get(&(target.chat_id.to_string(), *id_type, id.to_string()));
                     match got {
                         Some((source, buttons)) if source == "user" && *buttons == want => {}
                         other => bad.push(format!("{target}: sees {other:?}, want {want}")),
@@ -1414,7 +1414,7 @@ async fn chat_limits_the_calls_to_the_chats_named() {
     );
     let chats: BTreeSet<String> = recorded(dir.path())
         .into_keys()
-        .map(|t| t.chat_id)
+        .map(|t| t.chat_id.to_string())
         .collect();
     assert_eq!(
         chats,

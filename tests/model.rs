@@ -290,7 +290,7 @@ fn check_records(cfg: &Cfg, state: &AppliedState, seen: &Seen) -> Result<(), Str
         let shown = r.shown().cloned();
         match &t.audience {
             Audience::Everyone => {
-                let got = seen.chat_buttons.get(&t.chat_id).cloned().flatten();
+                let got = seen.chat_buttons.get(t.chat_id.as_str()).cloned().flatten();
                 if got != shown {
                     return Err(format!(
                         "{t}: recorded {shown:?}, the emulator shows {got:?}"
@@ -306,7 +306,7 @@ fn check_records(cfg: &Cfg, state: &AppliedState, seen: &Seen) -> Result<(), Str
                 if r.follows() && declared_people.get(&key).is_some_and(|d| *d != t) {
                     continue;
                 }
-                let got = seen.persons.get(&(t.chat_id.clone(), p)).cloned();
+                let got = seen.persons.get(&(t.chat_id.to_string(), p)).cloned();
                 if got != shown {
                     return Err(format!(
                         "{t}: recorded {shown:?}, the emulator shows {got:?}"

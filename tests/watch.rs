@@ -581,7 +581,7 @@ async fn sigterm_during_a_long_apply_exits_cleanly_with_every_sent_call_recorded
         .expect("load the state")
         .targets
         .keys()
-        .map(|t| t.chat_id.clone())
+        .map(|t| t.chat_id.to_string())
         .collect();
     assert_eq!(recorded, answered, "every call sent is recorded, no other");
 

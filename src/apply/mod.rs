@@ -245,7 +245,7 @@ pub async fn apply(
                 for (target, ..) in &call.targets {
                     match target.user_id().and_then(|u| refused.get(u)) {
                         Some(why) => report.waiting.push(Failure {
-                            chat_id: target.chat_id.clone(),
+                            chat_id: target.chat_id.to_string(),
                             target: target.audience_label().to_owned(),
                             reason: (*why).to_owned(),
                         }),
@@ -288,7 +288,7 @@ pub async fn apply(
                 };
                 for (target, ..) in &call.targets {
                     list.push(Failure {
-                        chat_id: target.chat_id.clone(),
+                        chat_id: target.chat_id.to_string(),
                         target: target.audience_label().to_owned(),
                         reason: e.to_string(),
                     });
@@ -456,7 +456,7 @@ fn skip(report: &mut ApplyReport, r: &RequestDoc, why: &str) {
     report.calls_failed += 1;
     for (target, _) in PlanDoc::request_targets(r) {
         report.failures.push(Failure {
-            chat_id: target.chat_id.clone(),
+            chat_id: target.chat_id.to_string(),
             target: target.audience_label().to_owned(),
             reason: why.to_owned(),
         });

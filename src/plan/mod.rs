@@ -432,7 +432,8 @@ pub fn plan_in<'a>(
     scope: Scope<'_>,
     tally: &mut dyn FnMut(&str, ChatTally),
 ) -> Plan<'a> {
-    let wanted = |t: &Target| options.chats.is_empty() || options.chats.contains(&t.chat_id);
+    let wanted =
+        |t: &Target| options.chats.is_empty() || options.chats.iter().any(|c| *c == t.chat_id);
     let mut ctx: Ctx<'_, 'a> = Ctx {
         empty: Arc::new(Vec::new()),
         options,

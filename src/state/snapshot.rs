@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppliedState, Binding, OwedReason, Pending, PendingStatus, StateError, TargetRecord};
 use crate::feishu::wire::UserIdType;
+use crate::id::Id;
 use crate::target::{Audience, ButtonList, Target};
 
 /// The snapshot format this build writes.
@@ -416,7 +417,7 @@ fn build(doc: SnapshotDoc, path: &Path) -> Result<AppliedState, StateError> {
     };
 
     let mut targets: Vec<(Target, TargetRecord)> = Vec::with_capacity(total);
-    let mut previous_chat: Option<String> = None;
+    let mut previous_chat: Option<Id> = None;
     for chat in doc.chats {
         if let Some(p) = &previous_chat
             && *p >= chat.chat_id
@@ -497,7 +498,7 @@ struct SnapshotDoc {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChatDoc {
-    chat_id: String,
+    chat_id: Id,
     #[serde(default)]
     everyone: Option<ValueDoc>,
     #[serde(default)]
@@ -540,7 +541,7 @@ impl<'de> Deserialize<'de> for ValueDoc {
 /// A `{"user id": value}` object, kept in file order (a map type would re-sort and silently
 /// merge duplicates).
 #[derive(Default)]
-struct Users(Vec<(String, ValueDoc)>);
+struct Users(Vec<(Id, ValueDoc)>);
 
 impl<'de> Deserialize<'de> for Users {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Users, D::Error> {
@@ -552,7 +553,7 @@ impl<'de> Deserialize<'de> for Users {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Users, A::Error> {
                 let mut users = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some(entry) = map.next_entry::<String, ValueDoc>()? {
+                while let Some(entry) = map.next_entry::<Id, ValueDoc>()? {
                     users.push(entry);
                 }
                 Ok(Users(users))

@@ -277,7 +277,7 @@ pub fn waiting_targets(
             } = &p.status
             {
                 waiting.push(http::WaitingTarget {
-                    chat_id: target.chat_id.clone(),
+                    chat_id: target.chat_id.to_string(),
                     target: state::audience_spec(target),
                     reason: reason.clone(),
                     since: crate::time::rfc3339_seconds(p.since),

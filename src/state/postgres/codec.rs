@@ -14,6 +14,7 @@ use super::super::snapshot::RecordDoc;
 use super::super::{AppliedState, Binding, Record, TargetRecord, audience_spec};
 use super::conn::{answered, describe};
 use crate::feishu::wire::UserIdType;
+use crate::id::Id;
 use crate::target::{Audience, ButtonList, Target};
 
 /// A list's id: the first 128 bits of the SHA-256 of its JSON, in hex. Equal lists get equal
@@ -25,16 +26,16 @@ pub fn list_id(list: &ButtonList) -> String {
 }
 
 /// The target a row names.
-pub fn target_of(chat_id: String, audience: &str) -> Option<Target> {
+pub fn target_of(chat_id: impl Into<Id>, audience: &str) -> Option<Target> {
     if audience == "everyone" {
         return Some(Target::everyone(chat_id));
     }
     let (ty, id) = audience.split_once(':')?;
     Some(Target {
-        chat_id,
+        chat_id: chat_id.into(),
         audience: Audience::User {
             id_type: UserIdType::parse(ty)?,
-            id: id.to_owned(),
+            id: id.into(),
         },
     })
 }
@@ -257,7 +258,7 @@ impl Rows {
                     rows.upsert(target, shown, extra);
                 }
                 Record::Forget { target } => {
-                    rows.gone_chats.push(target.chat_id.clone());
+                    rows.gone_chats.push(target.chat_id.to_string());
                     rows.gone_audiences.push(audience_spec(target));
                 }
             }
@@ -266,7 +267,7 @@ impl Rows {
     }
 
     fn upsert(&mut self, target: &Target, shown: Option<String>, extra: Option<String>) {
-        self.chats.push(target.chat_id.clone());
+        self.chats.push(target.chat_id.to_string());
         self.audiences.push(audience_spec(target));
         self.shown.push(shown);
         self.extra.push(extra);
@@ -357,6 +358,6 @@ mod tests {
         ] {
             assert_eq!(target_of(t.chat_id.clone(), &audience_spec(&t)), Some(t));
         }
-        assert_eq!(target_of("oc".into(), "nobody"), None);
+        assert_eq!(target_of("oc", "nobody"), None);
     }
 }
