@@ -217,7 +217,7 @@ impl Decoder<'_> {
             for item in items {
                 match &item.value {
                     Value::Map(_) => sources.extend(self.source(item)),
-                    _ => ids.extend(self.string(item, &what)),
+                    _ => ids.extend(self.id(item, &what)),
                 }
             }
             out.push((name, ids, sources));
@@ -316,7 +316,7 @@ impl Decoder<'_> {
         for (key, _, v) in fields {
             match key {
                 "user_sets" => a.user_sets = self.strings(v, "user_sets"),
-                "users" => a.users = self.strings(v, "users"),
+                "users" => a.users = self.ids(v, "users"),
                 "everyone" => match v.value {
                     Value::Bool(b) => {
                         a.everyone = Some(At {

@@ -8,6 +8,7 @@ use super::diag::{Diagnostic, FileId, Report};
 use super::people::Source;
 use super::yaml::{Node, Pos, Value};
 use crate::feishu::wire::{ActionType, ButtonType, UserIdType};
+use crate::id::Id;
 
 mod decode;
 
@@ -29,7 +30,7 @@ pub struct RawFile {
 
 /// A user set: its name, the users it lists (ids, emails, mobiles), and the directory sources
 /// it draws people from.
-pub type RawUserSet = (At<String>, Vec<At<String>>, Vec<At<Source>>);
+pub type RawUserSet = (At<String>, Vec<At<Id>>, Vec<At<Source>>);
 
 /// A button as written (named under `buttons:` or inline in an assignment).
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +73,7 @@ pub struct RawChat {
 pub struct RawAssign {
     pub pos: Pos,
     pub user_sets: Vec<At<String>>,
-    pub users: Vec<At<String>>,
+    pub users: Vec<At<Id>>,
     pub everyone: Option<At<bool>>,
     /// `None` when `buttons:` is missing (an error) or not a list.
     pub buttons: Option<At<Vec<RawButtonRef>>>,
@@ -199,6 +200,30 @@ impl Decoder<'_> {
             _ => {
                 self.wrong_type(node, what, "a string");
                 None
+            }
+        }
+    }
+
+    /// A user as written (an id, an email, a mobile): inline, as most are short.
+    fn id(&mut self, node: &Node, what: &str) -> Option<At<Id>> {
+        match &node.value {
+            Value::Str(s) => Some(At {
+                value: Id::new(s),
+                pos: node.pos,
+            }),
+            _ => {
+                self.wrong_type(node, what, "a string");
+                None
+            }
+        }
+    }
+
+    fn ids(&mut self, node: &Node, what: &str) -> Vec<At<Id>> {
+        match &node.value {
+            Value::Seq(items) => items.iter().filter_map(|n| self.id(n, what)).collect(),
+            _ => {
+                self.wrong_type(node, &format!("`{what}` list"), "a list");
+                Vec::new()
             }
         }
     }

@@ -9,6 +9,7 @@ use super::people::{People, Source};
 use super::raw::{At, RawButton, RawButtonRef, RawChat, RawFile, RawUrl, suggest};
 use super::yaml::Pos;
 use crate::desired::DesiredState;
+use crate::id::Id;
 use crate::feishu::wire::{self, ActionType, ButtonType, MultiUrl, Text, UserIdType, api};
 use crate::target::{ButtonList, Target};
 
@@ -413,7 +414,7 @@ struct Defs<'a> {
 struct SetDef<'a> {
     file: FileId,
     pos: Pos,
-    ids: &'a [At<String>],
+    ids: &'a [At<Id>],
     sources: &'a [At<Source>],
 }
 
