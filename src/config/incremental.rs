@@ -9,6 +9,12 @@
 //! `buttons:` or `user_sets:` changed (any chat may use them), when a file does not parse, or
 //! when the last reload found errors, or when the people the config names changed: the
 //! directory's `feedbuttons.lock` (its bytes differ), or the live members given instead.
+//!
+//! A file's text is kept only while a diagnostic points into it, or it did not parse: a
+//! digest stands for it otherwise (a million targets are 50 MB of YAML, which the daemon would
+//! hold at idle). A diagnostic that comes to point into an unchanged file later reads the file
+//! again for its lines, as it was when parsed (its digest says so; a file changed since shows
+//! no lines, and is parsed again at the next reload, its stamp having moved).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -37,6 +43,14 @@ struct CachedFile {
     diagnostics: Vec<Diagnostic>,
     /// `None` when it could not be read or parsed.
     raw: Option<RawFile>,
+    /// The SHA-256 of its text, which stands for the text once that is let go.
+    digest: [u8; 32],
+    /// Its text was let go (see the module's doc): its source holds an empty text.
+    text_dropped: bool,
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
 }
 
 /// What a file's metadata says of its content: a file with the same stamp as when it was read,
@@ -228,10 +242,14 @@ impl ConfigCache {
         let mut changed: Vec<(FileId, Option<RawFile>)> = Vec::new();
         for (i, (rel, r)) in rels.iter().zip(&read).enumerate() {
             match old.remove(rel) {
-                Some((mut f, text))
-                    if f.read_ok && r.problem.is_none() && (unread[i] || text == r.source.text) =>
+                Some((mut f, _))
+                    if f.read_ok
+                        && r.problem.is_none()
+                        && (unread[i] || f.digest == digest(&r.source.text)) =>
                 {
                     f.stamp = stamps[i].take();
+                    // Read again, its text is here again.
+                    f.text_dropped &= unread[i];
                     // Same text, maybe at another place in the list: its diagnostics say so.
                     for d in &mut f.diagnostics {
                         for l in &mut d.labels {
@@ -289,6 +307,8 @@ impl ConfigCache {
                 read_ok,
                 diagnostics,
                 raw,
+                digest: digest(&r.source.text),
+                text_dropped: false,
             });
         }
         let files: Vec<CachedFile> = files.into_iter().flatten().collect();
@@ -338,6 +358,7 @@ impl ConfigCache {
         desired.people = self.people_labels.clone();
         desired.open_ids_of = self.people.open_id_app();
         report.sort();
+        self.keep_texts_for(dir, &report);
         self.clean = all_parsed && !report.has_errors();
         let desired = (!report.has_errors()).then_some(desired);
         Ok(Reload {
@@ -346,6 +367,39 @@ impl ConfigCache {
             desired,
             chats,
         })
+    }
+
+    /// Keeps the text of each file that a diagnostic of `report` points into, or that did not
+    /// parse, reading it again where it was let go; lets the others' go.
+    fn keep_texts_for(&mut self, dir: &Path, report: &Report) {
+        let mut needed = vec![false; self.files.len()];
+        for l in report.diagnostics.iter().flat_map(|d| &d.labels) {
+            if let Some(n) = needed.get_mut(l.file) {
+                *n = true;
+            }
+        }
+        for ((f, source), needed) in self
+            .files
+            .iter_mut()
+            .zip(&mut self.sources.files)
+            .zip(needed)
+        {
+            if needed || f.raw.is_none() {
+                if f.text_dropped {
+                    // As parsed, or not at all: a file changed since is parsed at the next
+                    // reload.
+                    if let Ok(text) = std::fs::read_to_string(dir.join(&f.rel))
+                        && digest(&text) == f.digest
+                    {
+                        source.text = text;
+                        f.text_dropped = false;
+                    }
+                }
+            } else if !f.text_dropped {
+                source.text = String::new();
+                f.text_dropped = true;
+            }
+        }
     }
 
     /// Makes the next reload check every chat (parsing only the files that changed).

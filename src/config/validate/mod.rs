@@ -9,8 +9,8 @@ use super::people::{People, Source};
 use super::raw::{At, RawButton, RawButtonRef, RawChat, RawFile, RawUrl, suggest};
 use super::yaml::Pos;
 use crate::desired::DesiredState;
-use crate::id::Id;
 use crate::feishu::wire::{self, ActionType, ButtonType, MultiUrl, Text, UserIdType, api};
+use crate::id::Id;
 use crate::target::{ButtonList, Target};
 
 mod chat;
