@@ -93,8 +93,8 @@ fn button(text: &str) -> Button {
 /// A request: no `users` means the whole chat.
 fn request(chat: &str, users: &[&str], texts: &[&str]) -> ChatButtonRequest {
     ChatButtonRequest {
-        user_ids: (!users.is_empty()).then(|| users.iter().map(|u| u.to_string()).collect()),
-        chat_id: chat.to_owned(),
+        user_ids: (!users.is_empty()).then(|| users.iter().map(|u| (*u).into()).collect()),
+        chat_id: chat.into(),
         buttons: Buttons {
             buttons: texts.iter().map(|t| button(t)).collect(),
         },

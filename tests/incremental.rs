@@ -366,7 +366,7 @@ fn apply(state: &mut AppliedState, settle: &[Record], doc: &PlanDoc, faults: &[u
                     .map(|id| FailedUserReason {
                         error_code: 1,
                         error_message: "not in the chat".to_owned(),
-                        user_id: id.clone(),
+                        user_id: id.to_string(),
                     })
                     .into_iter()
                     .collect();

@@ -167,7 +167,7 @@ async fn a_whole_chat_change_is_recorded_at_once_and_a_refused_user_alone_waits(
     assert_eq!(doc.requests.len(), 1, "{doc:?}");
     assert_eq!(
         doc.requests[0].body.user_ids.as_deref(),
-        Some(&["ou_b".to_owned()][..])
+        Some(&["ou_b".into()][..])
     );
     assert_eq!(sees(&emulator, "ou_a").await, ["Mine"]);
     assert_eq!(sees(&emulator, "ou_b").await, ["Mine"]);

@@ -141,7 +141,7 @@ fn whole_chat_change_resends_the_chats_users_after_it() {
     );
     assert_eq!(
         p.requests[1].body.user_ids,
-        Some(vec!["ou_a".to_owned(), "ou_b".to_owned()])
+        Some(vec!["ou_a".into(), "ou_b".into()])
     );
     assert!(
         p.requests[1]
@@ -398,10 +398,7 @@ fn apply_to_model(applied: &AppliedMap, p: &Plan) -> Model {
             match (&r.body.user_ids, &c.target.audience) {
                 (None, Audience::Everyone) => {}
                 (Some(ids), Audience::User { id, .. }) => {
-                    assert!(
-                        ids.iter().any(|i| *i == *id),
-                        "a change rides in its own call"
-                    )
+                    assert!(ids.contains(id), "a change rides in its own call")
                 }
                 _ => panic!("a change in the wrong kind of call"),
             }

@@ -690,7 +690,7 @@ async fn resync_restores_buttons_something_else_changed() {
             UserIdType::OpenId,
             &ChatButtonRequest {
                 user_ids: None,
-                chat_id: "oc_rs1".to_owned(),
+                chat_id: "oc_rs1".into(),
                 buttons: Buttons {
                     buttons: vec![button("Theirs")],
                 },

@@ -169,7 +169,7 @@ pub async fn apply(
         while !stopping && in_flight.len() < concurrency.max(1) {
             let Some(i) = schedule.next() else { break };
             let r = &requests[i];
-            if dead_chats.contains(&r.body.chat_id) {
+            if dead_chats.contains(r.body.chat_id.as_str()) {
                 skip(&mut report, r, "the bot is not in this chat");
                 done += 1;
                 progress.call_done(done, total);
@@ -260,9 +260,9 @@ pub async fn apply(
             }
             Err(e) => {
                 if matches!(e.final_error(), CallError::BotNotInChat { .. })
-                    && dead_chats.insert(r.body.chat_id.clone())
+                    && dead_chats.insert(r.body.chat_id.to_string())
                 {
-                    report.bot_not_in.push(r.body.chat_id.clone());
+                    report.bot_not_in.push(r.body.chat_id.to_string());
                 }
                 if e.is_fatal() {
                     report.fatal.get_or_insert_with(|| e.to_string());

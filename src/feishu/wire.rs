@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::id::Id;
+
 /// The `user_id_type` query parameter: which kind of id `user_ids` holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -151,8 +153,8 @@ pub struct Buttons {
 pub struct ChatButtonRequest {
     /// Absent for a whole-chat request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_ids: Option<Vec<String>>,
-    pub chat_id: String,
+    pub user_ids: Option<Vec<Id>>,
+    pub chat_id: Id,
     /// Always sent, even when empty: an omitted list is not documented to clear.
     pub buttons: Buttons,
 }

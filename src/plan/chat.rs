@@ -2,6 +2,7 @@
 //! in phases (whole-chat, leaving users, the rest), batched up to the API's 20 users a call.
 
 use super::*;
+use crate::id::Id;
 
 /// A chat's calls go in phases: its whole-chat call, then the calls for users leaving the
 /// config (they all carry the chat's whole-chat list), then the rest.
@@ -316,7 +317,7 @@ impl<'a> Ctx<'_, 'a> {
                     user_id_type: UserIdType::OpenId,
                     body: wire::ChatButtonRequest {
                         user_ids: None,
-                        chat_id: chat_id.to_owned(),
+                        chat_id: chat_id.into(),
                         buttons: wire::Buttons {
                             buttons: change.new.to_vec(),
                         },
@@ -366,13 +367,13 @@ impl<'a> Ctx<'_, 'a> {
                 }
                 let user_ids = chunk
                     .iter()
-                    .filter_map(|c| c.target.user_id().map(str::to_owned))
+                    .filter_map(|c| c.target.user_id().map(Id::new))
                     .collect();
                 self.requests.push(Request {
                     user_id_type: id_type,
                     body: wire::ChatButtonRequest {
                         user_ids: Some(user_ids),
-                        chat_id: chat_id.to_owned(),
+                        chat_id: chat_id.into(),
                         buttons: wire::Buttons {
                             buttons: list.to_vec(),
                         },

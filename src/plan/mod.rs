@@ -509,8 +509,8 @@ pub fn plan_in<'a>(
         .iter()
         .filter_map(|r: &Request| {
             chat_names
-                .get(&r.body.chat_id)
-                .map(|n| (r.body.chat_id.clone(), n.clone()))
+                .get(r.body.chat_id.as_str())
+                .map(|n| (r.body.chat_id.to_string(), n.clone()))
         })
         .collect();
     Plan {

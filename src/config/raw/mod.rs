@@ -220,7 +220,13 @@ impl Decoder<'_> {
 
     fn ids(&mut self, node: &Node, what: &str) -> Vec<At<Id>> {
         match &node.value {
-            Value::Seq(items) => items.iter().filter_map(|n| self.id(n, what)).collect(),
+            Value::Seq(items) => {
+                // Sized up front: the daemon keeps these lists, and growing one by doubling
+                // leaves it up to half empty.
+                let mut ids = Vec::with_capacity(items.len());
+                ids.extend(items.iter().filter_map(|n| self.id(n, what)));
+                ids
+            }
             _ => {
                 self.wrong_type(node, &format!("`{what}` list"), "a list");
                 Vec::new()
