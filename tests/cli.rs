@@ -349,7 +349,7 @@ async fn a_signal_after_every_call_went_out_stops_nothing_and_says_so() {
     let (emu, dir) = slow_apply(1, Duration::from_millis(1500)).await;
     let admin = Admin::of(&emu);
     let run = Background::spawn(apply_cmd(&emu, dir.path(), &[]));
-    wait_for_request(&admin).await;
+    wait_for_request(&admin, dir.path()).await;
     signal(&run, "TERM");
     let out = run.wait().await;
     out.assert_code(143).assert_stderr(
@@ -361,11 +361,11 @@ async fn a_signal_after_every_call_went_out_stops_nothing_and_says_so() {
     assert_eq!(plan.status.code(), Some(0), "{}", util::stdout(&plan));
 }
 
-/// Waits until the emulator has received a chat-button call (it logs calls once answered, so
-/// this watches its request counter through the in-flight latency instead).
-async fn wait_for_request(admin: &Admin) {
-    // The call is sent right after the token: wait for the token, then a little for the call
-    // to be on the wire.
+/// Waits until the first chat-button call of a run on a new state in `dir` is on the wire (the
+/// emulator logs calls once answered, so this watches the token, then the state's journal: the
+/// call's mark is written just before it is sent, after the binding).
+async fn wait_for_request(admin: &Admin, dir: &std::path::Path) {
+    let journal = dir.join(".feedbuttons/state.journal");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let log = admin.get("/_emulator/requests").await;
@@ -373,8 +373,10 @@ async fn wait_for_request(admin: &Admin) {
             r.iter()
                 .any(|x| x["path"].as_str().is_some_and(|p| p.contains("token")))
         });
-        if token_seen {
-            tokio::time::sleep(Duration::from_millis(400)).await;
+        let marked = std::fs::read_to_string(&journal).is_ok_and(|j| j.lines().count() >= 2);
+        if token_seen && marked {
+            // And a little for the call to leave after its mark.
+            tokio::time::sleep(Duration::from_millis(200)).await;
             return;
         }
         assert!(std::time::Instant::now() < deadline, "no request in time");

@@ -110,14 +110,16 @@ async fn send(
     mut writer: Box<dyn StateWriter>,
 ) -> Result<(ApplyReport, Option<Signal>), Error> {
     let connection = &settings.connection;
+    // Listening from before the first request: a signal while the credentials are checked or
+    // the state bound stops the run before any call, and says so, instead of killing it.
+    let signal = Arc::new(OnceLock::new());
+    let stop = stop_on_signal(Arc::clone(&signal));
     connection
         .client
         .check_credentials()
         .await
         .map_err(refused)?;
     writer.bind(&connection.binding).map_err(refused)?;
-    let signal = Arc::new(OnceLock::new());
-    let stop = stop_on_signal(Arc::clone(&signal));
     let mut progress = term::Progress::new(doc.requests.len(), connection.rate_limit);
     let report = crate::apply::apply(
         doc,
