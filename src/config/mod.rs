@@ -24,7 +24,7 @@ pub const MAX_NODES_PER_FILE: usize = 5_000_000;
 
 /// The stack of a thread that parses files: room for the parser's recursion down to the depth
 /// limit with a wide margin, in a debug build too.
-const PARSER_STACK_BYTES: usize = 32 << 20;
+pub(crate) const PARSER_STACK_BYTES: usize = 32 << 20;
 
 /// A directory that cannot be loaded at all (as opposed to a config with errors in it).
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 //! The typed decoding (`raw.rs`) walks this tree itself, so that it can report every unknown field
 //! and every wrong type in a file instead of stopping at the first, as serde's derive would.
 
+use crate::id::Id;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
@@ -46,7 +47,8 @@ pub enum Value {
     Bool(bool),
     Int(i128),
     Float(f64),
-    Str(String),
+    /// Inline when short (keys, ids, names): a config holds a million of them.
+    Str(Id),
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -120,10 +122,10 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Float(v))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::Str(v.to_owned()))
+        Ok(Value::Str(Id::new(v)))
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::Str(v))
+        Ok(Value::Str(Id::from(v)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));

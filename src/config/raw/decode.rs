@@ -335,7 +335,7 @@ impl Decoder<'_> {
                                 .enumerate()
                                 .filter_map(|(i, n)| match &n.value {
                                     Value::Str(s) => Some(RawButtonRef::Named(At {
-                                        value: s.clone(),
+                                        value: s.to_string(),
                                         pos: n.pos,
                                     })),
                                     Value::Map(_) => self

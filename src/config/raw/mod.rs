@@ -194,7 +194,7 @@ impl Decoder<'_> {
     fn string(&mut self, node: &Node, what: &str) -> Option<At<String>> {
         match &node.value {
             Value::Str(s) => Some(At {
-                value: s.clone(),
+                value: s.to_string(),
                 pos: node.pos,
             }),
             _ => {
@@ -208,7 +208,7 @@ impl Decoder<'_> {
     fn id(&mut self, node: &Node, what: &str) -> Option<At<Id>> {
         match &node.value {
             Value::Str(s) => Some(At {
-                value: Id::new(s),
+                value: s.clone(),
                 pos: node.pos,
             }),
             _ => {

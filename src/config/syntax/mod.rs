@@ -368,10 +368,21 @@ mod tests {
 
     #[test]
     fn a_limit_is_named_with_its_value() {
+        // On a stack as large as the parsing threads' (a debug build recurses deep).
         let parse = |text: &str| {
-            let mut report = crate::config::diag::Report::default();
-            assert!(crate::config::parse_with_limit(0, text, 1_000, &mut report).is_none());
-            report.diagnostics.remove(0)
+            let text = text.to_owned();
+            std::thread::Builder::new()
+                .stack_size(crate::config::PARSER_STACK_BYTES)
+                .spawn(move || {
+                    let mut report = crate::config::diag::Report::default();
+                    assert!(
+                        crate::config::parse_with_limit(0, &text, 1_000, &mut report).is_none()
+                    );
+                    report.diagnostics.remove(0)
+                })
+                .expect("a thread")
+                .join()
+                .expect("no panic")
         };
         let d = parse(&format!("a: {}1{}\n", "[".repeat(70), "]".repeat(70)));
         assert_eq!(d.code, "yaml-too-deep");

@@ -17,8 +17,15 @@ impl Validator<'_> {
         // (id type, user id) -> index into `origins`, for finding users assigned twice.
         // A fast hash: these maps see every user of the config (the ids come from the
         // config's own files, not from strangers).
-        let mut seen: foldhash::HashMap<(UserIdType, &str), usize> = Default::default();
-        let mut origins: Vec<Origin> = Vec::new();
+        // Sized for the users written in the chat (set members come on top).
+        let named: usize = places
+            .iter()
+            .flat_map(|(_, _, chat)| &chat.assign)
+            .map(|a| 1 + a.users.len() + a.user_sets.len())
+            .sum();
+        let mut seen: foldhash::HashMap<(UserIdType, &str), usize> =
+            foldhash::HashMap::with_capacity_and_hasher(named, Default::default());
+        let mut origins: Vec<Origin> = Vec::with_capacity(named);
         let mut twice: BTreeMap<(usize, usize), Vec<&str>> = BTreeMap::new();
         // Users named twice within one assignment: (first place, second place) -> ids.
         let mut repeated: BTreeMap<(usize, usize), Vec<&str>> = BTreeMap::new();
@@ -110,7 +117,7 @@ impl Validator<'_> {
                 }
 
                 // The users of this assignment, each with the place that named it.
-                let mut members: Vec<(&str, usize)> = Vec::new();
+                let mut members: Vec<(&str, usize)> = Vec::with_capacity(a.users.len());
                 for u in &a.users {
                     origins.push(Origin {
                         file: *file,
@@ -172,7 +179,8 @@ impl Validator<'_> {
                         members.extend(ids.iter().map(|id| (id.as_str(), o)));
                     }
                 }
-                let mut in_this: foldhash::HashMap<&str, usize> = Default::default();
+                let mut in_this: foldhash::HashMap<&str, usize> =
+                    foldhash::HashMap::with_capacity_and_hasher(members.len(), Default::default());
                 for (id, o) in members {
                     if let Some(&o0) = in_this.get(id) {
                         // Named twice in one assignment: harmless, but one of the two is dead

@@ -48,13 +48,29 @@ impl IdProblem {
         if id.is_empty() {
             return Some(IdProblem::Empty);
         }
+        // Bytes first: a million ids are checked, and almost all are plain ASCII.
         let bad = match prefix {
             Some(p) => match id.strip_prefix(p) {
+                Some(rest)
+                    if !rest.is_empty()
+                        && rest
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+                {
+                    None
+                }
                 Some(rest) if !rest.is_empty() => rest
                     .chars()
                     .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')),
                 _ => return Some(IdProblem::Prefix(p)),
             },
+            // Printable ASCII but `/ ? #` is none of the characters looked for.
+            None if id
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#')) =>
+            {
+                None
+            }
             None => id.chars().find(|c| {
                 c.is_whitespace() || c.is_control() || is_invisible(*c) || "/?#".contains(*c)
             }),
@@ -62,9 +78,12 @@ impl IdProblem {
         if let Some(c) = bad {
             return Some(IdProblem::Char(c));
         }
-        let n = id.chars().count();
-        if n > MAX_ID_CHARS {
-            return Some(IdProblem::TooLong(n));
+        // No more characters than bytes.
+        if id.len() > MAX_ID_CHARS {
+            let n = id.chars().count();
+            if n > MAX_ID_CHARS {
+                return Some(IdProblem::TooLong(n));
+            }
         }
         // Any case: a person reads `Everyone` in a plan as the whole chat too.
         if prefix.is_none() && id.eq_ignore_ascii_case(WHOLE_CHAT_LABEL) {

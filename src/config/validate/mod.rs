@@ -236,7 +236,12 @@ fn validate_in(
     let waiting = std::mem::take(&mut v.waiting);
     show_waiting(v.report, &blocking, waiting);
 
-    desired.targets = targets.into_iter().flatten().collect();
+    // One vector, sized, which the map takes as it is (it sorts it: a run, already sorted).
+    let mut all = Vec::with_capacity(targets.iter().map(Vec::len).sum());
+    for run in targets {
+        all.extend(run);
+    }
+    desired.targets = all.into_iter().collect();
     desired
 }
 
@@ -279,7 +284,10 @@ fn check_run<'a>(
         waiting: Vec::new(),
     };
     let mut used_sets: Vec<&'a str> = Vec::new();
-    let mut targets: Vec<(Target, Arc<ButtonList>)> = Vec::new();
+    // Sized up front (a user set counts one): growing half a million targets by doubling
+    // copies them all again.
+    let mut targets: Vec<(Target, Arc<ButtonList>)> =
+        Vec::with_capacity(chats.iter().map(chat_weight).sum());
     let mut checked = Vec::with_capacity(chats.len());
     for (chat_id, places) in chats {
         let marks = (v.report.diagnostics.len(), used_sets.len(), targets.len());
@@ -307,17 +315,19 @@ fn check_run<'a>(
 /// Below this many users and sets named in all, the chats are checked on one thread.
 const PARALLEL_MIN_WEIGHT: usize = 20_000;
 
+/// The work of checking a chat: its assignments, and the users and sets they name.
+fn chat_weight((_, places): &ChatPlaces) -> usize {
+    places
+        .iter()
+        .flat_map(|(_, _, chat)| &chat.assign)
+        .map(|a| 1 + a.users.len() + a.user_sets.len())
+        .sum()
+}
+
 /// Contiguous runs of `chats` of about equal work: one per core for a large config (`parts`
 /// forces a number), a single run for a small one.
 fn split_runs(chats: &[ChatPlaces], parts: Option<usize>) -> Vec<std::ops::Range<usize>> {
-    let weight = |(_, places): &ChatPlaces| -> usize {
-        places
-            .iter()
-            .flat_map(|(_, _, chat)| &chat.assign)
-            .map(|a| 1 + a.users.len() + a.user_sets.len())
-            .sum()
-    };
-    let weights: Vec<usize> = chats.iter().map(weight).collect();
+    let weights: Vec<usize> = chats.iter().map(chat_weight).collect();
     let total: usize = weights.iter().sum();
     let parts = parts.unwrap_or_else(|| {
         if total < PARALLEL_MIN_WEIGHT {
