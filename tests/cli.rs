@@ -383,3 +383,50 @@ async fn wait_for_request(admin: &Admin, dir: &std::path::Path) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_the_token_request_is_retried_stops_the_run_at_once_with_its_code() {
+    let (emu, dir) = slow_apply(3, Duration::ZERO).await;
+    let admin = Admin::of(&emu);
+    // The token endpoint fails for a long while: the credentials check backs off and retries
+    // (half a minute of patience).
+    admin
+        .faults(serde_json::json!({"server_errors_next": 1000, "token_endpoint": true}))
+        .await;
+    let run = Background::spawn(apply_cmd(&emu, dir.path(), &["--format", "json"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = admin.get("/_emulator/requests").await;
+        let tokens = log["requests"].as_array().map_or(0, |r| {
+            r.iter()
+                .filter(|x| x["path"].as_str().is_some_and(|p| p.contains("token")))
+                .count()
+        });
+        if tokens >= 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no token request in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = std::time::Instant::now();
+    signal(&run, "INT");
+    let out = run.wait().await;
+    // Stopped by the signal, not by the credentials check giving up half a minute later.
+    out.assert_code(130).assert_stderr("SIGINT: stopping");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "the run went on for {:?} after SIGINT: {out:?}",
+        signalled.elapsed()
+    );
+    let v: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
+    assert_eq!(v["result"]["interrupted_by"], "SIGINT", "{v}");
+    assert_eq!(v["result"]["calls"]["not_sent"], 3, "{v}");
+    assert!(admin.calls().await.is_empty(), "a call went out");
+    // Nothing was recorded: the next plan still has every call to make.
+    let plan = util::run(dir.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", util::stdout(&plan));
+}

@@ -114,11 +114,20 @@ async fn send(
     // the state bound stops the run before any call, and says so, instead of killing it.
     let signal = Arc::new(OnceLock::new());
     let stop = stop_on_signal(Arc::clone(&signal));
-    connection
-        .client
-        .check_credentials()
-        .await
-        .map_err(refused)?;
+    // The check retries for half a minute while the token endpoint fails: a signal ends it
+    // there, and the run with nothing sent.
+    let mut signalled = stop.clone();
+    tokio::select! {
+        checked = connection.client.check_credentials() => checked.map_err(refused)?,
+        Ok(_) = signalled.wait_for(|s| *s) => {
+            let report = ApplyReport {
+                calls_not_sent: doc.requests.len(),
+                interrupted: true,
+                ..ApplyReport::default()
+            };
+            return Ok((report, signal.get().copied()));
+        }
+    }
     writer.bind(&connection.binding).map_err(refused)?;
     let mut progress = term::Progress::new(doc.requests.len(), connection.rate_limit);
     let report = crate::apply::apply(
