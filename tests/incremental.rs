@@ -614,3 +614,59 @@ fn an_edit_checks_only_the_chats_its_file_declares() {
     let p = inc.plan(&desired, second.chats.as_ref(), &state, &options(1_000_100));
     assert_eq!((p.summary.change, p.summary.unchanged), (1, CHATS - 1));
 }
+
+/// A file edited in place with its size and time kept (`cp -p`, `rsync --inplace -t`) looks
+/// unchanged by its stamp. Once a diagnostic points into it, its text is read again for its
+/// lines, and that shows it changed: the next reload parses it again, and finds what a full
+/// reload finds, instead of trusting the stamp and the old parse for good.
+#[test]
+fn a_file_found_changed_when_read_again_for_its_lines_is_parsed_at_the_next_reload() {
+    use std::collections::BTreeSet;
+    use std::time::{Duration, SystemTime};
+
+    use feedbuttons::config::incremental::ConfigCache;
+
+    let dir = Dir::new();
+    let chat = |user: &str| {
+        format!(
+            "version: 1\nchats:\n  - chat_id: oc_one\n    assign:\n      - users: [{user}]\n        buttons:\n          - {{text: Runbook, url: 'https://wiki.example.com'}}\n"
+        )
+    };
+    let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+    let long_ago = SystemTime::now() - Duration::from_secs(3600);
+    let write_kept_time = |text: &str| {
+        std::fs::write(&a, text).expect("write");
+        std::fs::File::options()
+            .write(true)
+            .open(&a)
+            .and_then(|f| f.set_modified(long_ago))
+            .expect("date the file");
+    };
+    write_kept_time(&chat("ou_1"));
+    std::fs::write(&b, chat("ou_3")).expect("write");
+    let mut cache = ConfigCache::default();
+    let first = cache
+        .reload(dir.path(), &BTreeSet::new(), None)
+        .expect("a directory");
+    assert!(first.report.diagnostics.is_empty(), "{:?}", first.report);
+
+    // a.yaml now assigns ou_2 (same size, same time, same inode); b.yaml assigns ou_1, which
+    // the old a.yaml assigned too: the cache, trusting a.yaml's stamp, sees ou_1 twice.
+    write_kept_time(&chat("ou_2"));
+    std::fs::write(&b, chat("ou_1")).expect("write");
+    let full = feedbuttons::config::load_dir(dir.path()).expect("a directory");
+    assert!(full.report.diagnostics.is_empty(), "{:?}", full.report);
+    let _ = cache
+        .reload(dir.path(), &BTreeSet::new(), None)
+        .expect("a directory");
+
+    // Nothing changes any more: the edit found when a.yaml was read again is not missed.
+    let again = cache
+        .reload(dir.path(), &BTreeSet::new(), None)
+        .expect("a directory");
+    assert_eq!(
+        again.report.render_text(again.sources),
+        full.report.render_text(&full.sources)
+    );
+    assert!(again.desired.is_some(), "the config is valid");
+}

@@ -14,7 +14,7 @@
 //! digest stands for it otherwise (a million targets are 50 MB of YAML, which the daemon would
 //! hold at idle). A diagnostic that comes to point into an unchanged file later reads the file
 //! again for its lines, as it was when parsed (its digest says so; a file changed since shows
-//! no lines, and is parsed again at the next reload, its stamp having moved).
+//! no lines, and is parsed again at the next reload, whether its stamp moved or not).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -387,12 +387,14 @@ impl ConfigCache {
             if needed || f.raw.is_none() {
                 if f.text_dropped {
                     // As parsed, or not at all: a file changed since is parsed at the next
-                    // reload.
-                    if let Ok(text) = std::fs::read_to_string(dir.join(&f.rel))
-                        && digest(&text) == f.digest
-                    {
-                        source.text = text;
-                        f.text_dropped = false;
+                    // reload, even if its stamp did not move. Read as the config is (never
+                    // waiting on a FIFO, nor reading a device without end).
+                    match super::read_config_file(&dir.join(&f.rel)).map(String::from_utf8) {
+                        Ok(Ok(text)) if digest(&text) == f.digest => {
+                            source.text = text;
+                            f.text_dropped = false;
+                        }
+                        _ => f.stamp = None,
                     }
                 }
             } else if !f.text_dropped {
@@ -410,5 +412,61 @@ impl ConfigCache {
     /// The config's files as last read.
     pub fn sources(&self) -> &Sources {
         &self.sources
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use crate::config::yaml::Pos;
+
+    /// A file whose text was let go, replaced by a FIFO after the reload took its stamp and
+    /// before a diagnostic came to point into it: reading its lines again must not wait for
+    /// a writer that never comes (the daemon would hang), as reading the config never does.
+    #[test]
+    fn reading_a_file_again_for_its_lines_does_not_hang_on_a_fifo() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let a = dir.path().join("a.yaml");
+        std::fs::write(
+            &a,
+            "version: 1\nchats:\n  - chat_id: oc_one\n    assign:\n      - users: [ou_1]\n        buttons:\n          - {text: Runbook, url: 'https://wiki.example.com'}\n",
+        )
+        .expect("write");
+        let mut cache = ConfigCache::default();
+        let first = cache
+            .reload(dir.path(), &BTreeSet::new(), None)
+            .expect("a directory");
+        assert!(first.report.diagnostics.is_empty(), "{:?}", first.report);
+        assert!(cache.files[0].text_dropped, "nothing points into it");
+
+        std::fs::remove_file(&a).expect("remove");
+        let path = std::ffi::CString::new(a.to_str().expect("UTF-8").as_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+        let report = Report {
+            diagnostics: vec![Diagnostic::error("test", "points into a.yaml").label(
+                0,
+                Pos {
+                    line: 5,
+                    column: 17,
+                    len: 4,
+                },
+                "",
+            )],
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        let root = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            cache.keep_texts_for(&root, &report);
+            let _ = done.send(cache.sources.files[0].text.clone());
+        });
+        match finished.recv_timeout(Duration::from_secs(5)) {
+            Ok(text) => assert_eq!(text, "", "a FIFO holds no lines of the file as parsed"),
+            Err(_) => {
+                // Let the reader go before failing.
+                let _ = std::fs::OpenOptions::new().write(true).open(&a);
+                panic!("reading a.yaml again waited on a FIFO");
+            }
+        }
     }
 }
