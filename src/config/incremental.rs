@@ -237,6 +237,13 @@ impl ConfigCache {
             });
             stamps.push(stamp);
         }
+        // The digest of each file read again (`None`: not read, its text as last seen), taken
+        // once: it tells whether the text changed, and stands for it after.
+        let fresh: Vec<Option<[u8; 32]>> = read
+            .iter()
+            .zip(&unread)
+            .map(|(r, &unread)| (!unread).then(|| digest(&r.source.text)))
+            .collect();
         let mut files: Vec<Option<CachedFile>> = Vec::with_capacity(read.len());
         // Changed files, with what they held before (`None`: new, or not parsed then).
         let mut changed: Vec<(FileId, Option<RawFile>)> = Vec::new();
@@ -245,7 +252,7 @@ impl ConfigCache {
                 Some((mut f, _))
                     if f.read_ok
                         && r.problem.is_none()
-                        && (unread[i] || f.digest == digest(&r.source.text)) =>
+                        && fresh[i].is_none_or(|d| d == f.digest) =>
                 {
                     f.stamp = stamps[i].take();
                     // Read again, its text is here again.
@@ -307,7 +314,7 @@ impl ConfigCache {
                 read_ok,
                 diagnostics,
                 raw,
-                digest: digest(&r.source.text),
+                digest: fresh[i].unwrap_or_else(|| digest(&r.source.text)),
                 text_dropped: false,
             });
         }

@@ -192,19 +192,14 @@ impl Decoder<'_> {
     }
 
     fn string(&mut self, node: &Node, what: &str) -> Option<At<String>> {
-        match &node.value {
-            Value::Str(s) => Some(At {
-                value: s.to_string(),
-                pos: node.pos,
-            }),
-            _ => {
-                self.wrong_type(node, what, "a string");
-                None
-            }
-        }
+        self.id(node, what).map(|s| At {
+            value: s.value.into(),
+            pos: s.pos,
+        })
     }
 
-    /// A user as written (an id, an email, a mobile): inline, as most are short.
+    /// A string value as an [`Id`]: a user as written (an id, an email, a mobile) is kept so,
+    /// inline, as most are short.
     fn id(&mut self, node: &Node, what: &str) -> Option<At<Id>> {
         match &node.value {
             Value::Str(s) => Some(At {
@@ -235,13 +230,13 @@ impl Decoder<'_> {
     }
 
     fn strings(&mut self, node: &Node, what: &str) -> Vec<At<String>> {
-        match &node.value {
-            Value::Seq(items) => items.iter().filter_map(|n| self.string(n, what)).collect(),
-            _ => {
-                self.wrong_type(node, &format!("`{what}` list"), "a list");
-                Vec::new()
-            }
-        }
+        self.ids(node, what)
+            .into_iter()
+            .map(|s| At {
+                value: s.value.into(),
+                pos: s.pos,
+            })
+            .collect()
     }
 
     fn choice<T: Copy>(

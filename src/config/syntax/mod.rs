@@ -164,13 +164,7 @@ fn describe(file: FileId, text: &str, e: &Error, pos: Pos, limits: &Limits) -> D
         }
         Error::UnknownAnchor { .. } => {
             let name = word_at(text, pos, 1);
-            syntax(
-                file,
-                pos,
-                format!("the alias `*{name}` names no anchor above it"),
-                "unknown alias",
-            )
-            .help(format!(
+            unknown_alias(file, pos, &name).help(format!(
                 "define `&{name}` on a value before this line, or write the value out"
             ))
         }
@@ -241,6 +235,16 @@ fn describe(file: FileId, text: &str, e: &Error, pos: Pos, limits: &Limits) -> D
         // serde-saphyr add a kind, its text is shown without its location suffix.
         other => syntax(file, pos, plain_message(other), "here"),
     }
+}
+
+/// An alias `*name` with no anchor `&name` before it, at `pos`.
+fn unknown_alias(file: FileId, pos: Pos, name: &str) -> Diagnostic {
+    syntax(
+        file,
+        pos,
+        format!("the alias `*{name}` names no anchor above it"),
+        "unknown alias",
+    )
 }
 
 fn aliases(file: FileId, pos: Pos, message: String) -> Diagnostic {

@@ -186,15 +186,7 @@ pub(super) fn scan_error(
             "here",
         )
         .help("write `\\\\` for a backslash, or use single quotes, which have no escapes"),
-        ErrorKind::UnknownAnchor => {
-            let name = word_at(text, pos, 1);
-            syntax(
-                file,
-                pos,
-                format!("the alias `*{name}` names no anchor above it"),
-                "unknown alias",
-            )
-        }
+        ErrorKind::UnknownAnchor => unknown_alias(file, pos, &word_at(text, pos, 1)),
         ErrorKind::RecursionLimitExceeded => too_deep(file, pos, limits.max_depth),
         ErrorKind::MultipleDocumentsUnsupported => syntax(
             file,

@@ -18,11 +18,7 @@ impl Validator<'_> {
         // A fast hash: these maps see every user of the config (the ids come from the
         // config's own files, not from strangers).
         // Sized for the users written in the chat (set members come on top).
-        let named: usize = places
-            .iter()
-            .flat_map(|(_, _, chat)| &chat.assign)
-            .map(|a| 1 + a.users.len() + a.user_sets.len())
-            .sum();
+        let named = chat_weight(places);
         let mut seen: foldhash::HashMap<(UserIdType, &str), usize> =
             foldhash::HashMap::with_capacity_and_hasher(named, Default::default());
         let mut origins: Vec<Origin> = Vec::with_capacity(named);

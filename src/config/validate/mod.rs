@@ -287,7 +287,7 @@ fn check_run<'a>(
     // Sized up front (a user set counts one): growing half a million targets by doubling
     // copies them all again.
     let mut targets: Vec<(Target, Arc<ButtonList>)> =
-        Vec::with_capacity(chats.iter().map(chat_weight).sum());
+        Vec::with_capacity(chats.iter().map(|(_, places)| chat_weight(places)).sum());
     let mut checked = Vec::with_capacity(chats.len());
     for (chat_id, places) in chats {
         let marks = (v.report.diagnostics.len(), used_sets.len(), targets.len());
@@ -315,8 +315,9 @@ fn check_run<'a>(
 /// Below this many users and sets named in all, the chats are checked on one thread.
 const PARALLEL_MIN_WEIGHT: usize = 20_000;
 
-/// The work of checking a chat: its assignments, and the users and sets they name.
-fn chat_weight((_, places): &ChatPlaces) -> usize {
+/// The work of checking a chat declared at `places`: its assignments, and the users and sets
+/// they name.
+fn chat_weight(places: &[(FileId, &RawFile, &RawChat)]) -> usize {
     places
         .iter()
         .flat_map(|(_, _, chat)| &chat.assign)
@@ -327,7 +328,10 @@ fn chat_weight((_, places): &ChatPlaces) -> usize {
 /// Contiguous runs of `chats` of about equal work: one per core for a large config (`parts`
 /// forces a number), a single run for a small one.
 fn split_runs(chats: &[ChatPlaces], parts: Option<usize>) -> Vec<std::ops::Range<usize>> {
-    let weights: Vec<usize> = chats.iter().map(chat_weight).collect();
+    let weights: Vec<usize> = chats
+        .iter()
+        .map(|(_, places)| chat_weight(places))
+        .collect();
     let total: usize = weights.iter().sum();
     let parts = parts.unwrap_or_else(|| {
         if total < PARALLEL_MIN_WEIGHT {
