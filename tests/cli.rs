@@ -326,7 +326,10 @@ fn signal(run: &Background, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_stops_apply_with_exit_130_and_says_what_was_left() {
-    let (emu, dir) = slow_apply(40, Duration::from_millis(200)).await;
+    // Three hundred calls at 100/s take three seconds to send: the signal after the third
+    // answer comes with most still unsent, however slow a loaded machine is to deliver it (with
+    // forty, a busy CI machine once signalled after the last had left).
+    let (emu, dir) = slow_apply(300, Duration::from_millis(200)).await;
     let admin = Admin::of(&emu);
     let mut run = Background::spawn(apply_cmd(&emu, dir.path(), &["--format", "json"]));
     run.wait_for_calls(&admin, 3).await;
