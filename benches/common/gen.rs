@@ -134,3 +134,41 @@ pub fn parser_bound_secs(dir: &Path, rounds: usize) -> f64 {
         .collect();
     median(times)
 }
+
+/// Runs `cmd` to its end with its output thrown away, giving its wall time in seconds and its
+/// peak resident memory in MiB (the child's own, from `wait4`; Linux). Panics if it fails.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which also gives its peak memory"
+)]
+pub fn run_measured(cmd: &mut std::process::Command) -> (f64, f64) {
+    let t = std::time::Instant::now();
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the command");
+    let pid = child.id() as libc::pid_t;
+    let mut stderr = child.stderr.expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let mut status = 0;
+    // SAFETY: an all-zero `rusage` is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet waited for (`child` gave up its handle above
+    // without waiting); `status` and `usage` are valid for writes.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let secs = t.elapsed().as_secs_f64();
+    let err = reader.join().unwrap_or_default();
+    assert_eq!(waited, pid, "wait4");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the command failed ({status}): {err}"
+    );
+    // ru_maxrss is in KiB on Linux.
+    (secs, usage.ru_maxrss as f64 / 1024.0)
+}
