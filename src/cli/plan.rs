@@ -4,15 +4,26 @@
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::thread::JoinHandle;
 
 use super::args::{PlanArgs, PlanFormat};
 use super::{Error, load, term};
 use crate::plan::{self, Plan};
 use crate::settings::{self, DEFAULT_BASE_URL, StateLocation};
-use crate::state::{self, Binding};
+use crate::state::{self, AppliedState, Binding, StateError};
 
 /// Exit 0, or 2 with `--detailed-exitcode` when there are changes.
 pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
+    // The applied state is read on a thread of its own while the config is parsed and checked,
+    // which leaves a core idle part of the time. A config error is still the one reported
+    // first: the read is waited for only once the config is valid.
+    let against_what = match &args.base {
+        Some(base_dir) => Against::Base(base_dir),
+        None => Against::State(StateRead::start(
+            StateLocation::resolve(&args.dir, args.state.as_deref())
+                .named(args.state_name.as_deref()),
+        )),
+    };
     let (desired, config_files) = load::desired(&args.dir)?;
     let options = plan::PlanOptions {
         chats: args.chats.clone(),
@@ -25,8 +36,8 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
     let applied;
     // A shared store holds several states: a plan says which one it was made against.
     let mut against: Option<String> = None;
-    let (the_plan, state_ref) = match &args.base {
-        Some(base_dir) => {
+    let (the_plan, state_ref) = match against_what {
+        Against::Base(base_dir) => {
             base = ManuallyDrop::new(load::base(base_dir)?);
             let known = |c: &str| load::declares(&base, c);
             load::check_chats_known(&args.chats, &desired, known, "the base config")?;
@@ -40,16 +51,15 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
             p.label_people(&people);
             (p, None)
         }
-        None => {
-            let location = StateLocation::resolve(&args.dir, args.state.as_deref())
-                .named(args.state_name.as_deref());
+        Against::State(read) => {
+            let location = read.location.clone();
             if let Some(out) = &args.out {
                 check_plan_out(out, &args.dir, location.spec(), &config_files)?;
             }
-            let store = location.open()?;
-            applied = ManuallyDrop::new(store.load()?);
+            let (store_location, state) = read.finish()?;
+            applied = ManuallyDrop::new(state);
             if location.is_shared() {
-                against = Some(format!("{} at serial {}", store.location(), applied.serial));
+                against = Some(format!("{store_location} at serial {}", applied.serial));
             }
             let known = |c: &str| applied.chat(c).next().is_some();
             load::check_chats_known(&args.chats, &desired, known, "the state")?;
@@ -111,6 +121,46 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
     super::leave_to_exit(the_plan);
     super::leave_to_exit(desired);
     Ok(code)
+}
+
+/// What a plan compares the config with: `--base`'s config, or the applied state.
+enum Against<'a> {
+    Base(&'a Path),
+    State(StateRead),
+}
+
+/// The applied state being read on a thread of its own (or, when no thread could be started,
+/// to be read when asked for).
+struct StateRead {
+    location: StateLocation,
+    thread: Option<JoinHandle<Result<(String, AppliedState), StateError>>>,
+}
+
+impl StateRead {
+    fn start(location: StateLocation) -> StateRead {
+        let for_thread = location.clone();
+        let thread = std::thread::Builder::new()
+            .name("state-read".into())
+            .spawn(move || Self::read(&for_thread))
+            .ok();
+        StateRead { location, thread }
+    }
+
+    /// Where the store is (for messages) and the state it holds.
+    fn read(location: &StateLocation) -> Result<(String, AppliedState), StateError> {
+        let store = location.open()?;
+        let state = store.load()?;
+        Ok((store.location(), state))
+    }
+
+    fn finish(self) -> Result<(String, AppliedState), StateError> {
+        match self.thread {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => Self::read(&self.location),
+        }
+    }
 }
 
 fn print(the_plan: &Plan, format: PlanFormat) -> Result<(), Error> {
