@@ -412,6 +412,9 @@ fn options(now: u64) -> PlanOptions {
             max: 600,
         }),
         resend_all: false,
+        // Split into runs of chats even when small: the tallies of a split plan must add up
+        // as a single thread's do.
+        threads: 3,
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use feedbuttons::feishu::wire::{ActionType, Button, ButtonType, MultiUrl, Text, UserIdType};
 use feedbuttons::plan::{self, Action, Plan, PlanOptions, json::PlanDoc, render};
+use feedbuttons::state::{OwedReason, Pending, PendingStatus, TargetRecord};
 use feedbuttons::target::{Audience, ButtonList, Target};
 use proptest::prelude::*;
 
@@ -565,4 +566,84 @@ fn base_ignores_a_state_set_in_the_environment() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
+}
+
+/// A recorded target of any kind: applied, following, or with each kind of pending call.
+fn arb_record() -> impl Strategy<Value = TargetRecord> {
+    (
+        prop::option::of(arb_list()),
+        any::<bool>(),
+        0..5usize,
+        arb_list(),
+        any::<bool>(),
+        0..4u32,
+        0..200u64,
+    )
+        .prop_map(|(shown, follows, kind, other, flag, tries, last)| {
+            let other = Arc::new(other);
+            let status = match kind {
+                0 | 1 => None,
+                2 => Some(PendingStatus::Uncertain { sent: other }),
+                3 => Some(PendingStatus::Owed {
+                    reason: OwedReason::WholeChat,
+                }),
+                _ => Some(PendingStatus::Waiting {
+                    goal: other,
+                    goal_follows: flag,
+                    reason: "not in the chat".to_owned(),
+                    unsure: !flag && tries % 2 == 0,
+                    tries,
+                    last_try: 1_000 + last,
+                }),
+            };
+            let pending = status.map(|status| Pending { status, since: 900 });
+            TargetRecord::new(shown.map(Arc::new), follows, pending).unwrap_or_else(|| {
+                TargetRecord::new(Some(Arc::new(vec![])), false, None).expect("shown")
+            })
+        })
+}
+
+fn arb_many_chats() -> impl Strategy<Value = (Desired, BTreeMap<Target, TargetRecord>)> {
+    let target = (0..12usize, prop::option::of(0..25usize)).prop_map(|(c, u)| match u {
+        None => Target::everyone(format!("oc_{c:02}")),
+        Some(u) => user(&format!("oc_{c:02}"), &format!("ou_{u:02}")),
+    });
+    (
+        prop::collection::btree_map(target.clone(), arb_list().prop_map(Arc::new), 0..150),
+        prop::collection::btree_map(target, arb_record(), 0..150),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Planned on several threads, each taking a run of whole chats, a plan is the one a single
+    /// thread makes: the same calls in the same order, counts, records to settle, next retry,
+    /// and each chat's tally told in chat order.
+    #[test]
+    fn a_plan_split_across_threads_is_the_plan_of_one(
+        (desired, applied) in arb_many_chats(),
+        threads in 2..5usize,
+        backoff in any::<bool>(),
+        only in prop::option::of(0..12usize),
+    ) {
+        let names = BTreeMap::from([("oc_03".to_owned(), "Three".to_owned())]);
+        let options = |threads| PlanOptions {
+            chats: only.map(|c| vec![format!("oc_{c:02}")]).unwrap_or_default(),
+            rate_limit: 10,
+            waiting_backoff: backoff.then_some(plan::WaitingBackoff { now: 1_050, first: 30, max: 600 }),
+            resend_all: false,
+            threads,
+        };
+        let run = |threads| {
+            let mut told = Vec::new();
+            let p = plan::plan_in(&desired, &names, &applied, &options(threads), plan::Scope::Every, &mut |c, t| told.push((c.to_owned(), t)));
+            (p, told)
+        };
+        let (one, one_told) = run(1);
+        let (split, split_told) = run(threads);
+        prop_assert_eq!(&split, &one);
+        prop_assert_eq!(split_told, one_told);
+        prop_assert_eq!(PlanDoc::new(&split).to_json(), PlanDoc::new(&one).to_json());
+    }
 }

@@ -31,7 +31,31 @@ struct Quiet<'a> {
     follows: bool,
 }
 
-impl<'a> Ctx<'_, 'a> {
+impl<'o, 'a> Ctx<'o, 'a> {
+    pub(super) fn new(options: &'o PlanOptions) -> Ctx<'o, 'a> {
+        Ctx {
+            empty: Arc::new(Vec::new()),
+            options,
+            summary: Summary::default(),
+            requests: Vec::new(),
+            settle: Vec::new(),
+            next_retry: None,
+            managed: 0,
+        }
+    }
+
+    /// Takes in what `later` planned, for chats that all come after this one's.
+    pub(super) fn absorb(&mut self, later: Ctx<'_, 'a>) {
+        self.summary.add(&later.summary);
+        self.requests.extend(later.requests);
+        self.settle.extend(later.settle);
+        self.next_retry = match (self.next_retry, later.next_retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.managed += later.managed;
+    }
+
     /// Merge-joins two sorted sequences of targets, planning one chat at a time, and tells
     /// `tally` what each chat added.
     pub(super) fn merge(

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::feishu::wire::{self, UserIdType, api};
+use crate::id::Id;
 use crate::state::{OwedReason, Pending, PendingStatus, Record, TargetRecord};
 use crate::target::{Audience, ButtonList, Target};
 use crate::text::{count, group_digits, human_duration};
@@ -258,12 +259,18 @@ impl<'a> Recorded<'a> {
 }
 
 /// What the plan compares against: the recorded targets, sorted (a `BTreeMap`'s order).
-pub trait Applied {
+pub trait Applied: Sync {
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    fn entries(&self) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_>;
+    /// The records from `from` (the first, when `None`) up to `to` (the last, when `None`;
+    /// never `to` itself), in order.
+    fn range(
+        &self,
+        from: Option<&Target>,
+        to: Option<&Target>,
+    ) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_>;
     /// The records of one chat, in order.
     fn chat_entries<'s, 'c>(
         &'s self,
@@ -286,13 +293,30 @@ where
         .take_while(move |(t, _)| t.chat_id == chat_id)
 }
 
+/// The entries of a map sorted by target from `from` up to `to` (not included); `None` leaves
+/// that end open.
+fn between<'m, V>(
+    map: &'m BTreeMap<Target, V>,
+    from: Option<&Target>,
+    to: Option<&Target>,
+) -> std::collections::btree_map::Range<'m, Target, V> {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let lo = from.map_or(Unbounded, Included);
+    let hi = to.map_or(Unbounded, Excluded);
+    map.range::<Target, _>((lo, hi))
+}
+
 /// An applied state's records.
 impl Applied for BTreeMap<Target, TargetRecord> {
     fn len(&self) -> usize {
         BTreeMap::len(self)
     }
-    fn entries(&self) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_> {
-        Box::new(self.iter().map(|(t, r)| (t, Recorded::of(r))))
+    fn range(
+        &self,
+        from: Option<&Target>,
+        to: Option<&Target>,
+    ) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_> {
+        Box::new(between(self, from, to).map(|(t, r)| (t, Recorded::of(r))))
     }
     fn chat_entries<'s, 'c>(
         &'s self,
@@ -310,8 +334,12 @@ impl Applied for BTreeMap<Target, Arc<ButtonList>> {
     fn len(&self) -> usize {
         BTreeMap::len(self)
     }
-    fn entries(&self) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_> {
-        Box::new(self.iter().map(|(t, b)| (t, Recorded::applied(b))))
+    fn range(
+        &self,
+        from: Option<&Target>,
+        to: Option<&Target>,
+    ) -> Box<dyn Iterator<Item = (&Target, Recorded<'_>)> + '_> {
+        Box::new(between(self, from, to).map(|(t, b)| (t, Recorded::applied(b))))
     }
     fn chat_entries<'s, 'c>(
         &'s self,
@@ -357,7 +385,15 @@ pub struct PlanOptions {
     pub waiting_backoff: Option<WaitingBackoff>,
     /// Send every recorded target that nothing is pending for, even if unchanged (resync).
     pub resend_all: bool,
+    /// Threads to plan on, each taking a run of whole chats: 0 plans a large plan on every
+    /// core and a small one on this thread alone; any other number splits every plan that
+    /// many ways (fewer when it has fewer chats). The plan is the same whichever is used.
+    pub threads: usize,
 }
+
+/// A plan of fewer targets (desired and recorded) than this is planned on one thread: a
+/// thread costs more than it would save.
+const TARGETS_PER_THREAD: usize = 100_000;
 
 /// Compares the desired targets with the recorded ones and batches the changes into calls.
 pub fn plan<'a>(
@@ -392,18 +428,24 @@ pub struct ChatTally {
     pub quiet: bool,
 }
 
+impl Summary {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Summary) {
+        self.add += other.add;
+        self.change += other.change;
+        self.remove += other.remove;
+        self.unchanged += other.unchanged;
+        self.resend += other.resend;
+        self.follow += other.follow;
+        self.waiting += other.waiting;
+        self.requests += other.requests;
+    }
+}
+
 impl ChatTally {
     /// The counts of `self` and `other` together (quiet when both are).
     pub fn add(&mut self, other: &ChatTally) {
-        let (s, o) = (&mut self.summary, &other.summary);
-        s.add += o.add;
-        s.change += o.change;
-        s.remove += o.remove;
-        s.unchanged += o.unchanged;
-        s.resend += o.resend;
-        s.follow += o.follow;
-        s.waiting += o.waiting;
-        s.requests += o.requests;
+        self.summary.add(&other.summary);
         self.managed += other.managed;
         self.declared += other.declared;
         self.quiet &= other.quiet;
@@ -434,21 +476,48 @@ pub fn plan_in<'a>(
 ) -> Plan<'a> {
     let wanted =
         |t: &Target| options.chats.is_empty() || options.chats.iter().any(|c| *c == t.chat_id);
-    let mut ctx: Ctx<'_, 'a> = Ctx {
-        empty: Arc::new(Vec::new()),
-        options,
-        summary: Summary::default(),
-        requests: Vec::new(),
-        settle: Vec::new(),
-        next_retry: None,
-        managed: 0,
-    };
+    let mut ctx: Ctx<'_, 'a> = Ctx::new(options);
     let mut chat: Vec<Pair<'_>> = Vec::new();
     let desired_total = match scope {
         Scope::Every => {
-            let d = desired.iter().filter(|(t, _)| wanted(t));
-            let a = applied.entries().filter(|(t, _)| wanted(t));
-            ctx.merge(d, a, &mut chat, tally);
+            let bounds = split_points(desired, applied, options.threads);
+            let ranges: Vec<Span<'_>> = (0..=bounds.len())
+                .map(|i| (i.checked_sub(1).map(|j| &bounds[j]), bounds.get(i)))
+                .collect();
+            // Each piece is a run of whole chats planned on its own; put together in chat
+            // order, they are the plan of the whole.
+            let elsewhere = |span: Span<'_>| {
+                let mut own = Ctx::new(options);
+                let mut tallies: Vec<(String, ChatTally)> = Vec::new();
+                let mut told = |c: &str, t| tallies.push((c.to_owned(), t));
+                plan_piece(&mut own, &mut Vec::new(), desired, applied, span, &mut told);
+                (own, tallies)
+            };
+            std::thread::scope(|scope| {
+                let others: Vec<_> = ranges[1..]
+                    .iter()
+                    .map(|&span| {
+                        std::thread::Builder::new()
+                            .name("plan".into())
+                            .spawn_scoped(scope, move || elsewhere(span))
+                            // No thread to be had: planned here, after the first piece.
+                            .map_err(|_| span)
+                    })
+                    .collect();
+                plan_piece(&mut ctx, &mut chat, desired, applied, ranges[0], tally);
+                for other in others {
+                    let (done, tallies) = match other {
+                        Ok(thread) => thread
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                        Err(span) => elsewhere(span),
+                    };
+                    for (chat_id, t) in &tallies {
+                        tally(chat_id, *t);
+                    }
+                    ctx.absorb(done);
+                }
+            });
             desired.len()
         }
         Scope::Chats { chats, rest } => {
@@ -523,6 +592,69 @@ pub fn plan_in<'a>(
         settle: ctx.settle,
         next_retry: ctx.next_retry,
     }
+}
+
+/// A run of targets: from the first (or the very first, when `None`) up to the second (not
+/// included; to the end, when `None`).
+type Span<'t> = (Option<&'t Target>, Option<&'t Target>);
+
+/// Plans the chats of `span` into `ctx`.
+fn plan_piece<'a>(
+    ctx: &mut Ctx<'_, 'a>,
+    chat: &mut Vec<Pair<'a>>,
+    desired: &'a BTreeMap<Target, Arc<ButtonList>>,
+    applied: &'a dyn Applied,
+    (from, to): Span<'_>,
+    tally: &mut dyn FnMut(&str, ChatTally),
+) {
+    let chats = &ctx.options.chats;
+    let wanted = |t: &Target| chats.is_empty() || chats.iter().any(|c| *c == t.chat_id);
+    let d = between(desired, from, to).filter(|(t, _)| wanted(t));
+    let a = applied.range(from, to).filter(|(t, _)| wanted(t));
+    ctx.merge(d, a, chat, tally);
+}
+
+/// Where to cut a plan into runs of whole chats, one a thread: the first target of each run
+/// but the first (none, for a plan on one thread). Cut by the larger of the two sides, so
+/// that the runs hold about as many targets each.
+fn split_points(
+    desired: &BTreeMap<Target, Arc<ButtonList>>,
+    applied: &dyn Applied,
+    threads: usize,
+) -> Vec<Target> {
+    let total = desired.len() + applied.len();
+    let threads = match threads {
+        0 if total < 2 * TARGETS_PER_THREAD => 1,
+        0 => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(total / TARGETS_PER_THREAD),
+        n => n,
+    };
+    if threads <= 1 {
+        return Vec::new();
+    }
+    let (len, chats): (usize, Box<dyn Iterator<Item = &Id>>) = if desired.len() >= applied.len() {
+        (desired.len(), Box::new(desired.keys().map(|t| &t.chat_id)))
+    } else {
+        (
+            applied.len(),
+            Box::new(applied.range(None, None).map(|(t, _)| &t.chat_id)),
+        )
+    };
+    let step = len.div_ceil(threads).max(1);
+    let mut cuts: Vec<Target> = Vec::with_capacity(threads - 1);
+    let mut previous: Option<&Id> = None;
+    for (i, chat_id) in chats.enumerate() {
+        if cuts.len() + 1 == threads {
+            break;
+        }
+        // Each cut where the first chat at or after its share starts.
+        if i >= (cuts.len() + 1) * step && previous.is_some_and(|p| p != chat_id) {
+            cuts.push(Target::everyone(chat_id.clone()));
+        }
+        previous = Some(chat_id);
+    }
+    cuts
 }
 
 /// One target of a chat: desired list (if declared) and record (if recorded).

@@ -145,6 +145,7 @@ async fn reconcile_once(
                     max: MAX_WAITING_RETRY.as_secs(),
                 }),
                 resend_all: false,
+                threads: 0,
             },
         );
         found.summary = Some(p.summary);
