@@ -244,6 +244,63 @@ fn diff_lines(g: &Group) -> Vec<(ChangeTag, String)> {
         .collect()
 }
 
+/// A plan of fewer changes than this is rendered on one thread.
+const CHANGES_PER_THREAD: usize = 50_000;
+
+/// Each chat rendered by `one` into one text, in order; on `threads` threads, a run of whole
+/// chats each, the runs joined: the same text.
+fn joined<F>(chats: &[(&str, Vec<&Change>)], threads: usize, one: F) -> String
+where
+    F: Fn(&mut String, &str, &[&Change]) + Sync,
+{
+    let run = |chats: &[(&str, Vec<&Change>)]| {
+        let mut out = String::new();
+        for (chat, changes) in chats {
+            one(&mut out, chat, changes);
+        }
+        out
+    };
+    if threads <= 1 {
+        return run(chats);
+    }
+    // Cut where each run reaches its share of the changes.
+    let total: usize = chats.iter().map(|(_, c)| c.len()).sum();
+    let share = total.div_ceil(threads);
+    let mut runs: Vec<&[(&str, Vec<&Change>)]> = Vec::with_capacity(threads);
+    let (mut start, mut held) = (0, 0);
+    for (i, (_, changes)) in chats.iter().enumerate() {
+        held += changes.len();
+        if held >= share && runs.len() + 1 < threads {
+            runs.push(&chats[start..=i]);
+            (start, held) = (i + 1, 0);
+        }
+    }
+    runs.push(&chats[start..]);
+    std::thread::scope(|scope| {
+        let rendering: Vec<_> = runs[1..]
+            .iter()
+            .map(|&chats| {
+                std::thread::Builder::new()
+                    .name("render".into())
+                    .spawn_scoped(scope, move || run(chats))
+                    // No thread to be had: rendered here, after the first run.
+                    .map_err(|_| chats)
+            })
+            .collect();
+        let mut out = run(runs[0]);
+        for r in rendering {
+            let text = match r {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(chats) => run(chats),
+            };
+            out.push_str(&text);
+        }
+        out
+    })
+}
+
 /// Chat ids in plan order, with their changes.
 fn chats<'p>(plan: &'p Plan<'p>) -> Vec<(&'p str, Vec<&'p Change<'p>>)> {
     let mut out: Vec<(&str, Vec<&Change>)> = Vec::new();
@@ -298,8 +355,12 @@ fn removal_warning(plan: &Plan) -> Option<String> {
 
 /// The plan for a terminal.
 pub fn text(plan: &Plan, style: Style) -> String {
-    let mut out = String::new();
-    for (chat, changes) in chats(plan) {
+    let chats = chats(plan);
+    let changes: usize = chats.iter().map(|(_, c)| c.len()).sum();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(changes / CHANGES_PER_THREAD);
+    let mut out = joined(&chats, threads, |out, chat, changes| {
         let _ = writeln!(
             out,
             "{} {}",
@@ -325,7 +386,7 @@ pub fn text(plan: &Plan, style: Style) -> String {
             }
         }
         out.push('\n');
-    }
+    });
     if let Some(w) = removal_warning(plan) {
         let _ = writeln!(out, "{}", style.red_bold(&format!("Warning: {w}")));
     }
@@ -379,17 +440,17 @@ pub fn markdown_limited(plan: &Plan, limit: usize) -> String {
             m.reason
         );
     }
-    let mut sections = Vec::new();
-    for (chat, changes) in chats(plan) {
+    // Each chat's section is rendered only if it may still fit.
+    let section = |(chat, changes): &(&str, Vec<&Change>)| {
         let mut s = String::new();
         let _ = writeln!(
             s,
             "\n<details><summary><code>{chat}</code>{}: {}</summary>\n\n```diff",
             plan.chat_names
-                .get(chat)
+                .get(*chat)
                 .map(|n| format!(" {}", escape_html(n)))
                 .unwrap_or_default(),
-            chat_counts(&changes)
+            chat_counts(changes)
         );
         for g in chat_groups(changes.iter().copied(), &plan.people) {
             let _ = writeln!(s, "@@ {} @@", headline(&g).replace("```", "'''"));
@@ -404,12 +465,13 @@ pub fn markdown_limited(plan: &Plan, limit: usize) -> String {
             }
         }
         let _ = writeln!(s, "```\n\n</details>");
-        sections.push(s);
-    }
+        s
+    };
+    let chats = chats(plan);
     let mut out = head;
     let mut out_chars = out.chars().count();
-    let total = sections.len();
-    for (i, s) in sections.into_iter().enumerate() {
+    let total = chats.len();
+    for (i, s) in chats.iter().map(section).enumerate() {
         let note = format!(
             "\n_The plan is too long for one comment: {} more chats are not shown. The full plan is in the JSON (`feedbuttons plan --format json`)._\n",
             total - i
@@ -429,4 +491,59 @@ fn escape_html(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::target::Target;
+
+    /// However many threads render it, a plan reads the same, chat by chat in order: runs are
+    /// cut at chat boundaries by their share of the changes, however uneven the chats are.
+    #[test]
+    fn a_plan_rendered_on_several_threads_reads_as_on_one() {
+        let targets: Vec<Target> = (0..40)
+            .flat_map(|c| {
+                // Chats of 1 to 40 users, the big ones together.
+                (0..(c * 7 % 40 + 1)).map(move |u| {
+                    Target::user(
+                        format!("oc_{c:02}"),
+                        crate::feishu::wire::UserIdType::OpenId,
+                        format!("ou_{u:02}"),
+                    )
+                })
+            })
+            .collect();
+        let list = Arc::new(Vec::new());
+        let changes: Vec<Change> = targets
+            .iter()
+            .map(|t| Change {
+                target: t,
+                action: Action::Add,
+                old: None,
+                new: list.clone(),
+                note: None,
+            })
+            .collect();
+        let mut chats: Vec<(&str, Vec<&Change>)> = Vec::new();
+        for c in &changes {
+            match chats.last_mut() {
+                Some((id, cs)) if *id == c.target.chat_id.as_str() => cs.push(c),
+                _ => chats.push((c.target.chat_id.as_str(), vec![c])),
+            }
+        }
+        let one = |out: &mut String, chat: &str, changes: &[&Change]| {
+            let _ = writeln!(out, "{chat}: {}", changes.len());
+            for c in changes {
+                let _ = writeln!(out, "  {}", c.target.audience_label());
+            }
+        };
+        let alone = joined(&chats, 1, one);
+        assert_eq!(alone.lines().filter(|l| l.starts_with("oc_")).count(), 40);
+        for threads in 2..=45 {
+            assert_eq!(joined(&chats, threads, one), alone, "{threads} threads");
+        }
+    }
 }
