@@ -647,3 +647,161 @@ proptest! {
         prop_assert_eq!(PlanDoc::new(&split).to_json(), PlanDoc::new(&one).to_json());
     }
 }
+
+/// A large state and config (hundreds of thousands of targets) of every shape a split could
+/// trip on: one huge chat, thousands of tiny ones, chat ids that are prefixes of each other or
+/// sort oddly (upper case, punctuation, non-ASCII), chats only the config or only the state
+/// has, and records of every kind (applied, changed, following, uncertain, owed, waiting due or
+/// not, unsure).
+fn big_plan_inputs(
+    desired_share: u64,
+    applied_share: u64,
+) -> (Desired, BTreeMap<Target, TargetRecord>) {
+    let lists: Vec<Arc<ButtonList>> = [vec![], vec!["A"], vec!["B"], vec!["A", "B"], vec!["C"]]
+        .iter()
+        .map(|t| Arc::new(list(t)))
+        .collect();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut chats: Vec<(String, usize)> = vec![("oc_huge".to_owned(), 130_000)];
+    for c in 0..4_000 {
+        chats.push((format!("oc_{c}"), c % 37));
+    }
+    for (odd, users) in [
+        ("oc_", 5),
+        ("OC_UPPER", 3),
+        ("oc_huge ", 2),
+        ("oc_huge0", 40_000),
+        ("oc_hugé", 7),
+        ("oc_~", 1),
+        ("a", 25_000),
+        ("oc_1!", 4),
+        ("zz_last", 21),
+    ] {
+        chats.push((odd.to_owned(), users));
+    }
+    let mut desired = Desired::new();
+    let mut applied = BTreeMap::new();
+    for (chat, users) in &chats {
+        let targets =
+            std::iter::once(Target::everyone(chat.as_str())).chain((0..*users).map(|u| {
+                let ty = if u % 11 == 0 {
+                    UserIdType::UnionId
+                } else {
+                    UserIdType::OpenId
+                };
+                Target::user(chat.as_str(), ty, format!("ou_{u}"))
+            }));
+        for t in targets {
+            let r = next();
+            let pick = |n: u64| lists[(n % lists.len() as u64) as usize].clone();
+            if r % 100 < desired_share {
+                desired.insert(t.clone(), pick(r >> 8));
+            }
+            if (r >> 16) % 100 >= applied_share {
+                continue;
+            }
+            let shown = Some(pick(r >> 24));
+            let since = 900;
+            let pending = match (r >> 32) % 10 {
+                0 => Some(PendingStatus::Uncertain {
+                    sent: pick(r >> 36),
+                }),
+                1 => Some(PendingStatus::Owed {
+                    reason: OwedReason::WholeChat,
+                }),
+                2 => Some(PendingStatus::Owed {
+                    reason: OwedReason::IdTypeMove,
+                }),
+                3 | 4 => Some(PendingStatus::Waiting {
+                    goal: pick(r >> 36),
+                    goal_follows: (r >> 40) % 3 == 0,
+                    reason: "not in the chat".to_owned(),
+                    unsure: (r >> 42) % 4 == 0,
+                    tries: ((r >> 44) % 5) as u32,
+                    last_try: 800 + (r >> 48) % 400,
+                }),
+                _ => None,
+            };
+            let shown = if (r >> 52) % 13 == 0 && pending.is_some() {
+                None
+            } else {
+                shown
+            };
+            let follows = (r >> 56) % 9 == 0;
+            let pending = pending.map(|status| Pending { status, since });
+            if let Some(rec) = TargetRecord::new(shown, follows, pending) {
+                applied.insert(t, rec);
+            }
+        }
+    }
+    (desired, applied)
+}
+
+/// The plan of a large config against a large state, made as `feedbuttons plan` and the
+/// daemon make it (split by size, `threads: 0`) and split many ways, is byte for byte the plan
+/// a single thread makes: calls, counts, records to settle, next retry, mass removal, each
+/// chat's tally.
+#[test]
+fn a_large_plan_split_by_size_is_the_plan_of_one_thread() {
+    let names = BTreeMap::from([
+        ("oc_huge".to_owned(), "Huge <team> & co".to_owned()),
+        ("oc_7".to_owned(), "Seven".to_owned()),
+        ("a".to_owned(), "A".to_owned()),
+    ]);
+    // Mostly both; a config much smaller than the state; a state much smaller than the config;
+    // an empty config (mass removal).
+    for (desired_share, applied_share) in [(70, 70), (5, 90), (90, 3), (0, 80)] {
+        let (desired, applied) = big_plan_inputs(desired_share, applied_share);
+        assert!(
+            desired.len() + applied.len() >= 200_000,
+            "large enough to be split by size"
+        );
+        // Every chat, with the daemon's backoff; some chats (odd ids among them), without.
+        let backoff = plan::WaitingBackoff {
+            now: 1_100,
+            first: 30,
+            max: 600,
+        };
+        let filtered = vec!["oc_huge ".to_owned(), "a".to_owned(), "oc_1".to_owned()];
+        for (chats, backoff, thread_counts) in [
+            (vec![], Some(backoff), &[0, 3, 64][..]),
+            (filtered, None, &[0, 5][..]),
+        ] {
+            let options = |threads| PlanOptions {
+                chats: chats.clone(),
+                rate_limit: 10,
+                waiting_backoff: backoff,
+                resend_all: false,
+                threads,
+            };
+            let run = |threads| {
+                let mut told = Vec::new();
+                let p = plan::plan_in(
+                    &desired,
+                    &names,
+                    &applied,
+                    &options(threads),
+                    plan::Scope::Every,
+                    &mut |c, t| told.push((c.to_owned(), t)),
+                );
+                (p, told)
+            };
+            let (one, one_told) = run(1);
+            let what = format!("{desired_share}/{applied_share} {chats:?} {backoff:?}");
+            if chats.is_empty() && desired_share == 0 {
+                assert!(one.mass_removal.is_some(), "{what}");
+            }
+            for &threads in thread_counts {
+                let (split, split_told) = run(threads);
+                assert!(split == one, "{what}: {threads} threads");
+                assert!(split_told == one_told, "{what}: {threads} threads' tallies");
+            }
+        }
+    }
+}

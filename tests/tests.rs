@@ -20,6 +20,7 @@ mod pgprocess;
 mod pgredteam;
 mod pgserver;
 mod plan;
+mod plan_state_read;
 mod postgres;
 mod readme;
 mod records;
