@@ -145,6 +145,20 @@ fn an_invalid_config_is_reported_at_once_while_the_state_read_is_stuck_on_a_fifo
     }
 }
 
+/// A journal whose last line was torn by a crash is read with a warning. With an invalid
+/// config the plan stops at the config: the warning belongs to a state read the user never
+/// got to, and printed before the config's error it buries the one thing to fix (before the
+/// state was read on a thread, it was never printed).
+#[test]
+fn a_torn_journal_warning_never_precedes_or_joins_a_config_error() {
+    let cfg = slow_invalid_config();
+    let journal = cfg.path().join(".feedbuttons/state.journal");
+    std::fs::create_dir_all(journal.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&journal, "{\"serial\": 1, \"torn").expect("write");
+    let (out, _) = plan_within(cfg.path(), &[], Duration::from_secs(60));
+    assert_only_the_config_error(&out, "torn journal");
+}
+
 /// `--out` onto the state's own files or a config file is refused, the config's error first
 /// when the config is invalid, and nothing is written either way.
 #[test]
@@ -219,6 +233,27 @@ fn an_invalid_config_or_out_is_reported_at_once_while_the_database_never_answers
     );
     util::assert_error(&out, "a file of the config");
     assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// A plan with an invalid config must not touch the state's database: before the state was
+/// read on a thread, `plan` reported the config's error without connecting, so a fresh
+/// database stayed empty. Now the reader connects and migrates the schema (creating the
+/// tables) while the config is still being parsed, for a plan that then stops at the config.
+#[test]
+fn an_invalid_config_leaves_a_fresh_state_database_untouched() {
+    let Some(pg) = pgserver::start() else { return };
+    pg.create_db("untouched");
+    let cfg = slow_invalid_config();
+    let url = pg.url("untouched");
+    let (out, _) = plan_within(cfg.path(), &["--state", &url], Duration::from_secs(60));
+    assert_only_the_config_error(&out, "a fresh database");
+    // The reader may still be at it when the process exits: give it no chance to hide.
+    std::thread::sleep(Duration::from_millis(300));
+    let tables = pg.sql(
+        "untouched",
+        "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'feedbuttons%'",
+    );
+    assert_eq!(tables, "0", "the plan created tables:\n{}", pg.log());
 }
 
 /// With a valid config, a plan against PostgreSQL reads the state as before: the run says
