@@ -10,7 +10,8 @@ use super::args::{PlanArgs, PlanFormat};
 use super::{Error, load, term};
 use crate::plan::{self, Plan};
 use crate::settings::{self, DEFAULT_BASE_URL, StateLocation};
-use crate::state::{self, AppliedState, Binding, StateError};
+use crate::state::file::TornTail;
+use crate::state::{self, AppliedState, Binding, FileStore, StateError, StateStore};
 
 /// Exit 0, or 2 with `--detailed-exitcode` when there are changes.
 pub fn run(args: &PlanArgs) -> Result<ExitCode, Error> {
@@ -129,36 +130,52 @@ enum Against<'a> {
     State(StateRead),
 }
 
-/// The applied state being read on a thread of its own (or, when no thread could be started,
-/// to be read when asked for).
+/// The applied state, read from a state file on a thread of its own while the config is
+/// checked; a PostgreSQL state (or a store that cannot be read ahead) is read when asked for,
+/// after the config: a plan that stops at a config error never connects to a database (nor
+/// creates its tables). A read ahead keeps its warning until its state is used, so that a
+/// config error is the only thing such a plan reports.
 struct StateRead {
     location: StateLocation,
-    thread: Option<JoinHandle<Result<(String, AppliedState), StateError>>>,
+    ahead: Option<JoinHandle<ReadAhead>>,
 }
+
+/// A state file read ahead: the store, and the state with its untold warning.
+type ReadAhead = Result<(FileStore, AppliedState, TornTail), StateError>;
 
 impl StateRead {
     fn start(location: StateLocation) -> StateRead {
-        let for_thread = location.clone();
-        let thread = std::thread::Builder::new()
-            .name("state-read".into())
-            .spawn(move || Self::read(&for_thread))
-            .ok();
-        StateRead { location, thread }
+        let ahead = (!location.is_shared() && location.name().is_none())
+            .then(|| {
+                let path = location.spec().to_path_buf();
+                std::thread::Builder::new()
+                    .name("state-read".into())
+                    .spawn(move || -> ReadAhead {
+                        let store = FileStore::new(&path)?;
+                        let (state, torn) = store.load_untold()?;
+                        Ok((store, state, torn))
+                    })
+                    .ok()
+            })
+            .flatten();
+        StateRead { location, ahead }
     }
 
     /// Where the store is (for messages) and the state it holds.
-    fn read(location: &StateLocation) -> Result<(String, AppliedState), StateError> {
-        let store = location.open()?;
-        let state = store.load()?;
-        Ok((store.location(), state))
-    }
-
     fn finish(self) -> Result<(String, AppliedState), StateError> {
-        match self.thread {
-            Some(thread) => thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            None => Self::read(&self.location),
+        match self.ahead {
+            Some(thread) => {
+                let (store, state, torn) = thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                torn.tell(&store);
+                Ok((store.location(), state))
+            }
+            None => {
+                let store = self.location.open()?;
+                let state = store.load()?;
+                Ok((store.location(), state))
+            }
         }
     }
 }

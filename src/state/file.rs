@@ -122,6 +122,9 @@ impl FileStore {
             .map_err(io_err(&self.lock, "write the lock holder"))?;
 
         let loaded = self.load_once()?;
+        if loaded.valid_len < loaded.journal_len {
+            self.warn_torn_tail();
+        }
         let mut writer = FileWriter {
             store: self.clone(),
             lock_file,
@@ -178,12 +181,6 @@ impl FileStore {
             });
         }
         let replayed = journal::replay(&mut state, scanned.entries, &self.journal)?;
-        if scanned.valid_len < journal_bytes.len() as u64 {
-            tracing::warn!(
-                journal = %self.journal.display(),
-                "ignored an incomplete last journal line: a writer was interrupted while recording it"
-            );
-        }
         Ok(Loaded {
             state,
             snapshot_exists,
@@ -192,6 +189,38 @@ impl FileStore {
             valid_len: scanned.valid_len,
             replayed,
         })
+    }
+
+    /// Says that the journal's incomplete last line was ignored.
+    fn warn_torn_tail(&self) {
+        tracing::warn!(
+            journal = %self.journal.display(),
+            "ignored an incomplete last journal line: a writer was interrupted while recording it"
+        );
+    }
+
+    /// [`StateStore::load`], leaving its one warning to the caller: the state, and whether an
+    /// incomplete last journal line was ignored ([`FileStore::warn_torn_tail`] says so). A
+    /// read done ahead, on another thread, warns only once its state is used.
+    pub fn load_untold(&self) -> Result<(AppliedState, TornTail), StateError> {
+        let mut attempt = 1;
+        loop {
+            let before = self.snapshot_version();
+            match self.load_once() {
+                Ok(loaded) => {
+                    let torn = TornTail(loaded.valid_len < loaded.journal_len);
+                    return Ok((loaded.state, torn));
+                }
+                // A reader holds no lock: a compaction may have emptied the journal while it
+                // was being read. Read again; a real fault persists.
+                Err(StateError::Corrupt { .. })
+                    if attempt < LOAD_ATTEMPTS && self.snapshot_version() != before =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// What identifies the snapshot file's current version, to notice a compaction mid-read.
@@ -211,25 +240,28 @@ impl StateStore for FileStore {
     }
 
     fn load(&self) -> Result<AppliedState, StateError> {
-        let mut attempt = 1;
-        loop {
-            let before = self.snapshot_version();
-            match self.load_once() {
-                Ok(loaded) => return Ok(loaded.state),
-                // A reader holds no lock: a compaction may have emptied the journal while it
-                // was being read. Read again; a real fault persists.
-                Err(StateError::Corrupt { .. })
-                    if attempt < LOAD_ATTEMPTS && self.snapshot_version() != before =>
-                {
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let (state, torn) = self.load_untold()?;
+        torn.tell(self);
+        Ok(state)
     }
 
     fn writer(&self, holder: &str) -> Result<Box<dyn StateWriter>, StateError> {
         Ok(Box::new(self.open_writer(holder)?))
+    }
+}
+
+/// Whether a read ignored an incomplete last journal line (a writer interrupted while
+/// recording it), to be told once the read is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a torn journal line is told with `tell`"]
+pub struct TornTail(pub bool);
+
+impl TornTail {
+    /// Warns, if a line was ignored.
+    pub fn tell(self, store: &FileStore) {
+        if self.0 {
+            store.warn_torn_tail();
+        }
     }
 }
 
