@@ -1,5 +1,5 @@
 //! Shared-memory helpers: one way to take a mutex (or a read-write lock) that a panic elsewhere
-//! may have poisoned.
+//! may have poisoned, and one way to do work in pieces on threads and gather it in order.
 //!
 //! Every lock in this crate guards data that is consistent between statements (no code panics
 //! half-way through an update while holding one), so a poisoned lock still holds usable data:
@@ -22,9 +22,72 @@ pub fn write<T: ?Sized>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// `work` done on every piece: the first on this thread, each other on a thread of its own (or
+/// on this one, after the first, when no thread can be had); the results in the pieces' order.
+/// A panic in any piece's work is this thread's.
+pub fn in_order<P, R, F>(pieces: Vec<P>, name: &str, work: F) -> Vec<R>
+where
+    P: Copy + Send,
+    R: Send,
+    F: Fn(P) -> R + Sync,
+{
+    let mut pieces = pieces.into_iter();
+    let Some(first) = pieces.next() else {
+        return Vec::new();
+    };
+    let work = &work;
+    std::thread::scope(|scope| {
+        let others: Vec<_> = pieces
+            .map(|piece| {
+                std::thread::Builder::new()
+                    .name(name.to_owned())
+                    .spawn_scoped(scope, move || work(piece))
+                    .map_err(|_| piece)
+            })
+            .collect();
+        let mut results = Vec::with_capacity(others.len() + 1);
+        results.push(work(first));
+        for other in others {
+            results.push(match other {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(piece) => work(piece),
+            });
+        }
+        results
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn pieces_done_on_threads_come_back_in_their_order() {
+        let pieces: Vec<usize> = (0..20).collect();
+        let done = super::in_order(pieces, "test", |i| {
+            // Later pieces finish first.
+            std::thread::sleep(std::time::Duration::from_millis(20 - i as u64));
+            (i, std::thread::current().name().map(str::to_owned))
+        });
+        assert_eq!(
+            done.iter().map(|d| d.0).collect::<Vec<_>>(),
+            (0..20).collect::<Vec<_>>()
+        );
+        // The first on this thread, the others on their own.
+        assert_ne!(done[0].1.as_deref(), Some("test"));
+        assert!(done[1..].iter().all(|d| d.1.as_deref() == Some("test")));
+        assert!(super::in_order(Vec::<u8>::new(), "test", |i| i).is_empty());
+    }
+
+    #[test]
+    fn a_panic_in_a_piece_is_the_callers() {
+        let caught = std::panic::catch_unwind(|| {
+            super::in_order(vec![0, 1, 2], "test", |i| assert!(i != 2, "piece two"))
+        });
+        assert!(caught.is_err());
+    }
 
     #[test]
     fn a_poisoned_mutex_is_still_taken() {

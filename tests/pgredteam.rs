@@ -363,14 +363,7 @@ fn a_password_given_as_a_query_parameter_never_shows() {
 /// command hung forever in the start-up exchange.
 #[test]
 fn a_server_that_accepts_but_never_answers_is_an_error_within_the_connect_timeout() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming() {
-            held.push(s);
-        }
-    });
+    let port = crate::util::silent_server();
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
     for what in ["load", "writer"] {
         let url = url.clone();

@@ -3,7 +3,6 @@
 //! reported, nothing is read into or written to the state's store for an invalid config, `--out`
 //! is refused as before, and an unreachable or stuck state does not hold up a config error.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -203,14 +202,7 @@ fn plan_out_onto_the_state_or_config_is_refused_while_the_state_is_read() {
 /// is reported at once, not after the database's timeouts; so is an `--out` onto the config.
 #[test]
 fn an_invalid_config_or_out_is_reported_at_once_while_the_database_never_answers() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming() {
-            held.push(s);
-        }
-    });
+    let port = util::silent_server();
     let url =
         format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable&connect_timeout=30");
     let invalid = Dir::new().file(

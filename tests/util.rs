@@ -73,3 +73,17 @@ pub fn assert_error(out: &Output, part: &str) {
         stderr(out)
     );
 }
+
+/// The port of a server on 127.0.0.1 that accepts every connection and never answers (a stopped
+/// database, a proxy or load balancer with nothing behind it), for the life of the tests.
+pub fn silent_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            held.push(s);
+        }
+    });
+    port
+}

@@ -486,38 +486,19 @@ pub fn plan_in<'a>(
                 .collect();
             // Each piece is a run of whole chats planned on its own; put together in chat
             // order, they are the plan of the whole.
-            let elsewhere = |span: Span<'_>| {
+            let pieces = crate::sync::in_order(ranges, "plan", |span: Span<'_>| {
                 let mut own = Ctx::new(options);
                 let mut tallies: Vec<(String, ChatTally)> = Vec::new();
                 let mut told = |c: &str, t| tallies.push((c.to_owned(), t));
-                plan_piece(&mut own, &mut Vec::new(), desired, applied, span, &mut told);
+                plan_piece(&mut own, desired, applied, span, &mut told);
                 (own, tallies)
-            };
-            std::thread::scope(|scope| {
-                let others: Vec<_> = ranges[1..]
-                    .iter()
-                    .map(|&span| {
-                        std::thread::Builder::new()
-                            .name("plan".into())
-                            .spawn_scoped(scope, move || elsewhere(span))
-                            // No thread to be had: planned here, after the first piece.
-                            .map_err(|_| span)
-                    })
-                    .collect();
-                plan_piece(&mut ctx, &mut chat, desired, applied, ranges[0], tally);
-                for other in others {
-                    let (done, tallies) = match other {
-                        Ok(thread) => thread
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                        Err(span) => elsewhere(span),
-                    };
-                    for (chat_id, t) in &tallies {
-                        tally(chat_id, *t);
-                    }
-                    ctx.absorb(done);
-                }
             });
+            for (done, tallies) in pieces {
+                for (chat_id, t) in &tallies {
+                    tally(chat_id, *t);
+                }
+                ctx.absorb(done);
+            }
             desired.len()
         }
         Scope::Chats { chats, rest } => {
@@ -601,7 +582,6 @@ type Span<'t> = (Option<&'t Target>, Option<&'t Target>);
 /// Plans the chats of `span` into `ctx`.
 fn plan_piece<'a>(
     ctx: &mut Ctx<'_, 'a>,
-    chat: &mut Vec<Pair<'a>>,
     desired: &'a BTreeMap<Target, Arc<ButtonList>>,
     applied: &'a dyn Applied,
     (from, to): Span<'_>,
@@ -611,7 +591,7 @@ fn plan_piece<'a>(
     let wanted = |t: &Target| chats.is_empty() || chats.iter().any(|c| *c == t.chat_id);
     let d = between(desired, from, to).filter(|(t, _)| wanted(t));
     let a = applied.range(from, to).filter(|(t, _)| wanted(t));
-    ctx.merge(d, a, chat, tally);
+    ctx.merge(d, a, &mut Vec::new(), tally);
 }
 
 /// Where to cut a plan into runs of whole chats, one a thread: the first target of each run

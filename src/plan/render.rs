@@ -276,29 +276,7 @@ where
         }
     }
     runs.push(&chats[start..]);
-    std::thread::scope(|scope| {
-        let rendering: Vec<_> = runs[1..]
-            .iter()
-            .map(|&chats| {
-                std::thread::Builder::new()
-                    .name("render".into())
-                    .spawn_scoped(scope, move || run(chats))
-                    // No thread to be had: rendered here, after the first run.
-                    .map_err(|_| chats)
-            })
-            .collect();
-        let mut out = run(runs[0]);
-        for r in rendering {
-            let text = match r {
-                Ok(thread) => thread
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Err(chats) => run(chats),
-            };
-            out.push_str(&text);
-        }
-        out
-    })
+    crate::sync::in_order(runs, "render", run).concat()
 }
 
 /// Chat ids in plan order, with their changes.

@@ -154,22 +154,9 @@ fn validate_in(
     let checked: Vec<Run> = if runs.len() <= 1 {
         vec![check_run(&chats, &defs, &blocking, interned.clone())]
     } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = runs
-                .iter()
-                .map(|range| {
-                    let run = &chats[range.clone()];
-                    let (defs, blocking) = (&defs, &blocking);
-                    scope.spawn(move || check_run(run, defs, blocking, interned.clone()))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
+        let pieces: Vec<&[ChatPlaces]> = runs.iter().map(|r| &chats[r.clone()]).collect();
+        crate::sync::in_order(pieces, "validate", |run| {
+            check_run(run, &defs, &blocking, interned.clone())
         })
     };
     let mut used_sets: Vec<&str> = Vec::new();
