@@ -16,6 +16,7 @@
 //! first in its chat (during a move to another `user_id_type` it may reach the same person).
 
 mod chat;
+mod split;
 use chat::Ctx;
 pub mod json;
 pub mod render;
@@ -391,10 +392,6 @@ pub struct PlanOptions {
     pub threads: usize,
 }
 
-/// A plan of fewer targets (desired and recorded) than this is planned on one thread: a
-/// thread costs more than it would save.
-const TARGETS_PER_THREAD: usize = 100_000;
-
 /// Compares the desired targets with the recorded ones and batches the changes into calls.
 pub fn plan<'a>(
     desired: &'a BTreeMap<Target, Arc<ButtonList>>,
@@ -480,25 +477,7 @@ pub fn plan_in<'a>(
     let mut chat: Vec<Pair<'_>> = Vec::new();
     let desired_total = match scope {
         Scope::Every => {
-            let bounds = split_points(desired, applied, options.threads);
-            let ranges: Vec<Span<'_>> = (0..=bounds.len())
-                .map(|i| (i.checked_sub(1).map(|j| &bounds[j]), bounds.get(i)))
-                .collect();
-            // Each piece is a run of whole chats planned on its own; put together in chat
-            // order, they are the plan of the whole.
-            let pieces = crate::sync::in_order(ranges, "plan", |span: Span<'_>| {
-                let mut own = Ctx::new(options);
-                let mut tallies: Vec<(String, ChatTally)> = Vec::new();
-                let mut told = |c: &str, t| tallies.push((c.to_owned(), t));
-                plan_piece(&mut own, desired, applied, span, &mut told);
-                (own, tallies)
-            });
-            for (done, tallies) in pieces {
-                for (chat_id, t) in &tallies {
-                    tally(chat_id, *t);
-                }
-                ctx.absorb(done);
-            }
+            split::plan_every(&mut ctx, desired, applied, tally);
             desired.len()
         }
         Scope::Chats { chats, rest } => {
@@ -573,68 +552,6 @@ pub fn plan_in<'a>(
         settle: ctx.settle,
         next_retry: ctx.next_retry,
     }
-}
-
-/// A run of targets: from the first (or the very first, when `None`) up to the second (not
-/// included; to the end, when `None`).
-type Span<'t> = (Option<&'t Target>, Option<&'t Target>);
-
-/// Plans the chats of `span` into `ctx`.
-fn plan_piece<'a>(
-    ctx: &mut Ctx<'_, 'a>,
-    desired: &'a BTreeMap<Target, Arc<ButtonList>>,
-    applied: &'a dyn Applied,
-    (from, to): Span<'_>,
-    tally: &mut dyn FnMut(&str, ChatTally),
-) {
-    let chats = &ctx.options.chats;
-    let wanted = |t: &Target| chats.is_empty() || chats.iter().any(|c| *c == t.chat_id);
-    let d = between(desired, from, to).filter(|(t, _)| wanted(t));
-    let a = applied.range(from, to).filter(|(t, _)| wanted(t));
-    ctx.merge(d, a, &mut Vec::new(), tally);
-}
-
-/// Where to cut a plan into runs of whole chats, one a thread: the first target of each run
-/// but the first (none, for a plan on one thread). Cut by the larger of the two sides, so
-/// that the runs hold about as many targets each.
-fn split_points(
-    desired: &BTreeMap<Target, Arc<ButtonList>>,
-    applied: &dyn Applied,
-    threads: usize,
-) -> Vec<Target> {
-    let total = desired.len() + applied.len();
-    let threads = match threads {
-        0 if total < 2 * TARGETS_PER_THREAD => 1,
-        0 => std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(total / TARGETS_PER_THREAD),
-        n => n,
-    };
-    if threads <= 1 {
-        return Vec::new();
-    }
-    let (len, chats): (usize, Box<dyn Iterator<Item = &Id>>) = if desired.len() >= applied.len() {
-        (desired.len(), Box::new(desired.keys().map(|t| &t.chat_id)))
-    } else {
-        (
-            applied.len(),
-            Box::new(applied.range(None, None).map(|(t, _)| &t.chat_id)),
-        )
-    };
-    let step = len.div_ceil(threads).max(1);
-    let mut cuts: Vec<Target> = Vec::with_capacity(threads - 1);
-    let mut previous: Option<&Id> = None;
-    for (i, chat_id) in chats.enumerate() {
-        if cuts.len() + 1 == threads {
-            break;
-        }
-        // Each cut where the first chat at or after its share starts.
-        if i >= (cuts.len() + 1) * step && previous.is_some_and(|p| p != chat_id) {
-            cuts.push(Target::everyone(chat_id.clone()));
-        }
-        previous = Some(chat_id);
-    }
-    cuts
 }
 
 /// One target of a chat: desired list (if declared) and record (if recorded).
