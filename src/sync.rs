@@ -1,10 +1,12 @@
 //! Shared-memory helpers: one way to take a mutex (or a read-write lock) that a panic elsewhere
-//! may have poisoned, and one way to do work in pieces on threads and gather it in order.
+//! may have poisoned, and one way to cut work into pieces, do them on threads and gather them
+//! in order.
 //!
 //! Every lock in this crate guards data that is consistent between statements (no code panics
 //! half-way through an update while holding one), so a poisoned lock still holds usable data:
 //! taking it anyway keeps one panicked task from taking the daemon or the emulator down with it.
 
+use std::ops::Range;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Takes `mutex`, poisoned or not.
@@ -20,6 +22,34 @@ pub fn read<T: ?Sized>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 /// Takes `lock` for writing, poisoned or not.
 pub fn write<T: ?Sized>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How many threads `work` units call for at `per_thread` units each: at most one a core, and
+/// at least one.
+pub fn threads_for(work: usize, per_thread: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(work / per_thread.max(1))
+        .max(1)
+}
+
+/// Cuts items of the given `weights` (in order) into at most `parts` contiguous runs of about
+/// equal weight, each ending where the runs so far hold their share; one run (perhaps empty)
+/// at least.
+pub fn runs_by_weight(weights: &[usize], parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.clamp(1, weights.len().max(1));
+    let total: usize = weights.iter().sum();
+    let mut runs = Vec::with_capacity(parts);
+    let (mut start, mut sum) = (0, 0);
+    for (i, w) in weights.iter().enumerate() {
+        sum += w;
+        if runs.len() + 1 < parts && sum * parts >= total * (runs.len() + 1) {
+            runs.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    runs.push(start..weights.len());
+    runs
 }
 
 /// `work` done on every piece: the first on this thread, each other on a thread of its own (or

@@ -392,6 +392,13 @@ pub struct PlanOptions {
     pub threads: usize,
 }
 
+impl PlanOptions {
+    /// Whether `target`'s chat is one the plan compares (every chat when none is named).
+    fn wants(&self, target: &Target) -> bool {
+        self.chats.is_empty() || self.chats.iter().any(|c| *c == target.chat_id)
+    }
+}
+
 /// Compares the desired targets with the recorded ones and batches the changes into calls.
 pub fn plan<'a>(
     desired: &'a BTreeMap<Target, Arc<ButtonList>>,
@@ -471,8 +478,6 @@ pub fn plan_in<'a>(
     scope: Scope<'_>,
     tally: &mut dyn FnMut(&str, ChatTally),
 ) -> Plan<'a> {
-    let wanted =
-        |t: &Target| options.chats.is_empty() || options.chats.iter().any(|c| *c == t.chat_id);
     let mut ctx: Ctx<'_, 'a> = Ctx::new(options);
     let mut chat: Vec<Pair<'_>> = Vec::new();
     let desired_total = match scope {
@@ -487,8 +492,10 @@ pub fn plan_in<'a>(
                 tally(chat_id, t);
             };
             for chat_id in chats {
-                let d = chat_range(desired, chat_id).filter(|(t, _)| wanted(t));
-                let a = applied.chat_entries(chat_id).filter(|(t, _)| wanted(t));
+                let d = chat_range(desired, chat_id).filter(|(t, _)| options.wants(t));
+                let a = applied
+                    .chat_entries(chat_id)
+                    .filter(|(t, _)| options.wants(t));
                 ctx.merge(d, a, &mut chat, &mut counted);
             }
             let mut total = rest;

@@ -263,19 +263,11 @@ where
     if threads <= 1 {
         return run(chats);
     }
-    // Cut where each run reaches its share of the changes.
-    let total: usize = chats.iter().map(|(_, c)| c.len()).sum();
-    let share = total.div_ceil(threads);
-    let mut runs: Vec<&[(&str, Vec<&Change>)]> = Vec::with_capacity(threads);
-    let (mut start, mut held) = (0, 0);
-    for (i, (_, changes)) in chats.iter().enumerate() {
-        held += changes.len();
-        if held >= share && runs.len() + 1 < threads {
-            runs.push(&chats[start..=i]);
-            (start, held) = (i + 1, 0);
-        }
-    }
-    runs.push(&chats[start..]);
+    let changes: Vec<usize> = chats.iter().map(|(_, c)| c.len()).collect();
+    let runs = crate::sync::runs_by_weight(&changes, threads)
+        .into_iter()
+        .map(|r| &chats[r])
+        .collect();
     crate::sync::in_order(runs, "render", run).concat()
 }
 
@@ -335,9 +327,7 @@ fn removal_warning(plan: &Plan) -> Option<String> {
 pub fn text(plan: &Plan, style: Style) -> String {
     let chats = chats(plan);
     let changes: usize = chats.iter().map(|(_, c)| c.len()).sum();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(changes / CHANGES_PER_THREAD);
+    let threads = crate::sync::threads_for(changes, CHANGES_PER_THREAD);
     let mut out = joined(&chats, threads, |out, chat, changes| {
         let _ = writeln!(
             out,

@@ -48,10 +48,9 @@ fn plan_piece<'a>(
     (from, to): Span<'_>,
     tally: &mut dyn FnMut(&str, ChatTally),
 ) {
-    let chats = &ctx.options.chats;
-    let wanted = |t: &Target| chats.is_empty() || chats.iter().any(|c| *c == t.chat_id);
-    let d = between(desired, from, to).filter(|(t, _)| wanted(t));
-    let a = applied.range(from, to).filter(|(t, _)| wanted(t));
+    let options = ctx.options;
+    let d = between(desired, from, to).filter(|(t, _)| options.wants(t));
+    let a = applied.range(from, to).filter(|(t, _)| options.wants(t));
     ctx.merge(d, a, &mut Vec::new(), tally);
 }
 
@@ -63,12 +62,8 @@ fn split_points(
     applied: &dyn Applied,
     threads: usize,
 ) -> Vec<Target> {
-    let total = desired.len() + applied.len();
     let threads = match threads {
-        0 if total < 2 * TARGETS_PER_THREAD => 1,
-        0 => std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(total / TARGETS_PER_THREAD),
+        0 => crate::sync::threads_for(desired.len() + applied.len(), TARGETS_PER_THREAD),
         n => n,
     };
     if threads <= 1 {

@@ -122,9 +122,7 @@ impl FileStore {
             .map_err(io_err(&self.lock, "write the lock holder"))?;
 
         let loaded = self.load_once()?;
-        if loaded.valid_len < loaded.journal_len {
-            self.warn_torn_tail();
-        }
+        loaded.torn().tell(self);
         let mut writer = FileWriter {
             store: self.clone(),
             lock_file,
@@ -208,7 +206,7 @@ impl FileStore {
             let before = self.snapshot_version();
             match self.load_once() {
                 Ok(loaded) => {
-                    let torn = TornTail(loaded.valid_len < loaded.journal_len);
+                    let torn = loaded.torn();
                     return Ok((loaded.state, torn));
                 }
                 // A reader holds no lock: a compaction may have emptied the journal while it
@@ -273,6 +271,13 @@ struct Loaded {
     /// Where the journal's intact lines end.
     valid_len: u64,
     replayed: Replayed,
+}
+
+impl Loaded {
+    /// Whether the journal's intact lines end before its last byte.
+    fn torn(&self) -> TornTail {
+        TornTail(self.valid_len < self.journal_len)
+    }
 }
 
 /// The one writer of a file store, holding its lock until dropped.

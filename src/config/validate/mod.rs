@@ -319,27 +319,14 @@ fn split_runs(chats: &[ChatPlaces], parts: Option<usize>) -> Vec<std::ops::Range
         .iter()
         .map(|(_, places)| chat_weight(places))
         .collect();
-    let total: usize = weights.iter().sum();
     let parts = parts.unwrap_or_else(|| {
-        if total < PARALLEL_MIN_WEIGHT {
+        if weights.iter().sum::<usize>() < PARALLEL_MIN_WEIGHT {
             1
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
     });
-    let parts = parts.clamp(1, chats.len().max(1));
-    let mut runs = Vec::with_capacity(parts);
-    let (mut start, mut sum) = (0, 0);
-    for (i, w) in weights.iter().enumerate() {
-        sum += w;
-        // Cut where the runs so far hold their share of the work.
-        if runs.len() + 1 < parts && sum * parts >= total * (runs.len() + 1) {
-            runs.push(start..i + 1);
-            start = i + 1;
-        }
-    }
-    runs.push(start..chats.len());
-    runs
+    crate::sync::runs_by_weight(&weights, parts)
 }
 
 /// A name used in a parsed file that no parsed file defines, which an unparsed file may define.
